@@ -1,0 +1,92 @@
+"""Reading and appending JSONL logs safely (standard library only; the fitter uses this too).
+
+A crash can leave the last line of a log half-written. Readers keep every complete row and warn
+once per file; writers append whole lines with a single write and fsync, and rewrite files via a
+temporary file and an atomic rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+
+class LogFormatError(ValueError):
+    """A log line that is complete (newline-terminated) but is not a JSON object."""
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Returns the complete rows of a JSONL file.
+
+    A final line without a trailing newline that does not parse (a crash mid-write) is dropped
+    with one warning. A malformed line anywhere else raises LogFormatError naming file and line.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    rows: list[dict[str, Any]] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        is_last_unterminated = lineno == len(lines) and not text.endswith("\n")
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            if is_last_unterminated:
+                warnings.warn(
+                    f"{path}: dropping truncated last line {lineno} (incomplete write): {err}",
+                    stacklevel=2,
+                )
+                break
+            raise LogFormatError(f"{path}:{lineno}: not valid JSON: {err}") from err
+        if not isinstance(row, dict):
+            raise LogFormatError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def append_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Appends rows as whole lines in one write, then fsyncs.
+
+    If the file ends in a truncated line (a crash mid-write), the file is first rewritten without
+    it so the new rows start on a line of their own.
+    """
+    path = Path(path)
+    payload = "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in rows)
+    if not payload:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    kept = read_jsonl(path)
+                write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Writes `data` to `path` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
