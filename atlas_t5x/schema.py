@@ -65,3 +65,98 @@ def validate_row(row: Mapping[str, Any], where: str = "row") -> None:
     for key in ("tokens_by_lang", "unique_by_lang", "epochs_by_lang"):
         if set(row[key]) != set(row["tokens_by_lang"]):
             raise SchemaError(f"{where}: {key} languages differ from tokens_by_lang")
+
+
+# ---------------------------------------------------------------------------------------------
+# Table form (scripts/export_logs.py). CSV flattens the dict fields into dotted columns
+# (`tokens_by_lang.en`, `mixture.name`, `mixture.weights.en`); Parquet keeps them as JSON strings.
+
+DICT_FIELDS = ("tokens_by_lang", "unique_by_lang", "epochs_by_lang", "mixture")
+# value type inside each per-language dict
+_DICT_VALUE_TYPES: dict[str, type] = {
+    "tokens_by_lang": int,
+    "unique_by_lang": int,
+    "epochs_by_lang": float,
+    "mixture.weights": float,
+}
+
+
+def row_key(row: Mapping[str, Any]) -> tuple[str, int, str]:
+    """The identity of a row: (run, step, target). A log never holds two rows with one key."""
+    return (row["run"], int(row["step"]), row["target"])
+
+
+def check_schema_versions(versions_by_source: Mapping[str, set[int]]) -> int:
+    """Returns the single schema version used by all sources, or raises SchemaError naming them.
+
+    `versions_by_source` maps a source (e.g. a log file path) to the versions found in it.
+    """
+    found: dict[int, list[str]] = {}
+    for source, versions in versions_by_source.items():
+        for v in versions:
+            found.setdefault(v, []).append(source)
+    if not found:
+        raise SchemaError("no rows: cannot determine a schema_version")
+    if len(found) > 1:
+        detail = "; ".join(
+            f"schema_version {v} in {', '.join(sorted(srcs)[:3])}"
+            + (f" (+{len(srcs) - 3} more)" if len(srcs) > 3 else "")
+            for v, srcs in sorted(found.items())
+        )
+        raise SchemaError(f"mixed schema versions, refusing to combine them: {detail}")
+    (version,) = found
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"schema_version {version} is not the supported version {SCHEMA_VERSION}")
+    return version
+
+
+def flatten_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A log row → one flat CSV record (dict fields become dotted columns)."""
+    flat: dict[str, Any] = {}
+    for name, value in row.items():
+        if name == "mixture" and isinstance(value, Mapping):
+            flat["mixture.name"] = value.get("name")
+            for lang, w in dict(value.get("weights", {})).items():
+                flat[f"mixture.weights.{lang}"] = w
+        elif name in DICT_FIELDS and isinstance(value, Mapping):
+            for lang, v in value.items():
+                flat[f"{name}.{lang}"] = v
+        else:
+            flat[name] = value
+    return flat
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and value != value)
+
+
+def unflatten_row(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of `flatten_row` for one CSV record (strings or numbers).
+
+    Missing cells (a language another run trained on) are dropped; scalar fields are coerced to
+    the types in EVAL_ROW_FIELDS so the result passes `validate_row`.
+    """
+    row: dict[str, Any] = {f: {} for f in DICT_FIELDS if f != "mixture"}
+    mixture: dict[str, Any] = {"name": None, "weights": {}}
+    for col, value in flat.items():
+        if _is_missing(value):
+            continue
+        if col == "mixture.name":
+            mixture["name"] = str(value)
+        elif col.startswith("mixture.weights."):
+            mixture["weights"][col[len("mixture.weights."):]] = float(value)
+        elif "." in col and col.split(".", 1)[0] in DICT_FIELDS:
+            field, lang = col.split(".", 1)
+            row[field][lang] = _DICT_VALUE_TYPES[field](float(value))
+        elif col in EVAL_ROW_FIELDS:
+            types = EVAL_ROW_FIELDS[col][0]
+            if types[0] is int:
+                row[col] = int(float(value))
+            elif types[0] is float:
+                row[col] = float(value)
+            else:
+                row[col] = value
+        else:
+            row[col] = value
+    row["mixture"] = mixture
+    return row
