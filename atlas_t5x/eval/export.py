@@ -1,0 +1,192 @@
+"""Gathering many runs' `logs/eval.jsonl` into one table (CSV and Parquet) for the fitter.
+
+Only the standard library, pandas and pyarrow: the export sits between the trainer's logs and the
+fitter, and must not pull in JAX or TensorFlow. The table has one row per (run, step, target):
+
+- CSV: dict fields flattened into dotted columns (`tokens_by_lang.en`, `mixture.weights.en`,
+  `mixture.name`) by `atlas_t5x.schema.flatten_row`; a language a run did not train on is an
+  empty cell.
+- Parquet: one column per schema field, dict fields kept as JSON strings (sorted keys), so the
+  column set does not depend on which languages the runs trained on.
+
+Both files are written through a temporary file and an atomic rename.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from atlas_t5x import logio, schema
+
+EVAL_LOG_RELPATH = os.path.join("logs", "eval.jsonl")
+
+
+class ExportError(ValueError):
+    """Bad input to the export: a path that names no log, or an unreadable table."""
+
+
+def find_eval_logs(sources: Sequence[str | os.PathLike]) -> list[Path]:
+    """Resolves each source to eval.jsonl files, sorted and without repeats.
+
+    A source may be an eval.jsonl file, a run folder (MODEL_DIR, holding logs/eval.jsonl), a study
+    folder (searched recursively for */logs/eval.jsonl) or a glob pattern of any of these.
+    Raises ExportError naming the first source that matches nothing.
+    """
+    found: dict[Path, None] = {}
+    for source in sources:
+        source = os.fspath(source)
+        matches = sorted(glob.glob(source, recursive=True)) if glob.has_magic(source) else [source]
+        hits: list[Path] = []
+        for match in matches:
+            path = Path(match)
+            if path.is_file():
+                hits.append(path)
+            elif (path / EVAL_LOG_RELPATH).is_file():
+                hits.append(path / EVAL_LOG_RELPATH)
+            elif path.is_dir():
+                hits.extend(sorted(path.rglob(EVAL_LOG_RELPATH)))
+        if not hits:
+            raise ExportError(f"{source}: no eval log found (expected a file, MODEL_DIR/{EVAL_LOG_RELPATH} or a folder of runs)")
+        for hit in hits:
+            found[hit.resolve()] = None
+    return sorted(found)
+
+
+def gather_rows(log_files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Reads, checks and de-duplicates the rows of several eval logs.
+
+    - A truncated last line (crash mid-write) is dropped with one warning per file; every
+      complete row is kept (`logio.read_jsonl`).
+    - Rows from files with different `schema_version`s raise SchemaError naming the files.
+    - Every row must pass `schema.validate_row` (SchemaError names file, line and field).
+    - Repeated (run, step, target) keys keep their first row; one warning counts the rest.
+
+    Returns rows sorted by (run, step, target).
+    """
+    per_file: list[tuple[Path, list[dict[str, Any]]]] = []
+    versions: dict[str, set[int]] = {}
+    for path in map(Path, log_files):
+        rows = logio.read_jsonl(path)
+        for lineno, row in enumerate(rows, start=1):
+            if "schema_version" not in row:
+                raise schema.SchemaError(f"{path}: row {lineno}: missing field 'schema_version'")
+        versions[str(path)] = {row["schema_version"] for row in rows}
+        per_file.append((path, rows))
+    nonempty = {src: v for src, v in versions.items() if v}
+    if not nonempty:
+        raise schema.SchemaError(
+            "no rows in " + ", ".join(str(p) for p, _ in per_file) if per_file else "no log files given"
+        )
+    schema.check_schema_versions(nonempty)
+
+    kept: dict[tuple[str, int, str], dict[str, Any]] = {}
+    duplicates: list[tuple[str, tuple[str, int, str]]] = []
+    for path, rows in per_file:
+        for i, row in enumerate(rows, start=1):
+            schema.validate_row(row, where=f"{path}: row {i}")
+            key = schema.row_key(row)
+            if key in kept:
+                duplicates.append((str(path), key))
+                continue
+            kept[key] = row
+    if duplicates:
+        examples = ", ".join(f"{k} in {p}" for p, k in duplicates[:3])
+        warnings.warn(
+            f"dropped {len(duplicates)} duplicate (run, step, target) row(s), keeping the first of "
+            f"each: {examples}" + (" ..." if len(duplicates) > 3 else ""),
+            stacklevel=2,
+        )
+    return [kept[k] for k in sorted(kept)]
+
+
+def _ordered_columns(columns: Iterable[str]) -> list[str]:
+    """Schema fields in schema order, then dotted dict columns (sorted), then extra fields."""
+    columns = list(dict.fromkeys(columns))
+    fields = list(schema.EVAL_ROW_FIELDS)
+
+    def rank(col: str) -> tuple[int, int, str]:
+        if col in schema.EVAL_ROW_FIELDS:
+            return (0, fields.index(col), "")
+        head = col.split(".", 1)[0]
+        if head in schema.EVAL_ROW_FIELDS:
+            return (0, fields.index(head), col)
+        return (1, 0, col)
+
+    return sorted(columns, key=rank)
+
+
+def to_flat_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows → the CSV table: dict fields as dotted columns (`tokens_by_lang.en`, ...)."""
+    flat = [schema.flatten_row(r) for r in rows]
+    columns = _ordered_columns(c for r in flat for c in r)
+    return pd.DataFrame(flat, columns=columns)
+
+
+def to_json_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows → the Parquet table: dict fields as JSON strings with sorted keys."""
+    records = [
+        {k: (json.dumps(v, sort_keys=True) if k in schema.DICT_FIELDS else v) for k, v in r.items()}
+        for r in rows
+    ]
+    columns = _ordered_columns(c for r in records for c in r)
+    return pd.DataFrame(records, columns=columns)
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Writes the flat CSV table atomically."""
+    logio.write_atomic(path, to_flat_frame(rows).to_csv(index=False))
+
+
+def write_parquet(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:
+    """Writes the Parquet table (dict fields as JSON strings) atomically."""
+    buf = io.BytesIO()
+    to_json_frame(rows).to_parquet(buf, index=False, engine="pyarrow")
+    logio.write_atomic(path, buf.getvalue())
+
+
+def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Reads an exported CSV or Parquet table back into schema rows (validated)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+        rows = []
+        for rec in frame.to_dict(orient="records"):
+            row = {}
+            for k, v in rec.items():
+                if k in schema.DICT_FIELDS:
+                    row[k] = json.loads(v)
+                elif v is None or (isinstance(v, float) and v != v):
+                    continue
+                else:
+                    row[k] = v.item() if hasattr(v, "item") else v
+            rows.append(row)
+    elif path.suffix == ".csv":
+        frame = pd.read_csv(path, dtype={"run": str, "target": str})
+        rows = [schema.unflatten_row(rec) for rec in frame.to_dict(orient="records")]
+    else:
+        raise ExportError(f"{path}: unknown table format {path.suffix!r} (expected .csv or .parquet)")
+    for i, row in enumerate(rows, start=1):
+        schema.validate_row(row, where=f"{path}: row {i}")
+    return rows
+
+
+def export_logs(
+    sources: Sequence[str | os.PathLike],
+    csv_path: str | os.PathLike | None = None,
+    parquet_path: str | os.PathLike | None = None,
+) -> list[dict[str, Any]]:
+    """Finds, gathers and writes the logs of `sources`; returns the exported rows."""
+    rows = gather_rows(find_eval_logs(sources))
+    if csv_path is not None:
+        write_csv(rows, csv_path)
+    if parquet_path is not None:
+        write_parquet(rows, parquet_path)
+    return rows
