@@ -1,0 +1,547 @@
+"""The fitting engine: variable-projection grid search, then tight gradient polish.
+
+1. The non-linear parameters (exponents, λ, τ, R_D, R_N, φ, ψ, γ) are searched on a dense grid
+   (Cartesian for ≤ 3 of them, a scrambled Sobol set beyond), vectorised over all grid points.
+2. For laws whose amplitudes (E, A, B) enter linearly, the amplitudes of every grid point are
+   solved exactly by a batched non-negative least squares on relative residuals, re-weighted a
+   few times with the Huber IRLS weights so they approximate the log-space robust fit
+   ("variable projection"). Laws without that structure (DCSL) search their non-linear
+   parameters with the base law taken from a CSL fit.
+3. The true objective is evaluated at every grid point; the best few distinct candidates are
+   polished by L-BFGS-B on the true objective with JAX gradients (float64) and tight tolerances.
+4. Results report the objective, a converged flag with its reason, and runner-up basins.
+
+Positive parameters (E, A, B, R_D, R_N, σ) are optimised in log space (the log-sum-exp form of
+spec §1.1); the others directly, within bounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from scipy import optimize
+from scipy.stats import qmc
+
+from atlas_t5x.scaling.laws import Law
+from atlas_t5x.scaling.objectives import Objective, get_objective
+
+LOG_PARAMS = ("E", "A", "B", "R_D", "R_N", "sigma")
+TINY_AMPLITUDE = 1e-12
+DEFAULT_GTOL = 1e-12
+DEFAULT_MAXITER = 20000
+
+
+class FitError(ValueError):
+    """The data or options cannot produce a fit (names the offending parameter or input)."""
+
+
+def default_bounds(name: str, allow_negative_tau: bool = False) -> tuple[float, float]:
+    """Natural-unit bounds of a parameter. E ≥ 0 via its log form; τ ≥ 0 unless allowed."""
+    if name in ("E", "A", "B"):
+        return (1e-12, 1e12)
+    if name in ("R_D", "R_N"):
+        return (1e-3, 1e4)
+    if name == "sigma":
+        return (1e-12, 10.0)
+    if name in ("alpha", "beta"):
+        return (0.0, 5.0)
+    if name == "lambda":
+        return (0.0, 50.0)
+    if name.startswith("tau_"):
+        return (-5.0 if allow_negative_tau else 0.0, 50.0)
+    if name in ("phi", "psi", "gamma"):
+        return (-5.0, 5.0)
+    raise FitError(f"no bounds known for parameter {name!r}")
+
+
+def default_grid(name: str, count: int, center: float | None = None, allow_negative_tau=False) -> np.ndarray:
+    """Candidate values for a non-linear parameter in the grid search. [our choice of ranges]"""
+    if name in ("alpha", "beta"):
+        return np.linspace(0.02, 1.5, count)
+    if name == "lambda":
+        return np.concatenate([[0.0], np.geomspace(1e-3, 3.0, max(count - 1, 1))])
+    if name in ("R_D", "R_N"):
+        return np.geomspace(0.3, 300.0, count)
+    if name.startswith("tau_"):
+        lo = -0.5 if allow_negative_tau else 0.0
+        values = np.linspace(lo, 1.5 if name != "tau_other" else 1.0, count)
+        if center is not None:
+            values = np.unique(np.concatenate([values, [center]]))
+        return values
+    if name in ("phi", "psi", "gamma"):
+        return np.linspace(-0.6, 0.6, count)
+    raise FitError(f"no grid known for parameter {name!r}")
+
+
+def _to_z(name: str, value: float) -> float:
+    return math.log(max(value, TINY_AMPLITUDE)) if name in LOG_PARAMS else float(value)
+
+
+def _from_z(name: str, z):
+    return np.exp(z) if name in LOG_PARAMS else z
+
+
+@dataclasses.dataclass
+class FitResult:
+    """A fitted law. `params` holds every parameter (fixed ones included), natural units."""
+
+    law: Law
+    params: dict[str, float]
+    objective: float
+    objective_name: str
+    converged: bool
+    message: str
+    n_points: int
+    free_names: tuple[str, ...]
+    fixed: dict[str, float]
+    extra: dict[str, float] = dataclasses.field(default_factory=dict)
+    runner_ups: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    n_grid: int = 0
+    n_polished: int = 0
+
+    def predict(self, X: Mapping[str, Any]) -> np.ndarray:
+        return np.asarray(self.law.predict(self.params, X), dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "law": self.law.name,
+            "params": {k: float(v) for k, v in self.params.items()},
+            "objective": float(self.objective),
+            "objective_name": self.objective_name,
+            "converged": bool(self.converged),
+            "convergence_message": self.message,
+            "n_points": int(self.n_points),
+            "free_params": list(self.free_names),
+            "fixed_params": {k: float(v) for k, v in self.fixed.items()},
+            "nuisance": {k: float(v) for k, v in self.extra.items()},
+            "runner_ups": self.runner_ups,
+            "n_grid": self.n_grid,
+            "n_polished": self.n_polished,
+        }
+
+
+# -------------------------------------------------------------------------------------------------
+# JAX objective (value and gradient in float64)
+
+
+class _Problem:
+    """Binds a law, objective, free/fixed split and bounds; builds jitted value-and-gradient."""
+
+    def __init__(self, law: Law, objective: Objective, fixed: Mapping[str, float],
+                 bounds: Mapping[str, tuple[float, float]] | None, allow_negative_tau: bool):
+        unknown = sorted(set(fixed) - set(law.param_names) - set(objective.extra_params))
+        if unknown:
+            raise FitError(
+                f"unknown parameter(s) {unknown} for law {law.name!r}; its parameters are "
+                f"{list(law.param_names) + list(objective.extra_params)}"
+            )
+        self.law = law
+        self.objective = objective
+        self.fixed = {k: float(v) for k, v in fixed.items()}
+        names = tuple(law.param_names) + objective.extra_params
+        self.free = tuple(n for n in names if n not in self.fixed)
+        bounds = dict(bounds or {})
+        for k in bounds:
+            if k not in names:
+                raise FitError(f"bounds given for unknown parameter {k!r} of law {law.name!r}")
+        self.bounds_nat = {n: bounds.get(n, default_bounds(n, allow_negative_tau)) for n in names}
+        self.z_bounds = [
+            tuple(_to_z(n, b) if b is not None else None for b in self.bounds_nat[n]) for n in self.free
+        ]
+        self.fixed_names = tuple(sorted(self.fixed))
+        self.fixed_vec = np.array([self.fixed[n] for n in self.fixed_names], dtype=np.float64)
+
+    # natural-unit dict (law params + extras) from a free vector (numpy or jax)
+    def unpack(self, z, xp=np, fixed_vec=None) -> dict[str, Any]:
+        fv = self.fixed_vec if fixed_vec is None else fixed_vec
+        out: dict[str, Any] = {n: fv[i] for i, n in enumerate(self.fixed_names)}
+        for i, n in enumerate(self.free):
+            out[n] = xp.exp(z[..., i]) if n in LOG_PARAMS else z[..., i]
+        return out
+
+    def pack(self, values: Mapping[str, float]) -> np.ndarray:
+        return np.array([_to_z(n, float(values[n])) for n in self.free], dtype=np.float64)
+
+    def law_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if k in self.law.param_names}
+
+    def residuals(self, z, X, y, xp=np, fixed_vec=None):
+        values = self.unpack(z, xp, fixed_vec)
+        pred = self.law.formula(self.law.full_params(self.law_params(values)), X, xp)
+        return xp.log(xp.maximum(pred, 1e-300)) - xp.log(y), values
+
+    def value(self, z, X, y, w, xp=np, fixed_vec=None):
+        r, values = self.residuals(z, X, y, xp, fixed_vec)
+        extra = {k: values[k] for k in self.objective.extra_params}
+        return self.objective.value(r, w, extra, xp)
+
+    def jitted(self, kind: str):
+        """Compiled functions, shared by every problem with the same law, objective and split.
+
+        'vg': (z, fixed_vec, X, y, w) → (value, grad);
+        'residual': (z, fixed_vec, X, y) → r (log residuals).
+        Fixed values are arguments, so bootstrap/profile refits reuse one compilation.
+        """
+        key = (kind, self.law, self.objective, self.free, self.fixed_names)
+        if key not in _JIT_CACHE:
+            import jax
+            import jax.numpy as jnp
+
+            if kind == "vg":
+                fn = jax.value_and_grad(lambda z, fv, X, y, w: self.value(z, X, y, w, jnp, fv))
+            elif kind == "residual":
+                fn = lambda z, fv, X, y: self.residuals(z, X, y, jnp, fv)[0]  # noqa: E731
+            else:
+                raise KeyError(kind)
+            _JIT_CACHE[key] = jax.jit(fn)
+        return _JIT_CACHE[key]
+
+
+_JIT_CACHE: dict[tuple, Callable] = {}
+
+
+def _as_float64(X: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, dtype=np.float64) for k, v in X.items()}
+
+
+def check_data(law: Law, X: Mapping[str, Any], y) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Validates inputs: present, finite, positive where they must be. Raises FitError naming them."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 1 or y.size == 0:
+        raise FitError("no points to fit (loss array is empty)")
+    X = _as_float64({k: X[k] for k in law.inputs if k in X})
+    missing = [k for k in law.inputs if k not in X]
+    if missing:
+        raise FitError(f"law {law.name!r} needs input(s) {missing}")
+    for k, v in list(X.items()) + [("loss", y)]:
+        if v.shape != y.shape:
+            raise FitError(f"input {k!r} has {v.shape[0] if v.ndim else 0} values, loss has {y.size}")
+        if not np.all(np.isfinite(v)):
+            raise FitError(f"input {k!r} has NaN or infinite values (first at index {int(np.argmin(np.isfinite(v)))})")
+        must_be_positive = k in ("N", "D", "U", "K", "p", "loss", "U_other") or (
+            k.startswith("U_"))
+        if must_be_positive and np.any(v <= 0):
+            raise FitError(f"input {k!r} must be positive; found {v[v <= 0][0]!r}")
+        if k.startswith("D_") and np.any(v < 0):
+            raise FitError(f"input {k!r} must be non-negative; found {v[v < 0][0]!r}")
+    return X, y
+
+
+# -------------------------------------------------------------------------------------------------
+# Grid search with variable projection
+
+
+def _batched_nnls(F: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """min ||F c − b||² s.t. c ≥ 0 for every batch item; F (G, n, k), b (G, n) → c (G, k).
+
+    Exact for small k by enumerating active sets (2^k − 1 unconstrained solves, vectorised).
+    """
+    G, _, k = F.shape
+    Ft = np.swapaxes(F, 1, 2)
+    FtF = Ft @ F
+    Ftb = (Ft @ b[..., None])[..., 0]
+    btb = np.sum(b * b, axis=1)
+    best = np.zeros((G, k))
+    best_sse = btb.copy()
+    for size in range(1, k + 1):
+        for subset in itertools.combinations(range(k), size):
+            idx = np.array(subset)
+            M = FtF[:, idx[:, None], idx[None, :]] + 1e-14 * np.eye(size) * np.trace(
+                FtF, axis1=1, axis2=2)[:, None, None]
+            rhs = Ftb[:, idx]
+            try:
+                c = np.linalg.solve(M, rhs[..., None])[..., 0]
+            except np.linalg.LinAlgError:
+                continue
+            sse = btb - 2 * np.einsum("gk,gk->g", c, rhs) + np.einsum("gk,gkl,gl->g", c, M, c)
+            ok = np.all(c >= 0, axis=1) & np.isfinite(sse) & (sse < best_sse)
+            if np.any(ok):
+                full = np.zeros((G, k))
+                full[:, idx] = c
+                best[ok] = full[ok]
+                best_sse[ok] = sse[ok]
+    return best
+
+
+def _grid_points(problem: _Problem, names: Sequence[str], budget: int, init: Mapping[str, float],
+                 seed: int, allow_negative_tau: bool) -> dict[str, np.ndarray]:
+    """Grid of the non-linear free parameters: Cartesian up to 3 of them, Sobol beyond."""
+    if not names:
+        return {}
+    d = len(names)
+    if d <= 3:
+        per = max(3, int(round(budget ** (1.0 / d))))
+        axes = [default_grid(n, per, init.get(n), allow_negative_tau) for n in names]
+        mesh = np.meshgrid(*axes, indexing="ij")
+        return {n: m.ravel() for n, m in zip(names, mesh)}
+    # Sobol over each parameter's grid range; the initial guess is always included.
+    m = int(math.ceil(math.log2(max(budget, 16))))
+    unit = qmc.Sobol(d, scramble=True, seed=seed).random_base2(m)
+    out = {}
+    for j, n in enumerate(names):
+        axis = default_grid(n, 64, None, allow_negative_tau)
+        if n == "lambda":  # log-uniform over the λ grid's positive range
+            lo, hi = math.log(1e-3), math.log(3.0)
+            out[n] = np.exp(lo + unit[:, j] * (hi - lo))
+        elif n in ("R_D", "R_N"):
+            lo, hi = math.log(axis[0]), math.log(axis[-1])
+            out[n] = np.exp(lo + unit[:, j] * (hi - lo))
+        else:
+            out[n] = axis[0] + unit[:, j] * (axis[-1] - axis[0])
+    if all(n in init for n in names):
+        for n in names:
+            out[n] = np.concatenate([[init[n]], out[n]])
+    return out
+
+
+def _clip_to_bounds(problem: _Problem, values: dict[str, np.ndarray]) -> None:
+    for n in problem.free:
+        if n in values:
+            lo, hi = problem.bounds_nat[n]
+            values[n] = np.clip(values[n], lo, hi)
+
+
+def grid_search(problem: _Problem, X, y, w, budget: int, init: Mapping[str, float], seed: int,
+                allow_negative_tau: bool, irls_steps: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluates the true objective over the grid. Returns (Z candidates (G, p), objective (G,))."""
+    law = problem.law
+    linear = [n for n in law.linear_names if n in law.param_names]
+    use_varpro = law.linear_basis_fn is not None
+    free_linear = [n for n in linear if n in problem.free] if use_varpro else []
+    nonlinear = [n for n in problem.free if n not in free_linear and n not in problem.objective.extra_params]
+    base: dict[str, float] = dict(init)
+    if not use_varpro:
+        # Amplitudes/exponents start from `init` (e.g. a CSL fit); the rest is gridded.
+        nonlinear = [n for n in nonlinear if n not in base]
+    grid = _grid_points(problem, nonlinear, budget, init, seed, allow_negative_tau)
+    G = len(next(iter(grid.values()))) if grid else 1
+    values: dict[str, np.ndarray] = {}
+    for n in problem.free:
+        if n in grid:
+            values[n] = grid[n]
+        elif n in base:
+            values[n] = np.full(G, float(base[n]))
+    chunk = max(1, int(4_000_000 // max(y.size, 1)))
+    out_z = np.zeros((G, len(problem.free)))
+    out_obj = np.full(G, np.inf)
+    Xb = {k: v[None, :] for k, v in X.items()}
+    for start in range(0, G, chunk):
+        sl = slice(start, min(G, start + chunk))
+        vals = {n: v[sl, None] for n, v in values.items()}
+        p = {**{k: np.float64(v) for k, v in problem.fixed.items()}, **vals}
+        if use_varpro and free_linear:
+            nl = {k: v for k, v in p.items() if k not in free_linear}
+            for n in free_linear:
+                nl.setdefault(n, np.zeros((sl.stop - sl.start, 1)))
+            with np.errstate(all="ignore"):
+                cols = law.linear_basis(problem.law_params(nl), Xb, np)
+            Gc = sl.stop - sl.start
+            cols = {k: np.broadcast_to(v, (Gc, y.size)) for k, v in cols.items()}
+            offset = sum(problem.fixed[n] * cols[n] for n in linear if n not in free_linear)
+            target = y[None, :] - offset
+            F = np.stack([cols[n] for n in free_linear], axis=-1)
+            bad = ~np.all(np.isfinite(F), axis=(1, 2))
+            F = np.where(np.isfinite(F), F, 0.0)
+            omega = np.ones((Gc, y.size))
+            for _ in range(max(1, irls_steps)):
+                s = np.sqrt(w[None, :] * omega) / y[None, :]
+                c = _batched_nnls(F * s[..., None], target * s)
+                pred = (F @ c[..., None])[..., 0] + offset
+                r = np.log(np.maximum(pred, 1e-300)) - np.log(y)[None, :]
+                if problem.objective.name == "huber":
+                    omega = problem.objective.irls_weight(r)
+                else:
+                    break
+            for j, n in enumerate(free_linear):
+                vals[n] = np.maximum(c[:, j:j + 1], TINY_AMPLITUDE)
+            p.update(vals)
+        else:
+            bad = np.zeros(sl.stop - sl.start, bool)
+        if "sigma" in problem.free:
+            vals["sigma"] = np.full((sl.stop - sl.start, 1), 0.05)
+        _clip_to_bounds(problem, vals)
+        p.update(vals)
+        with np.errstate(all="ignore"):
+            pred = law.formula(law.full_params(problem.law_params(p)), Xb, np)
+            r = np.log(np.maximum(pred, 1e-300)) - np.log(y)[None, :]
+            # rank by the robust objective; the likelihood's σ is set at polish time
+            rank_obj = get_objective("huber" if problem.objective.name == "likelihood"
+                                     else problem.objective.name, problem.objective.delta)
+            obj = rank_obj.value(r, w[None, :])
+        obj = np.where(bad | ~np.isfinite(obj), np.inf, obj)
+        out_obj[sl] = obj
+        for j, n in enumerate(problem.free):
+            v = np.broadcast_to(vals[n][:, 0] if n in vals else np.full(sl.stop - sl.start, base[n]),
+                                (sl.stop - sl.start,))
+            out_z[sl, j] = np.log(np.maximum(v, TINY_AMPLITUDE)) if n in LOG_PARAMS else v
+    return out_z, out_obj
+
+
+def _distinct(Z: np.ndarray, order: np.ndarray, k: int, scale: np.ndarray, min_dist: float) -> list[int]:
+    chosen: list[int] = []
+    for i in order:
+        if len(chosen) >= k:
+            break
+        if all(np.max(np.abs(Z[i] - Z[j]) / scale) > min_dist for j in chosen):
+            chosen.append(int(i))
+    return chosen
+
+
+# -------------------------------------------------------------------------------------------------
+# Polish
+
+
+def polish(problem: _Problem, z0: np.ndarray, X, y, w, gtol: float = DEFAULT_GTOL,
+           maxiter: int = DEFAULT_MAXITER) -> tuple[np.ndarray, float, bool, str]:
+    """L-BFGS-B on the true objective from z0. Returns (z, value, converged, reason)."""
+    import jax
+
+    vg = problem.jitted("vg")
+
+    def fun(z):
+        with jax.enable_x64(True):
+            v, g = vg(z, problem.fixed_vec, X, y, w)
+        v = float(v)
+        g = np.asarray(g, dtype=np.float64)
+        if not np.isfinite(v):
+            return 1e300, np.zeros_like(z)
+        return v, g
+
+    bounds = problem.z_bounds
+    res = optimize.minimize(
+        fun, z0, jac=True, method="L-BFGS-B", bounds=bounds,
+        options={"maxiter": maxiter, "maxfun": maxiter * 2, "ftol": 1e-15, "gtol": gtol, "maxcor": 30},
+    )
+    z = np.asarray(res.x, dtype=np.float64)
+    value, grad = fun(z)
+    # projected gradient: components pushing against an active bound do not count
+    lo = np.array([b[0] if b[0] is not None else -np.inf for b in bounds])
+    hi = np.array([b[1] if b[1] is not None else np.inf for b in bounds])
+    pg = np.where((z <= lo) & (grad > 0) | (z >= hi) & (grad < 0), 0.0, grad)
+    pg_norm = float(np.max(np.abs(pg))) if pg.size else 0.0
+    tol = max(1e-7 * max(abs(value), 1e-3), 1e-10)
+    converged = bool(res.success) or pg_norm <= tol
+    msg = res.message if isinstance(res.message, str) else res.message.decode()
+    reason = f"{msg.strip()} after {res.nit} iterations; max |projected gradient| = {pg_norm:.2e}"
+    if not converged and pg_norm > tol:
+        reason += f" > tolerance {tol:.1e}"
+    return z, float(value), converged, reason
+
+
+# -------------------------------------------------------------------------------------------------
+# Public entry point
+
+
+def fit(
+    law: Law,
+    X: Mapping[str, Any],
+    y,
+    objective: str | Objective = "huber",
+    fixed: Mapping[str, float] | None = None,
+    weights=None,
+    init: Mapping[str, float] | None = None,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    allow_negative_tau: bool = False,
+    grid_budget: int = 4000,
+    n_polish: int = 6,
+    n_runner_ups: int = 5,
+    seed: int = 0,
+    gtol: float = DEFAULT_GTOL,
+) -> FitResult:
+    """Fits `law` to losses y (nats/token) at inputs X. See the module docstring for the method.
+
+    `fixed`: parameters held at given values (natural units). `init`: starting values included in
+    the search (e.g. τ from a transfer matrix; for DCSL the base law). `weights`: per-point
+    multiplicities (bootstrap). With every parameter fixed this only evaluates.
+    """
+    obj = objective if isinstance(objective, Objective) else get_objective(objective)
+    X, y = check_data(law, X, y)
+    fixed = dict(fixed or {})
+    init = dict(init or {})
+    problem = _Problem(law, obj, fixed, bounds, allow_negative_tau)
+    w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64)
+    n_free_law = len([n for n in problem.free if n not in obj.extra_params])
+    if y.size < n_free_law:
+        raise FitError(f"{y.size} points are fewer than the {n_free_law} free parameters of law {law.name!r}")
+
+    if not problem.free:
+        value = float(problem.value(np.zeros(0), X, y, w))
+        return FitResult(law, problem.law_params(problem.unpack(np.zeros(0))), value, obj.name, True,
+                         "all parameters fixed: evaluated only", int(y.size), (), fixed)
+
+    if law.linear_basis_fn is None:
+        missing = [n for n in problem.free if n in ("E", "A", "B", "alpha", "beta") and n not in init]
+        if missing:
+            init = {**_csl_seed(law, X, y, w, obj, fixed), **init}
+
+    Z, objs = grid_search(problem, X, y, w, grid_budget, init, seed, allow_negative_tau)
+    finite = np.isfinite(objs)
+    if not np.any(finite):
+        raise FitError(f"law {law.name!r}: every grid candidate gives a non-finite objective")
+    order = np.argsort(objs)
+    order = order[np.isfinite(objs[order])]
+    spread = np.ptp(Z[finite], axis=0)
+    scale = np.where(spread > 0, spread, 1.0)
+    starts = _distinct(Z, order, n_polish, scale, min_dist=0.08)
+
+    if "sigma" in problem.free:
+        j = problem.free.index("sigma")
+        for i in starts:
+            r, _ = problem.residuals(Z[i], X, y)
+            Z[i, j] = math.log(obj.best_sigma(r, w))
+
+    polished = []
+    for i in starts:
+        z, v, ok, why = polish(problem, Z[i].copy(), X, y, w, gtol=gtol)
+        polished.append((v, z, ok, why))
+    polished.sort(key=lambda t: t[0])
+    best_v, best_z, ok, why = polished[0]
+
+    runner_ups = []
+    basins = [best_z]
+    for v, z, c, _ in polished[1:]:
+        if all(np.max(np.abs(z - b)) > 1e-2 for b in basins):
+            basins.append(z)
+            vals = problem.unpack(z)
+            runner_ups.append({"objective": float(v), "converged": bool(c),
+                               "params": {k: float(vals[k]) for k in law.param_names}})
+    values = problem.unpack(best_z)
+    params = {k: float(values[k]) for k in law.param_names}
+    extra = {k: float(values[k]) for k in obj.extra_params}
+    return FitResult(law, params, best_v, obj.name, ok, why, int(y.size), problem.free, fixed, extra,
+                     runner_ups[:n_runner_ups], int(Z.shape[0]), len(starts))
+
+
+def _csl_seed(law: Law, X, y, w, obj: Objective, fixed: Mapping[str, float]) -> dict[str, float]:
+    """Base-law starting values for laws without linear structure: a CSL fit on the same data."""
+    from atlas_t5x.scaling.laws import make_law
+
+    csl = make_law("csl", tied=law.tied)
+    csl_fixed = {k: v for k, v in fixed.items() if k in csl.param_names}
+    res = fit(csl, {"N": X["N"], "D": X["D"]}, y, obj.name, csl_fixed, weights=w, n_polish=3)
+    seed = dict(res.params)
+    if law.tied:
+        seed.pop("beta", None)
+    return seed
+
+
+def evaluate(law: Law, params: Mapping[str, float], X: Mapping[str, Any], y,
+             objective: str = "huber", extra: Mapping[str, float] | None = None) -> float:
+    """The objective of fixed parameters on data (no fitting)."""
+    obj = get_objective(objective)
+    X, y = check_data(law, X, y)
+    pred = np.asarray(law.predict(dict(params), X), np.float64)
+    r = np.log(np.maximum(pred, 1e-300)) - np.log(y)
+    return float(obj.value(r, np.ones_like(y), dict(extra or {})))
+
+
+def r2_score(y, pred) -> float:
+    """Coefficient of determination on raw loss (may be negative)."""
+    y = np.asarray(y, float)
+    pred = np.asarray(pred, float)
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return float(1.0 - np.sum((y - pred) ** 2) / ss_tot) if ss_tot > 0 else float("nan")
