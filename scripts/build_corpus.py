@@ -50,6 +50,10 @@ import sys
 import tempfile
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from atlas_t5x import languages  # noqa: E402  pylint: disable=wrong-import-position
+
 DEFAULT_OUT = os.path.join(REPO_ROOT, "atlas_t5x", "data", "corpus")
 LOCALE_ROOT = "/usr/share/locale"
 
@@ -91,11 +95,6 @@ LOCALE_DIRS: dict[str, tuple[str, ...]] = {
     "cy": ("cy",), "yi": ("yi",),
 }
 ENGLISH = "en"   # built from the msgid source strings of the permissive catalogs
-SCRIPTS = {
-    "en": "Latn", "de": "Latn", "es": "Latn", "fr": "Latn", "it": "Latn", "pt": "Latn",
-    "ca": "Latn", "cy": "Latn", "ru": "Cyrl", "uk": "Cyrl", "bg": "Cyrl", "el": "Grek",
-    "zh": "Hans", "ja": "Jpan", "ko": "Kore", "hi": "Deva", "mr": "Deva", "yi": "Hebr",
-}
 
 _PRINTF = re.compile(
     r"%(\d+\$)?[-+ #0']*(\*|\d+)?(\.(\*|\d+))?(hh|h|ll|l|L|q|j|z|t)?[diouxXeEfFgGaAcspnm%]"
@@ -270,6 +269,9 @@ def build(out_dir: str) -> dict:
         print(f"note: source packages not installed (skipped): {', '.join(missing)}")
 
     plan: dict[str, list[dict]] = {}
+    for lang in [*LOCALE_DIRS, ENGLISH]:
+        if languages.resolve_language(lang).code != lang:
+            raise BuildError(f"{lang!r} is not itself a MADLAD-400 code")
     for lang, locales in LOCALE_DIRS.items():
         plan[lang] = find_catalogs(locales, owners)
     # English: msgids of the permissive catalogs of every locale (the upstream source strings).
@@ -295,7 +297,7 @@ def build(out_dir: str) -> dict:
         write_shard(os.path.join(out_dir, rel), docs)
         licenses = sorted({packages[c["package"]]["license"] for c in used})
         manifest["languages"][lang] = {
-            "script": SCRIPTS[lang],
+            "script": languages.LANGUAGES[lang].script,
             "locales": list(LOCALE_DIRS.get(lang, ("msgid",))),
             "documents": len(docs),
             "text_bytes": sum(len(d.encode("utf-8")) for d in docs),

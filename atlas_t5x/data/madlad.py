@@ -39,6 +39,8 @@ import gin
 import seqio
 import tensorflow as tf
 
+from atlas_t5x import languages
+
 EMBEDDED_CORPUS_DIR: str = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 MADLAD_DIR_ENV = "MADLAD_DIR"
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -64,12 +66,8 @@ def resolve_madlad_dir(root: str | None = None) -> str:
 
 
 def check_language_code(lang: str) -> str:
-    """Returns `lang` if it is one of the MADLAD-400 codes, else raises ValueError naming the
-    nearest valid codes (atlas_t5x.languages.resolve_language)."""
-    try:
-        from atlas_t5x import languages  # pylint: disable=import-outside-toplevel
-    except ImportError:  # TODO(corpus): drop once atlas_t5x/languages.py has landed
-        return lang
+    """The MADLAD-400 code for `lang` (aliases such as pt_BR resolve to pt); ValueError naming the
+    nearest valid codes if there is none (atlas_t5x.languages.resolve_language)."""
     return languages.resolve_language(lang).code
 
 
