@@ -1,0 +1,244 @@
+"""Checkpoints: an orbax CheckpointManager over (train state, pipeline position, run metadata).
+
+Layout: `MODEL_DIR/checkpoints/<step>/{state,pipeline,meta}` written by orbax (async where the
+backend supports it; orbax writes into `<step>.orbax-checkpoint-tmp-*` and renames when the
+checkpoint is committed, so a crash leaves no directory that looks complete).
+
+A step directory counts as complete only if orbax's `_CHECKPOINT_METADATA` in it records a commit
+time. Anything else under `checkpoints/` (an interrupted write, a folder copied by hand) is skipped
+with a warning, and removed before this run writes a checkpoint at the same step.
+
+The `meta` item holds the model config and every parameter's shape, so a restart against a
+checkpoint of a different model fails with an error naming the parameter, before anything is
+written. Finetuning (`load_params`) restores the parameters only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+STATE, PIPELINE, META = "state", "pipeline", "meta"
+CHECKPOINT_SUBDIR = "checkpoints"
+_COMMIT_FILE = "_CHECKPOINT_METADATA"
+META_FORMAT = 1
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model of this run."""
+
+
+def param_shapes(params: Any) -> dict[str, list[int]]:
+    """{"layer_0/mlp/wi_0/kernel": [d_model, d_ff], ...} for a pytree of (abstract) arrays."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {
+        "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path): list(leaf.shape)
+        for path, leaf in flat
+    }
+
+
+def check_param_shapes(expected: Mapping[str, list[int]], found: Mapping[str, list[int]], where: str) -> None:
+    """Raises CheckpointMismatchError naming the first differing parameters (missing, extra, shape)."""
+    problems = []
+    for name in sorted(set(expected) | set(found)):
+        want, got = expected.get(name), found.get(name)
+        if want is None:
+            problems.append(f"parameter {name!r} (shape {got}) is in the checkpoint but not in this model")
+        elif got is None:
+            problems.append(f"parameter {name!r} (shape {want}) of this model is missing from the checkpoint")
+        elif list(want) != list(got):
+            problems.append(f"parameter {name!r} has shape {list(got)} in the checkpoint, {list(want)} in this model")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... ({len(problems) - 5} more)" if len(problems) > 5 else "")
+        raise CheckpointMismatchError(f"checkpoint {where} was written for a different model: {shown}")
+
+
+def _is_committed(step_dir: Path) -> bool:
+    try:
+        meta = json.loads((step_dir / _COMMIT_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("commit_timestamp_nsecs"))
+
+
+def _step_dirs(directory: Path) -> dict[int, Path]:
+    if not directory.is_dir():
+        return {}
+    return {int(p.name): p for p in directory.iterdir() if p.is_dir() and p.name.isdigit()}
+
+
+def complete_steps(directory: str | os.PathLike) -> list[int]:
+    """Steps under `directory` whose checkpoint was committed, ascending."""
+    return sorted(s for s, p in _step_dirs(Path(directory)).items() if _is_committed(p))
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, int]:
+    """(checkpoints folder, step) for a model_dir, a checkpoints folder, or one step folder.
+
+    Raises:
+      FileNotFoundError: no committed checkpoint at `path`.
+    """
+    path = Path(path)
+    if path.name.isdigit() and _is_committed(path):
+        return path.parent, int(path.name)
+    for folder in (path / CHECKPOINT_SUBDIR, path):
+        steps = complete_steps(folder)
+        if steps:
+            return folder, steps[-1]
+    raise FileNotFoundError(f"no complete checkpoint under {path} (looked in {path / CHECKPOINT_SUBDIR} and {path})")
+
+
+def _handlers() -> dict[str, ocp.CheckpointHandler]:
+    return {STATE: ocp.PyTreeCheckpointHandler(), PIPELINE: ocp.JsonCheckpointHandler(), META: ocp.JsonCheckpointHandler()}
+
+
+def _restore_args(abstract: Any) -> Any:
+    """orbax restore args placing each array with the `sharding` of its ShapeDtypeStruct."""
+    return ocp.checkpoint_utils.construct_restore_args(abstract)
+
+
+def read_metadata(directory: str | os.PathLike, step: int) -> dict:
+    """The `meta` item (model config, parameter shapes, run info) of one checkpoint."""
+    return json.loads((Path(directory) / str(step) / META / "metadata").read_text())
+
+
+class TrainCheckpointer:
+    """Saves and restores (TrainState, pipeline state, metadata) under MODEL_DIR/checkpoints.
+
+    Args:
+      model_dir: the run folder.
+      keep: number of newest checkpoints kept (older ones are deleted after a save commits).
+      async_save: write in a background thread (device→host copy stays synchronous, so the
+        state may be donated to the next step right after `save` returns).
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, keep: int = 3, async_save: bool = True):
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self.directory = Path(model_dir) / CHECKPOINT_SUBDIR
+        self._keep = keep
+        self._async = async_save
+        self._manager: ocp.CheckpointManager | None = None
+
+    def latest_step(self) -> int | None:
+        """Newest committed step, or None."""
+        steps = complete_steps(self.directory)
+        return steps[-1] if steps else None
+
+    def check_compatible(self, expected_shapes: Mapping[str, list[int]]) -> int | None:
+        """Checks the newest checkpoint (if any) holds this model; returns its step.
+
+        Raises:
+          CheckpointMismatchError: naming the first differing parameters.
+        """
+        step = self.latest_step()
+        if step is not None:
+            meta = read_metadata(self.directory, step)
+            check_param_shapes(expected_shapes, meta["param_shapes"], str(self.directory / str(step)))
+        return step
+
+    def _open(self) -> ocp.CheckpointManager:
+        if self._manager is None:
+            self._discard_incomplete()
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self._keep, create=True, enable_async_checkpointing=self._async
+            )
+            self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
+        return self._manager
+
+    def _discard_incomplete(self) -> None:
+        """Removes step folders without a commit record (process 0), so their steps can be rewritten."""
+        incomplete = [p for p in _step_dirs(self.directory).values() if not _is_committed(p)]
+        if incomplete and jax.process_index() == 0:
+            for p in incomplete:
+                logging.warning("removing incomplete checkpoint folder %s (never committed)", p)
+                shutil.rmtree(p)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("atlas_t5x.checkpoints.discard_incomplete")
+
+    def save(self, step: int, state: Any, pipeline_state: Mapping, metadata: Mapping) -> None:
+        """Starts writing checkpoint `step` (returns once the device→host copy is done).
+
+        The pipeline state must be the same on every process (a global stream position); this is
+        checked on multi-host runs.
+        """
+        if jax.process_count() > 1:
+            multihost_utils.assert_equal(
+                hash(json.dumps(pipeline_state, sort_keys=True)) % (2**31),
+                "pipeline state differs between processes; it must be a global position",
+            )
+        self._open().save(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    STATE: ocp.args.PyTreeSave(state),
+                    PIPELINE: ocp.args.JsonSave(dict(pipeline_state)),
+                    META: ocp.args.JsonSave({"format": META_FORMAT, **metadata}),
+                }
+            ),
+            force=True,
+        )
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
+        """(state placed with `abstract_state`'s shardings, pipeline state, metadata) of `step`."""
+        restored = self._open().restore(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    STATE: ocp.args.PyTreeRestore(item=abstract_state, restore_args=_restore_args(abstract_state)),
+                    PIPELINE: ocp.args.JsonRestore(),
+                    META: ocp.args.JsonRestore(),
+                }
+            ),
+        )
+        return restored[STATE], dict(restored[PIPELINE]), dict(restored[META])
+
+    def wait_until_finished(self) -> None:
+        """Blocks until every started save has committed."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+            self._manager.close()
+            self._manager = None
+
+
+def load_params(source: str | os.PathLike, abstract_params: Any) -> tuple[Any, str]:
+    """Parameters only, from the newest checkpoint at `source` (finetune init).
+
+    Args:
+      source: a model_dir, its checkpoints folder, or one step folder.
+      abstract_params: ShapeDtypeStructs with shardings for this run's parameters.
+
+    Returns:
+      (params, the step folder they came from).
+
+    Raises:
+      FileNotFoundError: no complete checkpoint at `source`.
+      CheckpointMismatchError: the checkpoint's parameters differ from this model's.
+    """
+    directory, step = resolve_checkpoint(source)
+    where = directory / str(step)
+    check_param_shapes(param_shapes(abstract_params), read_metadata(directory, step)["param_shapes"], str(where))
+    item = {"params": abstract_params}
+    manager = ocp.CheckpointManager(directory, item_handlers=_handlers())
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{STATE: ocp.args.PyTreeRestore(item=item, restore_args=_restore_args(item), partial_restore=True)}
+            ),
+        )
+    finally:
+        manager.close()
+    return restored[STATE]["params"], str(where)

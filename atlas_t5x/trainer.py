@@ -1,0 +1,531 @@
+"""The train loop: sharded jitted train step, logging, checkpoints, callbacks (gin entry `train`).
+
+One step, top to bottom (`make_train_step`): forward with a dropout key derived from the step,
+weighted token cross-entropy (mean over the batch's weighted tokens, nats), gradients, optimizer
+update. The step is jitted pjit-style with explicit in/out shardings from `partitioning` and the
+state donated, so the same code runs on one CPU device and on a pod.
+
+Host work per step is: read the next host-local batch, place it as a global array, dispatch the
+compiled step (asynchronously), keep the metric arrays. The host waits for the device only at
+"flush" points — every `log_every_steps`, before a checkpoint, before callbacks and at the end —
+where the kept losses are checked for NaN/Inf and logged. A non-finite loss stops the run naming
+the step; because every checkpoint is preceded by a flush, no checkpoint ever holds a state that
+came from a non-finite loss or gradient.
+
+Outputs under MODEL_DIR: `logs/train.jsonl` (one row per flush, see `_log_row`), TensorBoard events
+in `tb/`, `checkpoints/` (see atlas_t5x/checkpoints.py), `config.gin` (the operative gin config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax.experimental import multihost_utils
+
+from atlas_t5x import checkpoints, logio, losses, models, optim, partitioning
+from atlas_t5x.callbacks import Callback, RunInfo, StepContext, due_callbacks, validate_callbacks
+
+# Batch keys the model consumes on device; decoder_lang_ids stay on the host (accounting).
+MODEL_INPUT_KEYS = (
+    "decoder_input_tokens",
+    "decoder_target_tokens",
+    "decoder_segment_ids",
+    "decoder_positions",
+    "decoder_loss_weights",
+)
+
+# Dense bf16 peak FLOP/s per device by `device_kind` substring (vendor data sheets); first match wins.
+_PEAK_BF16_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("GH200", 989e12),
+    ("B200", 2250e12),
+    ("A100", 312e12),
+    ("TPU v4", 275e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5e", 197e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5", 459e12),
+    ("TPU v6 lite", 918e12),
+    ("TPU v6e", 918e12),
+)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss or gradient norm became NaN or Inf."""
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a step updates: step (optimizer steps done, int32), params, opt_state."""
+
+    step: jax.Array
+    params: Any
+    opt_state: optax.OptState
+
+
+def lookup_peak_flops(device_kind: str) -> float | None:
+    """Dense bf16 peak FLOP/s per device for a known accelerator `device_kind`, else None (CPU)."""
+    kind = device_kind.lower()
+    for name, flops in _PEAK_BF16_FLOPS:
+        if name.lower() in kind:
+            return flops
+    return None
+
+
+def _model_inputs(batch: Mapping[str, Any]) -> dict:
+    return dict(
+        positions=batch["decoder_positions"],
+        segment_ids=batch["decoder_segment_ids"],
+    )
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+                    accumulation_steps: int = 1) -> Callable:
+    """(state, batch, dropout_key) -> (new state, metrics); metrics are scalars (loss in nats/token)."""
+
+    def train_step(state: TrainState, batch: Mapping[str, jax.Array], dropout_key: jax.Array):
+        step_key = jax.random.fold_in(dropout_key, state.step)
+
+        def loss_fn(params):
+            logits = model.apply(
+                {"params": params}, batch["decoder_input_tokens"], **_model_inputs(batch),
+                deterministic=False, rngs={"dropout": step_key},
+            )
+            sum_nll, n_tokens = losses.token_cross_entropy(
+                logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+            )
+            return sum_nll / jnp.maximum(n_tokens, 1.0), n_tokens
+
+        (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss,
+            "n_tokens": n_tokens,
+            "grad_norm": optax.global_norm(grads),
+            "lr": schedule(state.step // accumulation_steps),
+        }
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
+
+
+def make_eval_fn(model: nn.Module) -> Callable:
+    """(params, batch) -> (sum_nll [B] nats, n_tokens [B]) with dropout off."""
+
+    def eval_fn(params, batch):
+        logits = model.apply({"params": params}, batch["decoder_input_tokens"], **_model_inputs(batch),
+                             deterministic=True)
+        return losses.token_cross_entropy_per_example(
+            logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+        )
+
+    return eval_fn
+
+
+def global_batch_from_host_rows(host_batch: Mapping[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict:
+    """Host-local rows (this process's slice of the global batch) → global jax arrays."""
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(host_batch[k])) for k in MODEL_INPUT_KEYS}
+
+
+def _global_batch_from_full(batch: Mapping[str, Any], sharding: jax.sharding.Sharding) -> dict:
+    """A batch every process holds in full (eval sets) → global jax arrays."""
+    out = {}
+    for k in MODEL_INPUT_KEYS:
+        x = np.asarray(batch[k])
+        out[k] = jax.make_array_from_callback(x.shape, sharding, lambda idx, x=x: x[idx])
+    return out
+
+
+class _EvalStep:
+    """The `StepContext.eval_step` callable: numpy batch in, replicated per-example sums out."""
+
+    def __init__(self, model, mesh, params_sharding):
+        self._mesh = mesh
+        self._batch_sharding = partitioning.batch_sharding(mesh)
+        replicated = partitioning.replicated(mesh)
+        batch_sh = {k: self._batch_sharding for k in MODEL_INPUT_KEYS}
+        self._jitted = jax.jit(make_eval_fn(model), in_shardings=(params_sharding, batch_sh),
+                               out_shardings=(replicated, replicated))
+
+    def __call__(self, params, batch):
+        with partitioning.axis_rules(self._mesh):
+            return self._jitted(params, _global_batch_from_full(batch, self._batch_sharding))
+
+
+def _configured_args(fn: Callable) -> dict[str, Any]:
+    """`fn`'s defaults overlaid with its gin bindings (to keep schedule and phase consistent)."""
+    values = {k: p.default for k, p in inspect.signature(fn).parameters.items()
+              if p.default is not inspect.Parameter.empty}
+    values.update(gin.get_bindings(fn))
+    return values
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """Drops rows logged after `last_step` (a run that died after its last checkpoint)."""
+    if path.exists():
+        rows = logio.read_jsonl(path)
+        kept = [r for r in rows if int(r.get("step", 0)) <= last_step]
+        if len(kept) != len(rows):
+            logio.write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+
+class _StopFlag:
+    """SIGTERM → stop at the next step boundary (single process); multi-host uses JAX's sync point."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def install(self) -> None:
+        if jax.process_count() > 1:
+            return  # jax.distributed's preemption notifier owns SIGTERM; see should_stop.
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no preemption handling
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: checkpointing at the next step boundary and exiting")
+        self.requested = True
+
+    def should_stop(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns: the final state, the step reached, and whether it was preempted."""
+
+    state: TrainState
+    step: int
+    preempted: bool
+
+
+@gin.configurable(denylist=["model_dir"])
+def train(
+    model_dir: str,
+    model_config: models.ModelConfig = gin.REQUIRED,
+    mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
+    pipeline_factory: Callable[[], Any] = gin.REQUIRED,
+    total_steps: int = gin.REQUIRED,
+    seed: int = 0,
+    log_every_steps: int = 10,
+    checkpoint_every_steps: int = 1000,
+    keep_checkpoints: int = 3,
+    async_checkpointing: bool = True,
+    callbacks: Sequence[Callback] = (),
+    init_from: str | None = None,
+    run_name: str | None = None,
+    peak_flops_per_device: float | None = None,
+    tensorboard: bool = True,
+) -> TrainResult:
+    """Trains `model_config` on `pipeline_factory()` for `total_steps`, resuming from model_dir.
+
+    Args:
+      model_dir: run folder (logs/, tb/, checkpoints/, config.gin). If it holds a checkpoint, the
+        run resumes from the newest complete one (state, step and pipeline position).
+      model_config: the decoder (`@ModelConfig()` in gin).
+      mesh_config: device mesh axis sizes.
+      pipeline_factory: zero-argument callable returning the train pipeline
+        (`@make_train_pipeline` or `@make_synthetic_pipeline`); its `seq_len` and `global_batch`
+        are the run's.
+      total_steps: train-step calls (= optimizer updates × make_optimizer.accumulation_steps); the
+        schedule spans them.
+      seed: parameter init and dropout keys (dropout key of step s = fold_in(key, s), so a resumed
+        run draws the same masks).
+      log_every_steps: flush period (host sync, NaN check, one train.jsonl row).
+      checkpoint_every_steps: checkpoint period; the final step is always saved.
+      keep_checkpoints: newest checkpoints kept.
+      async_checkpointing: write checkpoints in the background.
+      callbacks: called when step % cb.every_steps == 0 and at the final step.
+      init_from: finetune: load params only from this model_dir / checkpoint folder (fresh
+        optimizer, schedule from step 0). Ignored when model_dir already has a checkpoint.
+      run_name: RunInfo.run (default: model_dir's basename).
+      peak_flops_per_device: peak FLOP/s per device for MFU; None = look up the accelerator
+        (bf16 dense peak), no MFU when unknown (CPU).
+      tensorboard: also write scalars to MODEL_DIR/tb.
+
+    Returns:
+      TrainResult(state, step, preempted). On SIGTERM the run checkpoints at the next step
+      boundary, waits for the write and returns with preempted=True.
+
+    Raises:
+      NonFiniteLossError: the loss or gradient norm was NaN/Inf at a step (named in the message).
+      CheckpointMismatchError: model_dir holds a checkpoint of a different model.
+      ValueError: mesh/batch mismatch and other bad settings.
+    """
+    if total_steps <= 0 or log_every_steps <= 0 or checkpoint_every_steps <= 0:
+        raise ValueError(
+            f"total_steps ({total_steps}), log_every_steps ({log_every_steps}) and "
+            f"checkpoint_every_steps ({checkpoint_every_steps}) must be positive"
+        )
+    model_dir_path = Path(model_dir)
+    callbacks = validate_callbacks(callbacks)
+    is_chief = jax.process_index() == 0
+
+    mesh = partitioning.make_mesh(mesh_config)
+    pipeline = pipeline_factory()
+    seq_len, global_batch = int(pipeline.seq_len), int(pipeline.global_batch)
+    partitioning.check_batch_divisible(global_batch, mesh)
+    pipeline_vocab = getattr(pipeline, "vocab_size", None)
+    if pipeline_vocab is not None and pipeline_vocab > model_config.vocab_size:
+        raise ValueError(
+            f"pipeline vocabulary has {pipeline_vocab} rows but ModelConfig.vocab_size is {model_config.vocab_size}"
+        )
+
+    model = models.DecoderLM(model_config)
+    # The schedule's other settings come from gin (make_schedule.*); the phase reads the same ones.
+    accumulation_steps = int(_configured_args(optim.make_optimizer).get("accumulation_steps", 1))
+    update_steps = max(total_steps // accumulation_steps, 1)
+    schedule = optim.make_schedule(total_steps=update_steps)
+    optimizer = optim.make_optimizer(schedule)
+    schedule_args = _configured_args(optim.make_schedule)
+
+    def last_update(step: int) -> int:
+        """Index of the optimizer update that produced train step `step` (>= 1)."""
+        return max(step - 1, 0) // accumulation_steps
+
+    def phase_of(step: int) -> str:
+        return optim.schedule_phase(last_update(step), update_steps, schedule_args["warmup_steps"],
+                                    schedule_args["kind"], schedule_args["decay_fraction"])
+
+    # Shapes and shardings of the whole state, without allocating it.
+    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
+    dummy_tokens = jnp.zeros((1, seq_len), jnp.int32)
+    with partitioning.axis_rules(mesh):
+        boxed = jax.eval_shape(lambda k: model.init(k, dummy_tokens)["params"], init_key)
+    params_sh = partitioning.params_shardings(boxed, mesh)
+    abstract_params = nn.meta.unbox(boxed)
+    replicated = partitioning.replicated(mesh)
+    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+    opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, params_sh,
+                                   transform_non_params=lambda _: replicated)
+    state_sh = TrainState(step=replicated, params=params_sh, opt_state=opt_sh)
+    abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params,
+                                opt_state=abstract_opt)
+    abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                  abstract_state, state_sh)
+
+    # Everything that can fail on a bad model_dir fails here, before anything is written.
+    ckpt = checkpoints.TrainCheckpointer(model_dir_path, keep=keep_checkpoints, async_save=async_checkpointing)
+    shapes = checkpoints.param_shapes(abstract_params)
+    resume_step = ckpt.check_compatible(shapes)
+
+    def fresh_state(params):
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+    init = "scratch"
+    if resume_step is not None:
+        state, pipeline_state, meta = ckpt.restore(resume_step, abstract_state)
+        pipeline.set_state(pipeline_state)
+        init = meta.get("run_info", {}).get("init", init)
+        logging.info("resumed %s at step %d", model_dir_path, resume_step)
+        if is_chief:
+            _truncate_log(model_dir_path / "logs" / "train.jsonl", resume_step)
+    elif init_from:
+        params, init = checkpoints.load_params(init_from, abstract_state.params)
+        state = jax.jit(fresh_state, in_shardings=(params_sh,), out_shardings=state_sh)(params)
+        logging.info("finetuning from %s", init)
+    else:
+        with partitioning.axis_rules(mesh):
+            state = jax.jit(lambda k: fresh_state(nn.meta.unbox(model.init(k, dummy_tokens)["params"])),
+                            out_shardings=state_sh)(init_key)
+    start_step = int(jax.device_get(state.step))
+
+    run_info = RunInfo(
+        run=run_name or model_dir_path.resolve().name,
+        mixture_name=str(getattr(pipeline, "mixture_name", "")),
+        mixture_weights={str(k): float(v) for k, v in dict(getattr(pipeline, "mixture_weights", {}) or {}).items()},
+        init=init,
+        vocab=str(getattr(pipeline, "vocab_name", "")),
+        vocab_size=model_config.vocab_size,
+        seq_len=seq_len,
+        global_batch=global_batch,
+        scale=model_config.name,
+        model_dir=str(model_dir_path),
+    )
+    metadata = {
+        "model_config": dataclasses.asdict(model_config),
+        "param_shapes": shapes,
+        "run_info": dataclasses.asdict(run_info),
+        "total_steps": total_steps,
+    }
+    if is_chief:
+        logio.write_atomic(model_dir_path / "config.gin", gin.operative_config_str())
+
+    batch_sh = partitioning.batch_sharding(mesh)
+    metric_sh = {k: replicated for k in ("loss", "n_tokens", "grad_norm", "lr")}
+    step_fn = jax.jit(
+        make_train_step(model, optimizer, schedule, accumulation_steps),
+        in_shardings=(state_sh, {k: batch_sh for k in MODEL_INPUT_KEYS}, replicated),
+        out_shardings=(state_sh, metric_sh),
+        donate_argnums=(0,),
+    )
+    abstract_batch = {
+        k: jax.ShapeDtypeStruct((global_batch, seq_len), jnp.float32 if k == "decoder_loss_weights" else jnp.int32,
+                                sharding=batch_sh)
+        for k in MODEL_INPUT_KEYS
+    }
+    with partitioning.axis_rules(mesh):
+        compiled_step = step_fn.lower(abstract_state, abstract_batch, dropout_key).compile()
+    eval_step = _EvalStep(model, mesh, params_sh)
+
+    peak = peak_flops_per_device or lookup_peak_flops(jax.devices()[0].device_kind)
+    model_flops_per_step = models.flops_per_token(model_config, seq_len) * global_batch * seq_len
+    logger = _TrainLogger(model_dir_path, run_info.run, tensorboard and is_chief, is_chief,
+                          peak * jax.device_count() if peak else None, model_flops_per_step)
+    stop = _StopFlag()
+    stop.install()
+    progress = _progress_bar(total_steps, start_step, is_chief)
+
+    def context(step: int) -> StepContext:
+        return StepContext(step=step, state=state, model=model, model_config=model_config, mesh=mesh,
+                           pipeline=pipeline, lr=float(schedule(last_update(step))),
+                           schedule_phase=phase_of(step), run_info=run_info, eval_step=eval_step)
+
+    pending: list[tuple[int, dict]] = []
+    step = start_step
+    preempted = False
+    logger.start(step, pipeline.accounting())
+    try:
+        with partitioning.axis_rules(mesh):
+            while step < total_steps:
+                batch = global_batch_from_host_rows(next(pipeline), batch_sh)
+                state, metrics = compiled_step(state, batch, dropout_key)
+                step += 1
+                pending.append((step, metrics))
+                progress.update(1)
+
+                preempted = stop.should_stop(step)
+                final = step == total_steps or preempted
+                save_now = final or step % checkpoint_every_steps == 0
+                run_callbacks = due_callbacks(callbacks, step, total_steps)
+                if final or save_now or run_callbacks or step % log_every_steps == 0:
+                    row = logger.flush(pending, pipeline.accounting(), phase_of(step), ckpt)
+                    pending = []
+                    progress.set_postfix(loss=f"{row['loss']:.4f}")
+                if save_now:
+                    ckpt.save(step, state, pipeline.get_state(), metadata)
+                for cb in run_callbacks:
+                    cb(context(step))
+                if save_now or run_callbacks:
+                    logger.restart_clock()  # throughput counts train steps only
+                if preempted:
+                    logging.warning("preempted: saved checkpoint at step %d, exiting", step)
+                    break
+    finally:
+        stop.uninstall()
+        progress.close()
+        ckpt.close()  # waits for the last (good) checkpoint to commit
+        logger.close()
+    return TrainResult(state=state, step=step, preempted=preempted)
+
+
+def _progress_bar(total: int, initial: int, is_chief: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", disable=not (is_chief and sys.stderr.isatty()))
+
+
+class _TrainLogger:
+    """Turns kept per-step metrics into train.jsonl rows and TensorBoard scalars at flush points."""
+
+    def __init__(self, model_dir: Path, run: str, tensorboard: bool, is_chief: bool,
+                 peak_flops: float | None, model_flops_per_step: float):
+        self._path = model_dir / "logs" / "train.jsonl"
+        self._run = run
+        self._is_chief = is_chief
+        self._peak = peak_flops
+        self._flops_per_step = model_flops_per_step
+        self._writer = None
+        if tensorboard:
+            from clu import metric_writers  # imports TensorFlow: only when asked for
+
+            self._writer = metric_writers.create_default_writer(str(model_dir / "tb"), asynchronous=True)
+        self._last_time = 0.0
+        self._last_tokens = 0
+        self._last_step = 0
+
+    def start(self, step: int, accounting) -> None:
+        self._last_time = time.perf_counter()
+        self._last_tokens = int(accounting.total)
+        self._last_step = step
+
+    def restart_clock(self) -> None:
+        self._last_time = time.perf_counter()
+
+    def flush(self, pending: list[tuple[int, dict]], accounting, phase: str, ckpt) -> dict:
+        """Waits for the pending steps, checks them, writes one row; returns it."""
+        fetched = jax.device_get([m for _, m in pending])
+        for (step, _), m in zip(pending, fetched):
+            if not (math.isfinite(float(m["loss"])) and math.isfinite(float(m["grad_norm"]))):
+                ckpt.wait_until_finished()
+                last_good = ckpt.latest_step()
+                raise NonFiniteLossError(
+                    f"non-finite training loss at step {step}: loss={float(m['loss'])}, "
+                    f"grad_norm={float(m['grad_norm'])}; stopping without saving this state. Last good "
+                    f"checkpoint: {'none' if last_good is None else f'step {last_good} in {ckpt.directory}'}"
+                )
+        now = time.perf_counter()
+        step = pending[-1][0]
+        elapsed = max(now - self._last_time, 1e-9)
+        tokens = int(accounting.total)
+        steps_done = step - self._last_step
+        flops_per_s = self._flops_per_step * steps_done / elapsed
+        row = {
+            "run": self._run,
+            "step": step,
+            "loss": float(np.mean([float(m["loss"]) for m in fetched])),
+            "grad_norm": float(fetched[-1]["grad_norm"]),
+            "lr": float(fetched[-1]["lr"]),
+            "schedule_phase": phase,
+            "tokens": tokens,
+            "tokens_by_lang": {str(k): int(v) for k, v in accounting.tokens_by_lang.items()},
+            "tokens_per_s": (tokens - self._last_tokens) / elapsed,
+            "steps_per_s": steps_done / elapsed,
+            "flops_per_s": flops_per_s,
+        }
+        if self._peak:
+            row["mfu"] = flops_per_s / self._peak
+        if self._is_chief:
+            logio.append_jsonl(self._path, [row])
+        if self._writer is not None:
+            scalars = {k: row[k] for k in ("loss", "grad_norm", "lr", "tokens", "tokens_per_s", "flops_per_s")}
+            scalars.update({f"tokens_by_lang/{k}": v for k, v in row["tokens_by_lang"].items()})
+            if "mfu" in row:
+                scalars["mfu"] = row["mfu"]
+            self._writer.write_scalars(step, scalars)
+        self._last_time, self._last_tokens, self._last_step = time.perf_counter(), tokens, step
+        return row
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()
