@@ -17,35 +17,15 @@ each process materialises only its own rows but counts tokens for all of them.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Iterator, Sequence
 
 import gin
 import numpy as np
 
+from atlas_t5x.data.accounting import TokenAccounting
+
 _NOISE_RATE = 0.1
 _FIRST_TOKEN = 1  # 0 is the shifted-in BOS / padding id.
-
-
-@dataclasses.dataclass
-class TokenAccounting:
-    """Training tokens consumed so far over the whole global batch (all processes).
-
-    Attributes:
-      tokens_by_lang: non-padding target tokens seen per language.
-      unique_by_lang: U, unique tokens available per language (for epoch counts).
-    """
-
-    tokens_by_lang: dict[str, int]
-    unique_by_lang: dict[str, int]
-
-    @property
-    def total(self) -> int:
-        return int(sum(self.tokens_by_lang.values()))
-
-    @property
-    def epochs_by_lang(self) -> dict[str, float]:
-        return {k: v / max(self.unique_by_lang.get(k, 0), 1) for k, v in self.tokens_by_lang.items()}
 
 
 class SyntheticPipeline:
