@@ -1,0 +1,18 @@
+"""seqio registrations for atlas_t5x; importing this package registers them.
+
+* `madlad_{lang}` Tasks (tasks/madlad.py) for every language under the MADLAD root
+  (`madlad.resolve_madlad_dir`: gin binding > $MADLAD_DIR > the embedded corpus);
+  `register_madlad_task(lang, root)` adds any other MADLAD-400 code on demand.
+* Mixtures over those Tasks (tasks/mixtures.py).
+"""
+
+import importlib.util
+
+from tasks.madlad import TASK_PREFIX, register_madlad_task, register_madlad_tasks, task_name
+
+MADLAD_TASKS: list[str] = register_madlad_tasks()
+
+if importlib.util.find_spec("tasks.mixtures") is not None:   # optional until it lands
+    from tasks import mixtures  # noqa: F401  pylint: disable=unused-import
+
+__all__ = ["MADLAD_TASKS", "TASK_PREFIX", "register_madlad_task", "register_madlad_tasks", "task_name"]

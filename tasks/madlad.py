@@ -1,0 +1,57 @@
+"""seqio Tasks `madlad_{lang}`: one per MADLAD-400 language under a root, tokenised for a decoder LM.
+
+Each Task reads `atlas_t5x.data.madlad.madlad_data_source(lang, root)` (splits train / validation /
+test) and produces one feature, "targets": the document's text tokenised with the chosen
+vocabulary (the shipped corpus SentencePiece model by default), with EOS appended. Any of the
+MADLAD-400 codes in `atlas_t5x.languages.LANGUAGES` can be registered for a root that holds it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import gin
+import seqio
+
+from atlas_t5x.data import madlad
+from atlas_t5x.data import vocab as vocab_lib
+
+TASK_PREFIX = "madlad_"
+
+
+def task_name(lang: str) -> str:
+    """The seqio Task name of a language, e.g. "madlad_de"."""
+    return f"{TASK_PREFIX}{lang}"
+
+
+def register_madlad_task(lang: str, root: str | None = None, vocab_name: str = "corpus_spm") -> str:
+    """Registers (or re-registers) `madlad_{lang}` over `root`; returns the task name.
+
+    Raises ValueError for a code that is not a MADLAD-400 language (naming the nearest codes) and
+    madlad.CorpusError if the root has no data for it.
+    """
+    source = madlad.madlad_data_source(lang, root)   # validates the code and the folder
+    lang = madlad.check_language_code(lang)
+    name = task_name(lang)
+    if name in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add(
+        name,
+        source=source,
+        preprocessors=[
+            functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
+            seqio.preprocessors.tokenize,
+            seqio.preprocessors.append_eos,
+        ],
+        output_features={"targets": seqio.Feature(vocab_lib.get_vocabulary(vocab_name), add_eos=True)},
+    )
+    return name
+
+
+@gin.configurable
+def register_madlad_tasks(root: str | None = None, languages: tuple[str, ...] | None = None,
+                          vocab_name: str = "corpus_spm") -> list[str]:
+    """Registers `madlad_{lang}` for `languages` (default: every language under the root)."""
+    root = madlad.resolve_madlad_dir(root)
+    langs = list(languages) if languages else madlad.available_languages(root)
+    return [register_madlad_task(lang, root, vocab_name) for lang in langs]
