@@ -64,7 +64,7 @@ def training_unigram_counts(
     Cached in memory per (corpus root, lang, vocabulary, V) and, if `cache_dir` is given, as
     `.npy` files there (keyed by a hash of the same).
     """
-    from atlas_t5x.data import madlad, vocab as vocab_lib
+    from atlas_t5x.data import accounting, madlad, vocab as vocab_lib
 
     root = madlad.resolve_madlad_dir(root)
     key = (os.path.abspath(root), lang, vocab_name, int(vocab_size))
@@ -80,10 +80,9 @@ def training_unigram_counts(
                 _UNIGRAM_CACHE[key] = counts
                 return counts
     vocabulary = vocab_lib.get_vocabulary(vocab_name)
-    texts = madlad.load_split(root, lang, "train")
-    counts = unigram.count_unigrams(
-        (np.asarray(vocabulary.encode(t), dtype=np.int64) for t in texts), vocab_size
-    )
+    # Encoded exactly as the train stream sees it (documents followed by EOS).
+    split = accounting.encode_documents(madlad.load_split(root, lang, "train"), vocabulary)
+    counts = unigram.count_unigrams([split.tokens], vocab_size)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
