@@ -1,0 +1,142 @@
+r"""Train a decoder from gin files (t5x-style command line).
+
+  python scripts/train.py --gin_file=gin/runs/smoke.gin --model_dir=/tmp/smoke
+  python scripts/train.py --gin_file=gin/models/scale0.gin --gin_file=gin/runs/paper_base.gin \
+      --gin.make_train_pipeline.mixture="'12v0'" --gin.train.total_steps=20000 --model_dir=runs/s0
+
+Flags:
+  --gin_file (repeatable), --gin_bindings (repeatable) and the shorthand --gin.NAME=VALUE
+  (same as --gin_bindings=NAME=VALUE); gin files are looked up relative to the working directory
+  and the repository root (so `include 'gin/paper.gin'` works from anywhere).
+  --model_dir: the run folder; rerunning with the same folder resumes from its newest checkpoint.
+  --coordinator_address / --num_processes / --process_id: multi-host start
+  (partitioning.maybe_initialize_distributed).
+
+Exit codes: 0 finished or preempted (SIGTERM → checkpoint saved), 1 NaN/Inf loss, 2 bad input
+(unknown gin file or binding, mesh/batch mismatch, checkpoint of another model, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(REPO_ROOT))
+
+import gin  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_file", [], "gin config file(s), parsed in order")
+flags.DEFINE_multi_string("gin_bindings", [], "gin binding(s), applied after the files")
+flags.DEFINE_multi_string("gin_search_paths", [], "extra folders to resolve gin files and includes")
+flags.DEFINE_string("model_dir", None, "run folder: logs/, tb/, checkpoints/, config.gin")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host)")
+flags.DEFINE_integer("num_processes", None, "number of processes (multi-host)")
+flags.DEFINE_integer("process_id", None, "index of this process (multi-host)")
+
+_GIN_SHORTHAND = "--gin."
+
+
+class BadInput(Exception):
+    """A problem with the command line or configuration (exit code 2)."""
+
+
+def rewrite_gin_shorthand(argv: list[str]) -> list[str]:
+    """`--gin.train.total_steps=10` → `--gin_bindings=train.total_steps=10` (t5x convention)."""
+    out = []
+    for arg in argv:
+        if arg.startswith(_GIN_SHORTHAND):
+            binding = arg[len(_GIN_SHORTHAND):]
+            if "=" not in binding:
+                raise BadInput(f"{arg!r}: expected --gin.NAME=VALUE")
+            out.append(f"--gin_bindings={binding}")
+        else:
+            out.append(arg)
+    return out
+
+
+def register_configurables() -> None:
+    """Imports every module that defines gin configurables a run config may name."""
+    import atlas_t5x.data.pipeline  # noqa: F401  make_train_pipeline
+    import atlas_t5x.data.synthetic  # noqa: F401  make_synthetic_pipeline
+    import atlas_t5x.eval.callback  # noqa: F401  PerLanguageEval
+    import atlas_t5x.trainer  # noqa: F401  train, ModelConfig, MeshConfig, make_schedule, ...
+
+
+def parse_gin(files: list[str], bindings: list[str], search_paths: list[str]) -> None:
+    """Parses gin files then bindings; unknown files/configurables/parameters → BadInput naming them."""
+    for path in [os.getcwd(), str(REPO_ROOT), *search_paths]:
+        gin.add_config_file_search_path(path)
+    for f in files:
+        if not any(Path(base, f).is_file() for base in ["", os.getcwd(), str(REPO_ROOT), *search_paths]):
+            raise BadInput(f"gin file {f!r} not found (looked in the working directory and {REPO_ROOT})")
+    try:
+        gin.parse_config_files_and_bindings(files, bindings, finalize_config=True)
+    except (ValueError, OSError, SyntaxError) as err:  # gin's unknown name / missing file / parse errors
+        raise BadInput(f"gin configuration: {err}") from err
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise BadInput(f"unexpected arguments {argv[1:]}")
+    if not FLAGS.model_dir:
+        raise BadInput("--model_dir is required")
+    if not FLAGS["verbosity"].present:  # orbax/absl INFO lines drown the summary; --verbosity=0 restores them
+        logging.set_verbosity(logging.WARNING)
+    register_configurables()
+    parse_gin(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+
+    from atlas_t5x import checkpoints, partitioning, trainer
+
+    if FLAGS.coordinator_address or FLAGS.num_processes is not None or FLAGS.process_id is not None:
+        partitioning.maybe_initialize_distributed(
+            coordinator_address=FLAGS.coordinator_address,
+            num_processes=FLAGS.num_processes,
+            process_id=FLAGS.process_id,
+        )
+    else:
+        partitioning.maybe_initialize_distributed()  # gin may configure it (e.g. auto_detect on TPU)
+
+    try:
+        result = trainer.train(FLAGS.model_dir)
+    except trainer.NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except (checkpoints.CheckpointMismatchError, ValueError, FileNotFoundError) as err:
+        raise BadInput(str(err)) from err
+
+    import jax
+
+    if jax.process_index() == 0:
+        status = "preempted (SIGTERM): checkpoint saved at" if result.preempted else "finished at"
+        print(f"{status} step {result.step}; logs in {Path(FLAGS.model_dir) / 'logs' / 'train.jsonl'}")
+    return 0
+
+
+def run() -> None:
+    """Entry point: absl app with the --gin.NAME=VALUE shorthand; BadInput → message, exit 2."""
+
+    def parse_flags(argv):
+        try:
+            return FLAGS(rewrite_gin_shorthand(argv))
+        except (BadInput, flags.Error) as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    def checked_main(argv):
+        try:
+            return main(argv)
+        except BadInput as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    app.run(checked_main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()
