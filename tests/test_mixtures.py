@@ -136,3 +136,13 @@ def test_plan_tokens_exact_split():
     assert all(p.tokens % 128 == 0 for p in rows.values())
     with pytest.raises(ValueError, match="yo"):
         M.plan_tokens(mixture, 1000, {"en": 1, "fr": 1})
+
+
+def test_language_codes_are_checked_and_canonical():
+    with pytest.raises(ValueError, match="nearest valid codes: .*qu"):
+        M.monolingual("qq")
+    with pytest.raises(ValueError, match="different"):
+        M.bilingual("pt_br", "pt")  # an alias of the same language
+    assert M.get_mixture("bilingual_iw_en").weights == {"en": 0.5, "he": 0.5}
+    with pytest.raises(ValueError, match="duplicates"):
+        M.uniform(["en", "fr", "en"])

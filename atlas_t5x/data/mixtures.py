@@ -26,11 +26,12 @@ import dataclasses
 import difflib
 import itertools
 import math
-import re
 from typing import Callable, Mapping, Sequence
 
 import gin
 import numpy as np
+
+from atlas_t5x.languages import resolve_language
 
 # The paper's capacity mixtures (spec §4, Table B.1): uniform over the listed languages.
 CAPACITY_MIXTURES: dict[str, tuple[str, ...]] = {
@@ -55,19 +56,11 @@ CAPACITY_MIXTURES: dict[str, tuple[str, ...]] = {
              "te", "th", "tr", "uk", "ur", "vi", "yo", "zh"),
 }
 
-_CODE_PATTERN = re.compile(r"^[a-z]{2,3}(_[A-Za-z]{4})?$")
-
-
 def check_language(code: str) -> str:
-    """Returns `code` if it is a known language code, else raises ValueError naming nearest codes."""
-    try:
-        from atlas_t5x.languages import resolve_language
-    except ImportError:  # languages.py not present: fall back to the MADLAD code shape.
-        if not isinstance(code, str) or not _CODE_PATTERN.match(code):
-            raise ValueError(f"unknown language {code!r}: not a MADLAD-400 language code") from None
-        return code
-    resolve_language(code)
-    return code
+    """The canonical MADLAD-400 code of `code` (aliases resolved), else ValueError naming the nearest valid codes."""
+    if not isinstance(code, str):
+        raise ValueError(f"language code must be a string, got {code!r}")
+    return resolve_language(code).code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,9 +94,9 @@ class Mixture:
 def _normalise(weights: Mapping[str, float], name: str) -> dict[str, float]:
     if not isinstance(weights, Mapping) or not weights:
         raise ValueError(f"mixture {name!r}: weights must be a non-empty mapping lang -> weight")
+    weights = {check_language(lang): w for lang, w in weights.items()}
     bad = {}
     for lang, w in weights.items():
-        check_language(lang)
         try:
             value = float(w)
         except (TypeError, ValueError):
@@ -189,7 +182,7 @@ def unimax_allocation(unique_tokens_by_lang: Mapping[str, int], token_budget: fl
 
 def uniform(langs: Sequence[str], name: str | None = None) -> Mixture:
     """Equal rates over `langs` (no duplicates)."""
-    langs = list(langs)
+    langs = [check_language(lang) for lang in langs]
     duplicates = sorted({lang for lang in langs if langs.count(lang) > 1})
     if not langs or duplicates:
         raise ValueError(f"uniform mixture needs distinct languages; got {langs} "
@@ -207,6 +200,7 @@ def capacity(name: str) -> Mixture:
 
 def bilingual(a: str, b: str) -> Mixture:
     """50/50 mixture of two different languages, named bilingual_{a}_{b}."""
+    a, b = check_language(a), check_language(b)
     if a == b:
         raise ValueError(f"bilingual mixture needs two different languages, got {a!r} twice")
     return Mixture(f"bilingual_{a}_{b}", {a: 0.5, b: 0.5})
@@ -214,6 +208,7 @@ def bilingual(a: str, b: str) -> Mixture:
 
 def monolingual(lang: str) -> Mixture:
     """A single language, named monolingual_{lang}."""
+    lang = check_language(lang)
     return Mixture(f"monolingual_{lang}", {lang: 1.0})
 
 
