@@ -1,0 +1,284 @@
+"""MADLAD layout reader: splits, gfile paths, bad input, and the embedded corpus manifest."""
+
+import gzip
+import hashlib
+import json
+import os
+import random
+import uuid
+
+import pytest
+import tensorflow as tf
+
+from atlas_t5x import languages
+from atlas_t5x.data import madlad
+
+MANIFEST_PATH = os.path.join(madlad.EMBEDDED_CORPUS_DIR, "MANIFEST.json")
+PERMISSIVE = {"PostgreSQL", "HPND", "MIT"}
+WEAK_COPYLEFT = {"LGPL-2+", "LGPL-2.1+"}
+
+
+def _docs(n, seed=0):
+    rng = random.Random(seed)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
+    return [f"doc {i}: " + " ".join(rng.choice(words) for _ in range(rng.randint(3, 30)))
+            for i in range(n)]
+
+
+def _write_shard(path, rows, raw=None):
+    """Writes rows ({"text": ...} dicts or pre-serialised lines) as a gzipped JSONL shard."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    payload = raw if raw is not None else "".join(
+        (r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows).encode()
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(gzip.compress(payload, mtime=0))
+
+
+def _write_language(root, lang, docs, n_shards=1):
+    for shard in range(n_shards):
+        _write_shard(f"{root}/{lang}/{lang}_clean_{shard:04d}.jsonl.gz",
+                     [{"text": d} for d in docs[shard::n_shards]])
+
+
+def _all_splits(root, lang):
+    return {s: madlad.load_split(root, lang, s) for s in madlad.SPLITS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+
+
+def test_embedded_splits_are_disjoint_cover_the_data_and_have_paper_shares():
+    root = madlad.EMBEDDED_CORPUS_DIR
+    for lang in madlad.available_languages(root):
+        everything = madlad.read_language(root, lang)
+        splits = _all_splits(root, lang)
+        seen = [set(v) for v in splits.values()]
+        assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2]), lang
+        assert sorted(d for v in splits.values() for d in v) == sorted(everything), lang
+        total = sum(len(d.encode()) for d in everything)
+        largest = max(len(d.encode()) for d in everything)
+        for split, share in (("test", madlad.TEST_FRACTION), ("validation", madlad.VALIDATION_FRACTION)):
+            got = sum(len(d.encode()) for d in splits[split])
+            # a split takes documents until its budget is reached: overshoot < one document
+            assert share * total <= got < share * total + largest, (lang, split)
+
+
+def test_split_shares_are_exact_for_equal_sized_documents(tmp_path):
+    docs = [f"{i:06d}" + "x" * 94 for i in range(500)]   # 100 bytes each
+    _write_language(tmp_path, "cy", docs)
+    splits = _all_splits(str(tmp_path), "cy")
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [350, 50, 100]
+
+
+def test_test_split_is_capped_at_20m_tokens(monkeypatch):
+    docs = _docs(400)
+    total = sum(madlad.estimate_tokens(d) for d in docs)
+    monkeypatch.setattr(madlad, "TEST_MAX_TOKENS", 0.05 * total)   # cap below 20% of the language
+    splits = madlad.split_documents(docs)
+    got = sum(madlad.estimate_tokens(d) for d in splits["test"])
+    assert 0.05 * total <= got < 0.05 * total + max(madlad.estimate_tokens(d) for d in docs)
+
+
+def test_splits_are_independent_of_sharding_and_file_order(tmp_path):
+    docs = _docs(300, seed=1)
+    shuffled = docs[:]
+    random.Random(7).shuffle(shuffled)
+    _write_language(tmp_path / "a", "cy", docs, n_shards=1)
+    _write_language(tmp_path / "b", "cy", shuffled, n_shards=4)
+    a, b = _all_splits(str(tmp_path / "a"), "cy"), _all_splits(str(tmp_path / "b"), "cy")
+    assert a == b
+    for split in madlad.SPLITS:
+        # the order-free fingerprint agrees for any ordering of the same documents
+        assert madlad.split_fingerprint(a[split]) == madlad.split_fingerprint(b[split][::-1])
+        assert madlad.split_fingerprint(a[split]) == madlad.split_fingerprint(
+            madlad.split_documents(shuffled)[split])
+
+
+def test_split_assignment_is_pinned_across_machines():
+    """Split order uses SHA-256 of the text only; this golden value catches any change to it."""
+    docs = [f"document number {i}" for i in range(100)]
+    key = hashlib.sha256(b"atlas_t5x/madlad-split/v1\x00document number 0").digest()
+    assert madlad.split_key(docs[0]) == key
+    splits = madlad.split_documents(docs)
+    assert [len(splits[s]) for s in madlad.SPLITS] == [70, 10, 20]
+    assert splits["test"] == sorted(docs, key=madlad.split_key)[:20]
+    assert splits["test"][:3] == ["document number 20", "document number 83", "document number 27"]
+    assert madlad.split_fingerprint(splits["test"]) == (
+        "cd21bcabcbe015b2794e315142d79a3598baf16bdde7dc3274c64ee4ca25036c")
+
+
+def test_reads_a_gfile_url_root_like_a_local_folder(tmp_path):
+    """A scheme-prefixed root (TensorFlow's in-memory ram:// filesystem, read like gs://)."""
+    docs = _docs(120, seed=3)
+    url_root = f"ram://madlad-{uuid.uuid4().hex}"
+    _write_language(url_root, "cy", docs, n_shards=2)
+    _write_language(tmp_path, "cy", docs, n_shards=2)
+    assert madlad.available_languages(url_root) == ["cy"]
+    assert _all_splits(url_root, "cy") == _all_splits(str(tmp_path), "cy")
+
+
+def test_seqio_source_yields_the_split(tmp_path):
+    docs = _docs(80, seed=4)
+    _write_language(tmp_path, "yi", docs)
+    source = madlad.madlad_data_source("yi", str(tmp_path))
+    assert set(source.splits) == set(madlad.SPLITS)
+    for split in madlad.SPLITS:
+        got = [ex["text"].decode() for ex in source.get_dataset(split, shuffle=False).as_numpy_iterator()]
+        assert got == madlad.load_split(str(tmp_path), "yi", split)
+
+
+def test_resolve_madlad_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv(madlad.MADLAD_DIR_ENV, raising=False)
+    assert madlad.resolve_madlad_dir() == madlad.EMBEDDED_CORPUS_DIR
+    monkeypatch.setenv(madlad.MADLAD_DIR_ENV, str(tmp_path))
+    assert madlad.resolve_madlad_dir() == str(tmp_path)
+    assert madlad.resolve_madlad_dir("gs://bucket/madlad") == "gs://bucket/madlad"
+
+
+def test_language_aliases_resolve_to_madlad_codes(tmp_path):
+    _write_language(tmp_path, "pt", _docs(60))
+    assert madlad.load_split(str(tmp_path), "pt_BR", "test") == madlad.load_split(str(tmp_path), "pt", "test")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_unknown_language_lists_nearest_codes():
+    with pytest.raises(ValueError, match="nearest valid codes"):
+        madlad.load_split(None, "xx", "train")
+
+
+def test_unknown_split():
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        madlad.load_split(None, "en", "dev")
+
+
+def test_missing_language_folder_names_the_path(tmp_path):
+    _write_language(tmp_path, "cy", _docs(50))
+    with pytest.raises(madlad.CorpusError, match=f"{tmp_path}/sw.*does not exist"):
+        madlad.load_split(str(tmp_path), "sw", "train")
+
+
+def test_missing_root_names_the_path(tmp_path):
+    with pytest.raises(madlad.CorpusError, match=str(tmp_path / "nowhere")):
+        madlad.available_languages(str(tmp_path / "nowhere"))
+
+
+def test_empty_language_folder_names_the_path(tmp_path):
+    (tmp_path / "cy").mkdir()
+    (tmp_path / "cy" / "README").write_text("not a shard")
+    with pytest.raises(madlad.CorpusError, match=f"{tmp_path}/cy holds no cy_clean_NNNN"):
+        madlad.load_split(str(tmp_path), "cy", "train")
+    assert madlad.available_languages(str(tmp_path)) == []
+
+
+def test_language_with_only_empty_shards(tmp_path):
+    _write_shard(f"{tmp_path}/cy/cy_clean_0000.jsonl.gz", [])
+    with pytest.raises(madlad.CorpusError, match="hold no documents"):
+        madlad.load_split(str(tmp_path), "cy", "train")
+
+
+def test_too_few_documents_for_three_splits(tmp_path):
+    _write_language(tmp_path, "cy", ["only one document"])
+    with pytest.raises(madlad.CorpusError, match="too few"):
+        madlad.load_split(str(tmp_path), "cy", "train")
+
+
+def test_file_that_is_not_gzip_names_the_file(tmp_path):
+    path = tmp_path / "cy" / "cy_clean_0000.jsonl.gz"
+    path.parent.mkdir()
+    path.write_text('{"text": "plain text, not gzip"}\n')
+    with pytest.raises(madlad.CorpusError, match=f"{path}: not valid gzip"):
+        madlad.load_split(str(tmp_path), "cy", "train")
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    _write_language(tmp_path, "cy", _docs(200))
+    path = tmp_path / "cy" / "cy_clean_0000.jsonl.gz"
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(madlad.CorpusError, match=f"{path}: not valid gzip"):
+        madlad.load_split(str(tmp_path), "cy", "train")
+
+
+def test_bad_json_line_names_file_and_line(tmp_path):
+    path = f"{tmp_path}/cy/cy_clean_0000.jsonl.gz"
+    _write_shard(path, ['{"text": "fine"}', '{"text": "fine too"}', '{"text": broken'])
+    with pytest.raises(madlad.CorpusError, match=f"{path}:3: not a valid JSON line"):
+        madlad.load_split(str(tmp_path), "cy", "train")
+
+
+def test_row_without_text_names_file_and_line(tmp_path):
+    path = f"{tmp_path}/cy/cy_clean_0001.jsonl.gz"
+    _write_shard(f"{tmp_path}/cy/cy_clean_0000.jsonl.gz", [{"text": d} for d in _docs(30)])
+    _write_shard(path, [{"text": "ok"}, {"content": "no text field"}])
+    with pytest.raises(madlad.CorpusError, match=f"{path}:2: row has no string field 'text'"):
+        madlad.load_split(str(tmp_path), "cy", "train")
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    path = f"{tmp_path}/cy/cy_clean_0000.jsonl.gz"
+    _write_shard(path, None, raw=b'{"text": "ok"}\n{"text": "\xff\xfe"}\n')
+    with pytest.raises(madlad.CorpusError, match=f"{path}:2"):
+        madlad.load_split(str(tmp_path), "cy", "train")
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded corpus and its manifest
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    with open(MANIFEST_PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_manifest_lists_every_shipped_file_with_sha256_and_license(manifest):
+    listed = {f["path"]: f for info in manifest["languages"].values() for f in info["files"]}
+    on_disk = set()
+    for dirpath, _, files in os.walk(madlad.EMBEDDED_CORPUS_DIR):
+        for name in files:
+            rel = os.path.relpath(os.path.join(dirpath, name), madlad.EMBEDDED_CORPUS_DIR)
+            if rel != "MANIFEST.json":
+                on_disk.add(rel)
+    assert on_disk == set(listed)
+    for rel, entry in listed.items():
+        with open(os.path.join(madlad.EMBEDDED_CORPUS_DIR, rel), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == entry["sha256"], rel
+        assert entry["licenses"] and set(entry["licenses"]) <= PERMISSIVE | WEAK_COPYLEFT, rel
+
+
+def test_manifest_sources_carry_package_license_and_hash(manifest):
+    for lang, info in manifest["languages"].items():
+        assert info["sources"], lang
+        for src in info["sources"]:
+            assert src["package"] in manifest["packages"]
+            assert src["license"] == manifest["packages"][src["package"]]["license"]
+            assert len(src["sha256"]) == 64 and src["source_package"]
+        assert sorted({s["license"] for s in info["sources"]}) == info["licenses"]
+        # the weak-copyleft tier is only drawn on where permissive text is scarce
+        if set(info["licenses"]) & WEAK_COPYLEFT:
+            permissive = [s for s in info["sources"] if s["license"] in PERMISSIVE]
+            assert sum(s["documents"] for s in permissive) < info["documents"] / 2, lang
+
+
+def test_manifest_counts_match_the_files(manifest):
+    for lang, info in manifest["languages"].items():
+        docs = madlad.read_language(madlad.EMBEDDED_CORPUS_DIR, lang)
+        assert len(docs) == info["documents"] == sum(s["documents"] for s in info["sources"])
+        assert sum(len(d.encode()) for d in docs) == info["text_bytes"]
+
+
+def test_corpus_breadth(manifest):
+    langs = manifest["languages"]
+    assert sorted(langs) == madlad.available_languages(madlad.EMBEDDED_CORPUS_DIR)
+    assert len(langs) >= 12
+    for lang, info in langs.items():
+        assert info["script"] == languages.LANGUAGES[lang].script
+    assert len({info["script"] for info in langs.values()}) >= 4
+    for group in (["es", "pt", "ca", "it", "fr"], ["ru", "uk", "bg"], ["hi", "mr"], ["zh", "ja", "ko"]):
+        assert set(group) <= set(langs), group
+    low = [lang for lang, info in langs.items() if info["text_bytes"] < 100_000]
+    high = max(info["text_bytes"] for info in langs.values())
+    assert len(low) >= 2 and high > 8 * 100_000
