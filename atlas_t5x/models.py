@@ -224,8 +224,11 @@ def attention_mask(segment_ids: Optional[Array], length: int) -> Array:
     return causal & same_segment
 
 
-def _dense_init(fan_in: int):
-    return nn.initializers.normal(stddev=fan_in ** -0.5)
+def _kernel(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
+            fan_in: int, dtype) -> Array:
+    """A bias-free projection matrix, normal(0, fan_in**-0.5) init, logically annotated."""
+    init = nn.with_logical_partitioning(nn.initializers.normal(stddev=fan_in ** -0.5), axes)
+    return module.param(name, init, shape, _dtype(module.config.param_dtype)).astype(dtype)
 
 
 class SelfAttention(nn.Module):
@@ -236,31 +239,26 @@ class SelfAttention(nn.Module):
     @nn.compact
     def __call__(self, x: Array, positions: Array, mask: Array) -> Array:
         cfg = self.config
-        dtype, pdtype = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
+        dtype = _dtype(cfg.dtype)
+        shape, axes = (cfg.d_model, cfg.num_heads, cfg.d_kv), ("embed", "heads", "kv")
+        act_axes = ("batch", "length", "heads", "kv")
 
         def project(name):
-            return nn.DenseGeneral(
-                features=(cfg.num_heads, cfg.d_kv), use_bias=False, dtype=dtype, param_dtype=pdtype,
-                kernel_init=nn.with_logical_partitioning(_dense_init(cfg.d_model), ("embed", "heads", "kv")),
-                name=name)(x)
+            return jnp.einsum("btd,dhk->bthk", x, _kernel(self, name, shape, axes, cfg.d_model, dtype))
 
-        q, k, v = project("query"), project("key"), project("value")
-        q = nn.with_logical_constraint(apply_rotary(q, positions), ("batch", "length", "heads", "kv"))
-        k = nn.with_logical_constraint(apply_rotary(k, positions), ("batch", "length", "heads", "kv"))
-        v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
+        q = nn.with_logical_constraint(apply_rotary(project("query"), positions), act_axes)
+        k = nn.with_logical_constraint(apply_rotary(project("key"), positions), act_axes)
+        v = nn.with_logical_constraint(project("value"), act_axes)
 
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         scores = scores * (cfg.d_kv ** -0.5)
         scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-        context = nn.with_logical_constraint(context, ("batch", "length", "heads", "kv"))
+        context = nn.with_logical_constraint(jnp.einsum("bhqk,bkhd->bqhd", probs, v), act_axes)
 
-        return nn.DenseGeneral(
-            features=cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dtype, param_dtype=pdtype,
-            kernel_init=nn.with_logical_partitioning(
-                _dense_init(cfg.num_heads * cfg.d_kv), ("heads", "kv", "embed")),
-            name="out")(context)
+        out = _kernel(self, "out", (cfg.num_heads, cfg.d_kv, cfg.d_model), ("heads", "kv", "embed"),
+                      cfg.num_heads * cfg.d_kv, dtype)
+        return jnp.einsum("bthk,hkd->btd", context, out)
 
 
 class GatedMLP(nn.Module):
@@ -271,16 +269,12 @@ class GatedMLP(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cfg = self.config
-        dtype, pdtype = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
-
-        def dense(features, fan_in, axes, name):
-            return nn.Dense(features, use_bias=False, dtype=dtype, param_dtype=pdtype,
-                            kernel_init=nn.with_logical_partitioning(_dense_init(fan_in), axes), name=name)
-
-        gate = dense(cfg.d_ff, cfg.d_model, ("embed", "mlp"), "wi_0")(x)
-        up = dense(cfg.d_ff, cfg.d_model, ("embed", "mlp"), "wi_1")(x)
+        dtype = _dtype(cfg.dtype)
+        d, f = cfg.d_model, cfg.d_ff
+        gate = x @ _kernel(self, "wi_0", (d, f), ("embed", "mlp"), d, dtype)
+        up = x @ _kernel(self, "wi_1", (d, f), ("embed", "mlp"), d, dtype)
         hidden = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "length", "mlp"))
-        return dense(cfg.d_model, cfg.d_ff, ("mlp", "embed"), "wo")(hidden)
+        return hidden @ _kernel(self, "wo", (f, d), ("mlp", "embed"), f, dtype)
 
 
 class DecoderBlock(nn.Module):

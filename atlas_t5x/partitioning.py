@@ -167,9 +167,14 @@ def check_batch_divisible(global_batch: int, mesh: Mesh) -> None:
 
 @contextlib.contextmanager
 def axis_rules(mesh: Mesh, rules: Optional[Sequence] = None) -> Iterator[None]:
-    """Context in which the model's ``nn.with_logical_constraint`` calls take effect."""
+    """Context in which the model's ``nn.with_logical_constraint`` calls take effect.
+
+    Trace (first call / ``.lower``) jitted functions that apply the model inside it:
+    ``with axis_rules(mesh): step = jax.jit(...); step(...)``. Outside it the
+    activation constraints are no-ops and XLA propagates shardings on its own.
+    """
     rules = get_logical_rules() if rules is None else rules
-    with mesh, nn.logical_axis_rules(rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         yield
 
 
