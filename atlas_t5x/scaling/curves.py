@@ -1,0 +1,234 @@
+"""Loss curves of runs in exported logs, run kinds, and log-token interpolation.
+
+Shared by the analyses (transfer, curse, crossover, live prediction). Input rows follow the
+exported-log schema (docs/log_schema.md): one row per (run, step, target). A *curve* is one run's
+loss on one target as a function of a token count (total tokens, or one language's tokens).
+
+Nothing here imports the trainer, Flax or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from atlas_t5x import logio, schema
+
+# Two mixture rates closer than this are equal (uniform-K and 50/50 bilingual detection).
+RATE_TOL = 1e-3
+
+
+class CurveError(ValueError):
+    """Rows that cannot form the curves an analysis needs (names the run/target/field)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading rows
+
+
+def load_rows(source: str | os.PathLike | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Schema rows from a list of rows, an eval.jsonl file, a folder of runs, or a CSV/Parquet table.
+
+    A folder is searched recursively for `*/logs/eval.jsonl` (or `eval.jsonl` files). Tables are
+    those written by scripts/export_logs.py.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return [dict(r) for r in source]
+    path = Path(source)
+    if not path.exists():
+        raise CurveError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(set(path.rglob("eval.jsonl")))
+        if not files:
+            raise CurveError(f"{path}: no eval.jsonl files found under this folder")
+        rows: list[dict[str, Any]] = []
+        for f in files:
+            rows.extend(logio.read_jsonl(f))
+        return rows
+    if path.suffix == ".jsonl":
+        return logio.read_jsonl(path)
+    if path.suffix in (".csv", ".parquet"):
+        import pandas as pd
+
+        if path.suffix == ".csv":
+            frame = pd.read_csv(path, dtype={"run": str, "target": str})
+            return [schema.unflatten_row(rec) for rec in frame.to_dict(orient="records")]
+        rows = []
+        for rec in pd.read_parquet(path).to_dict(orient="records"):
+            row = {}
+            for k, v in rec.items():
+                if k in schema.DICT_FIELDS and isinstance(v, str):
+                    row[k] = json.loads(v)
+                elif v is None or (isinstance(v, float) and math.isnan(v)):
+                    continue
+                else:
+                    row[k] = v.item() if hasattr(v, "item") else v
+            rows.append(row)
+        return rows
+    raise CurveError(f"{path}: expected a folder, an eval.jsonl file or a .csv/.parquet table")
+
+
+def _field(row: Mapping[str, Any], name: str, where: str) -> Any:
+    if name not in row:
+        raise CurveError(f"{where}: row of run {row.get('run')!r} has no field {name!r}")
+    return row[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """What the analyses need to know about one run (constant over its rows)."""
+
+    run: str
+    weights: dict[str, float]   # mixture sampling rates (> 0 only)
+    params: int                 # N
+    init: str                   # "scratch" or a checkpoint path
+    scale: str
+    unique_by_lang: dict[str, int]
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(sorted(self.weights))
+
+    @property
+    def is_scratch(self) -> bool:
+        return self.init == "scratch"
+
+    @property
+    def is_monolingual(self) -> bool:
+        return len(self.weights) == 1
+
+    @property
+    def is_uniform(self) -> bool:
+        rates = list(self.weights.values())
+        return len(rates) >= 1 and max(rates) - min(rates) <= RATE_TOL
+
+    @property
+    def is_bilingual_5050(self) -> bool:
+        return len(self.weights) == 2 and self.is_uniform
+
+
+def run_infos(rows: Iterable[Mapping[str, Any]]) -> dict[str, RunInfo]:
+    """RunInfo per run name, taken from each run's last row (by step)."""
+    last: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        run = _field(row, "run", "rows")
+        if run not in last or int(row.get("step", 0)) >= int(last[run].get("step", 0)):
+            last[run] = row
+    infos = {}
+    for run, row in last.items():
+        mixture = row.get("mixture") or {}
+        weights = {k: float(v) for k, v in dict(mixture.get("weights", {})).items() if float(v) > 0}
+        if not weights:  # fall back to the languages trained on
+            weights = {k: 1.0 for k, v in dict(row.get("tokens_by_lang", {})).items() if v}
+        total = sum(weights.values()) or 1.0
+        infos[run] = RunInfo(
+            run=run,
+            weights={k: v / total for k, v in weights.items()},
+            params=int(_field(row, "params", f"run {run!r}")),
+            init=str(row.get("init", "scratch")),
+            scale=str(row.get("scale", "")),
+            unique_by_lang={k: int(v) for k, v in dict(row.get("unique_by_lang", {})).items()},
+        )
+    return infos
+
+
+# ---------------------------------------------------------------------------------------------
+# Curves
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """Loss on `target` of `run` against a token count `x` (strictly increasing, > 0)."""
+
+    run: str
+    target: str
+    x: np.ndarray       # tokens
+    loss: np.ndarray    # nats/token (or whatever loss field was chosen)
+    x_name: str
+
+    def __post_init__(self):
+        if self.x.size == 0:
+            raise CurveError(f"run {self.run!r}, target {self.target!r}: no points with {self.x_name} > 0")
+
+    @property
+    def x_range(self) -> tuple[float, float]:
+        return float(self.x[0]), float(self.x[-1])
+
+    def loss_at(self, x: float) -> float:
+        """Loss at `x` tokens by linear interpolation in log-tokens; NaN outside the measured range."""
+        return float(interp_log(self.x, self.loss, x))
+
+
+def curve(rows: Iterable[Mapping[str, Any]], run: str, target: str, x: str = "tokens",
+          loss_field: str = "loss") -> Curve:
+    """The curve of `run` on `target`.
+
+    `x` is "tokens" (total training tokens) or "lang:<code>" (tokens of one training language).
+    Points with x = 0 (an evaluation before training) are dropped: the curve lives in log-tokens.
+    Repeated x values keep the later step.
+    """
+    pts: dict[float, tuple[int, float]] = {}
+    for row in rows:
+        if row.get("run") != run or row.get("target") != target:
+            continue
+        where = f"run {run!r}, target {target!r}"
+        if x == "tokens":
+            xv = float(_field(row, "tokens", where))
+        elif x.startswith("lang:"):
+            xv = float(dict(_field(row, "tokens_by_lang", where)).get(x[5:], 0))
+        else:
+            raise ValueError(f"x must be 'tokens' or 'lang:<code>', got {x!r}")
+        loss = float(_field(row, loss_field, where))
+        step = int(row.get("step", 0))
+        if xv > 0 and math.isfinite(loss) and (xv not in pts or step >= pts[xv][0]):
+            pts[xv] = (step, loss)
+    xs = np.array(sorted(pts), dtype=np.float64)
+    return Curve(run, target, xs, np.array([pts[v][1] for v in xs], dtype=np.float64), x)
+
+
+def targets_of(rows: Iterable[Mapping[str, Any]], run: str) -> list[str]:
+    """The evaluation languages a run has rows for."""
+    return sorted({r["target"] for r in rows if r.get("run") == run})
+
+
+def interp_log(x: np.ndarray, y: np.ndarray, at) -> np.ndarray:
+    """y interpolated linearly in log(x) at `at`; NaN outside [x[0], x[-1]] (never extrapolates)."""
+    at = np.asarray(at, dtype=np.float64)
+    lx = np.log(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        la = np.log(at)
+    out = np.interp(la, lx, y)
+    inside = (at >= x[0] * (1 - 1e-12)) & (at <= x[-1] * (1 + 1e-12))
+    return np.where(inside, out, np.nan)
+
+
+def first_crossing_log(x: np.ndarray, y: np.ndarray, level: float) -> tuple[float, str]:
+    """Smallest x where the piecewise log-linear curve y(x) first reaches `level` from above.
+
+    Returns (x*, status): status "ok", "never" (the curve stays above `level` over its range;
+    x* NaN) or "before_start" (already at or below `level` at the first point, so the crossing
+    lies before the measured range; x* NaN). Never extrapolates.
+    """
+    if y.size == 0:
+        return math.nan, "never"
+    if y[0] <= level:
+        return math.nan, "before_start"
+    below = np.nonzero(y <= level)[0]
+    if below.size == 0:
+        return math.nan, "never"
+    i = int(below[0])
+    lx0, lx1 = math.log(x[i - 1]), math.log(x[i])
+    frac = (y[i - 1] - level) / (y[i - 1] - y[i])
+    return math.exp(lx0 + frac * (lx1 - lx0)), "ok"
+
+
