@@ -22,7 +22,8 @@ import tensorflow as tf
 
 VOCAB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vocabs")
 CORPUS_SPM_PATH = os.path.join(VOCAB_DIR, "corpus_spm.model")
-PAPER_VOCAB_SIZE = gin.constant("PAPER_VOCAB_SIZE", 64512)   # rows of the paper's embedding table
+PAPER_VOCAB_SIZE = 64512   # rows of the paper's embedding table (64k SentencePiece + 512 special)
+gin.constant("PAPER_VOCAB_SIZE", PAPER_VOCAB_SIZE)
 EMBEDDING_MULTIPLE = 128
 
 VOCABULARY_NAMES = ("corpus_spm", "byte")

@@ -1,0 +1,56 @@
+"""seqio Tasks madlad_{lang}: registration and tokenised examples."""
+
+import gzip
+import json
+
+import pytest
+import seqio
+
+import tasks
+from atlas_t5x.data import madlad
+from atlas_t5x.data import vocab as vocab_lib
+
+
+def test_a_task_per_language_under_the_root():
+    langs = madlad.available_languages(madlad.resolve_madlad_dir())
+    assert tasks.MADLAD_TASKS == [f"madlad_{lang}" for lang in langs]
+    assert set(tasks.MADLAD_TASKS) <= set(seqio.TaskRegistry.names())
+
+
+@pytest.mark.parametrize("lang", ["yi", "ja"])
+def test_task_yields_tokenised_documents(lang):
+    task = seqio.get_mixture_or_task(f"madlad_{lang}")
+    vocab = vocab_lib.get_vocabulary("corpus_spm")
+    assert task.output_features["targets"].vocabulary.vocab_size == vocab.vocab_size
+    docs = madlad.load_split(None, lang, "validation")
+    ds = task.get_dataset(sequence_length=None, split="validation", shuffle=False)
+    examples = list(ds.as_numpy_iterator())
+    assert len(examples) == len(docs)
+    for ex, doc in zip(examples, docs):
+        assert ex["targets_pretokenized"].decode("utf-8") == doc
+        assert ex["targets"].tolist() == vocab.encode(doc) + [vocab.eos_id]
+
+
+def test_register_any_madlad_code_on_demand(tmp_path):
+    lang_dir = tmp_path / "sw"
+    lang_dir.mkdir()
+    docs = [f"Habari ya {i} asubuhi na jioni" for i in range(40)]
+    with gzip.open(lang_dir / "sw_clean_0000.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": d}) + "\n" for d in docs)
+    try:
+        assert tasks.register_madlad_task("sw", str(tmp_path), vocab_name="byte") == "madlad_sw"
+        ds = seqio.get_mixture_or_task("madlad_sw").get_dataset(
+            sequence_length=None, split="train", shuffle=False)
+        got = [ex["targets"].tolist() for ex in ds.as_numpy_iterator()]
+        byte = vocab_lib.get_vocabulary("byte")
+        want = [byte.encode(d) + [byte.eos_id] for d in madlad.load_split(str(tmp_path), "sw", "train")]
+        assert got == want and len(got) > 0
+    finally:
+        seqio.TaskRegistry.remove("madlad_sw")
+
+
+def test_register_rejects_unknown_or_absent_languages(tmp_path):
+    with pytest.raises(ValueError, match="nearest valid codes"):
+        tasks.register_madlad_task("qqz")
+    with pytest.raises(madlad.CorpusError, match=f"{tmp_path}/sw does not exist"):
+        tasks.register_madlad_task("sw", str(tmp_path))
