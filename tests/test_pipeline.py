@@ -243,3 +243,23 @@ def test_make_eval_set_over_validation_split(madlad_root):
     again = P.make_eval_set("fr", VOCAB, 32, 2, 200, root=root)
     assert all(np.array_equal(x["decoder_target_tokens"], y["decoder_target_tokens"])
                for x, y in zip(eval_set.batches, again.batches))
+
+
+def test_count_unique_cli(madlad_root, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "count_unique", os.path.join(os.path.dirname(__file__), "..", "scripts", "count_unique.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    out_json = tmp_path / "u.json"
+    args = [f"--root={madlad_root}", "--vocab=byte", f"--cache={tmp_path / 'c.json'}"]
+    assert cli.main(args + ["--languages=fr,yo", f"--json={out_json}"]) == 0
+    counts = json.loads(out_json.read_text())
+    assert counts == {lang: accounting.count_unique_tokens(str(madlad_root), lang, VOCAB)
+                      for lang in ("fr", "yo")}
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "cache" in printed and "counted" in printed  # fr, yo cached; en counted
+    assert cli.main(args + ["--languages=qq"]) == 2
+    assert cli.main([f"--root={tmp_path / 'missing'}", "--vocab=byte", "--cache="]) == 2
