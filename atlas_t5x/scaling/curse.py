@@ -1,0 +1,260 @@
+"""Curse of multilinguality (spec §1.6): fit L(K, N, D_t) and plan iso-loss growth in K.
+
+    L(K, N, D_t) = L∞ + A·K^φ / N^α + B·K^ψ / D_t^β
+
+K languages sampled uniformly, N parameters, D_t tokens of the evaluated language (nats/token).
+The law is the FITTER's `curse` law (parameter names E = L∞, A, B, alpha, beta, phi, psi; inputs
+N, D = D_t, K) fitted by its engine.
+
+Iso-loss planning from K to r·K languages:
+- compute-optimal closed form (each term keeps its value): N'/N = r^(φ/α), D_t'/D_t = r^(ψ/β),
+  D_total'/D_total = r^(1+ψ/β), C'/C = r^(1+φ/α+ψ/β);
+- the general iso-loss curve: with the baseline's reducible-loss shares w_N + w_D = 1,
+  r^φ·w_N·s^(−α) + r^ψ·w_D·t^(−β) = 1 for N' = s·N, D_t' = t·D_t.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from atlas_t5x.scaling import curves as cv
+
+# The paper's pooled exponents, and the α, β implied by its printed multipliers (spec §1.6).
+PAPER_PHI = 0.11
+PAPER_PSI = -0.04
+PAPER_ALPHA = 0.11 / 0.243
+PAPER_BETA = 0.04 / 0.272
+
+
+class CurseError(ValueError):
+    """Runs or parameters that cannot give a curse fit or plan."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and fits
+
+
+def curse_data(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss",
+               targets: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Points of from-scratch runs with uniform K-language mixtures, evaluated on a member language.
+
+    Returns arrays N (params), D (= D_t, the target's own tokens), K, loss, and `target` (str).
+    Points with D_t = 0 are dropped.
+    """
+    infos = cv.run_infos(rows)
+    out: dict[str, list] = {"N": [], "D": [], "K": [], "loss": [], "target": [], "run": []}
+    for row in rows:
+        info = infos[row["run"]]
+        t = row["target"]
+        if not (info.is_scratch and info.is_uniform and t in info.weights):
+            continue
+        if targets is not None and t not in targets:
+            continue
+        d_t = float(dict(row.get("tokens_by_lang", {})).get(t, 0))
+        loss = float(row[loss_field])
+        if d_t <= 0 or not math.isfinite(loss):
+            continue
+        out["N"].append(float(info.params))
+        out["D"].append(d_t)
+        out["K"].append(float(len(info.weights)))
+        out["loss"].append(loss)
+        out["target"].append(t)
+        out["run"].append(row["run"])
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class CurseFit:
+    """A fitted curse law. `params`: E (= L∞), A, B, alpha, beta, phi, psi."""
+
+    params: dict[str, float]
+    n_points: int
+    ks: tuple[int, ...]
+    r2: float
+    converged: bool
+    scope: str                # "pooled" or a language code
+    fit_result: Any = None    # the engine's FitResult
+
+    def predict(self, K, N, D_t) -> np.ndarray:
+        p = self.params
+        K, N, D_t = (np.asarray(v, dtype=np.float64) for v in (K, N, D_t))
+        return p["E"] + p["A"] * K ** p["phi"] / N ** p["alpha"] + p["B"] * K ** p["psi"] / D_t ** p["beta"]
+
+
+def fit_curse(data: Mapping[str, np.ndarray], scope: str = "pooled", min_points: int = 8,
+              **fit_kwargs) -> CurseFit:
+    """Fits the curse law with the FITTER's engine (`engine.fit(LAWS['curse'], ...)`).
+
+    Needs at least `min_points` points and two distinct K (else φ, ψ are not identified).
+    `fit_kwargs` go to `engine.fit` (objective, fixed, grid_budget, seed, ...).
+    """
+    from atlas_t5x.scaling import engine
+    from atlas_t5x.scaling.laws import LAWS
+
+    n = int(np.asarray(data["loss"]).size)
+    ks = tuple(sorted({int(k) for k in np.asarray(data["K"])}))
+    if n < min_points:
+        raise CurseError(f"{scope}: {n} uniform-K points, need at least {min_points}")
+    if len(ks) < 2:
+        raise CurseError(f"{scope}: runs cover K = {list(ks)} only; need at least two values of K")
+    X = {"N": data["N"], "D": data["D"], "K": data["K"]}
+    res = engine.fit(LAWS["curse"], X, data["loss"], **fit_kwargs)
+    pred = res.predict(X)
+    y = np.asarray(data["loss"], dtype=np.float64)
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot if ss_tot > 0 else math.nan
+    params = {k: float(v) for k, v in res.params.items()}
+    return CurseFit(params, n, ks, r2, bool(res.converged), scope, res)
+
+
+def fit_curse_runs(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss",
+                   per_language: bool = True, **fit_kwargs) -> dict[str, CurseFit | str]:
+    """Pooled fit ("pooled") and one fit per language; a scope that cannot be fitted maps to the
+    reason (a string) instead of raising."""
+    data = curse_data(rows, loss_field)
+    out: dict[str, CurseFit | str] = {}
+    scopes = [("pooled", np.ones(data["loss"].size, dtype=bool))]
+    if per_language:
+        scopes += [(t, data["target"] == t) for t in sorted(set(data["target"].tolist()))]
+    for scope, mask in scopes:
+        sub = {k: v[mask] for k, v in data.items()}
+        try:
+            out[scope] = fit_curse(sub, scope=scope, **fit_kwargs)
+        except (CurseError, ValueError) as err:
+            out[scope] = str(err)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+@dataclasses.dataclass(frozen=True)
+class IsoLossPlan:
+    """Multipliers to keep the loss when going from K to r·K languages (compute-optimal form)."""
+
+    r: float
+    params_ratio: float         # N'/N
+    target_tokens_ratio: float  # D_t'/D_t
+    total_tokens_ratio: float   # D_total'/D_total
+    compute_ratio: float        # C'/C
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+def _check_exponents(alpha: float, beta: float) -> None:
+    if not (alpha > 0 and beta > 0):
+        raise CurseError(f"alpha and beta must be > 0 (got alpha={alpha!r}, beta={beta!r})")
+
+
+def iso_loss_plan(r: float, phi: float, psi: float, alpha: float, beta: float) -> IsoLossPlan:
+    """The closed form: each loss term keeps its value when K → r·K.
+
+    N'/N = r^(φ/α), D_t'/D_t = r^(ψ/β), D_total'/D_total = r^(1+ψ/β), C'/C = r^(1+φ/α+ψ/β).
+    """
+    _check_exponents(alpha, beta)
+    if not r > 0:
+        raise CurseError(f"language multiplier r must be > 0, got {r!r}")
+    n_ratio = r ** (phi / alpha)
+    dt_ratio = r ** (psi / beta)
+    return IsoLossPlan(float(r), n_ratio, dt_ratio, r * dt_ratio, r * n_ratio * dt_ratio)
+
+
+def paper_table(rs: Sequence[float] = (2, 4, 8, 16)) -> list[IsoLossPlan]:
+    """The spec's table from the paper's exponents (φ = 0.11, ψ = −0.04, α ≈ 0.453, β ≈ 0.147)."""
+    return [iso_loss_plan(r, PAPER_PHI, PAPER_PSI, PAPER_ALPHA, PAPER_BETA) for r in rs]
+
+
+def term_shares(params: Mapping[str, float], K: float, N: float, D_t: float) -> tuple[float, float]:
+    """(w_N, w_D): shares of the baseline's reducible loss in the N and D terms (sum to 1)."""
+    p = params
+    n_term = p["A"] * K ** p["phi"] * N ** (-p["alpha"])
+    d_term = p["B"] * K ** p["psi"] * D_t ** (-p["beta"])
+    total = n_term + d_term
+    if not total > 0:
+        raise CurseError("the baseline's reducible loss is zero: shares are undefined")
+    return n_term / total, d_term / total
+
+
+def iso_loss_curve(r: float, w_N: float, phi: float, psi: float, alpha: float, beta: float,
+                   s: Sequence[float] | np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The general iso-loss curve at r·K: for each parameter multiplier s, the target-token
+    multiplier t solving r^φ·w_N·s^(−α) + r^ψ·w_D·t^(−β) = 1 (w_D = 1 − w_N).
+
+    Returns s, t, total-token multiplier r·t and compute multiplier r·s·t. Multipliers s too small
+    to keep the loss (r^φ·w_N·s^(−α) ≥ 1) are dropped.
+    """
+    _check_exponents(alpha, beta)
+    if not 0 <= w_N <= 1:
+        raise CurseError(f"w_N must lie in [0, 1], got {w_N!r}")
+    w_D = 1.0 - w_N
+    if s is None:
+        s_min = (r ** phi * w_N) ** (1.0 / alpha) if w_N > 0 else 1e-3
+        s = np.geomspace(s_min * 1.001, max(s_min * 1.001, 1.0) * 100.0, 400)
+    s = np.asarray(s, dtype=np.float64)
+    left = 1.0 - r ** phi * w_N * s ** (-alpha)
+    ok = left > 0
+    s = s[ok]
+    t = (left[ok] / (r ** psi * w_D)) ** (-1.0 / beta) if w_D > 0 else np.ones_like(s)
+    return {"s": s, "t": t, "total_tokens": r * t, "compute": r * s * t}
+
+
+def min_compute_on_curve(r: float, w_N: float, phi: float, psi: float, alpha: float, beta: float) -> dict[str, float]:
+    """The point of the general iso-loss curve with the least compute C'/C = r·s·t (numerical)."""
+    from scipy import optimize
+
+    s_min = (r ** phi * w_N) ** (1.0 / alpha)
+
+    def log_compute(log_s):
+        c = iso_loss_curve(r, w_N, phi, psi, alpha, beta, s=[math.exp(log_s)])["compute"]
+        return math.log(c[0]) if c.size else 1e9
+
+    res = optimize.minimize_scalar(log_compute, bounds=(math.log(s_min) + 1e-9, math.log(s_min) + 20),
+                                   method="bounded", options={"xatol": 1e-10})
+    point = iso_loss_curve(r, w_N, phi, psi, alpha, beta, s=[math.exp(res.x)])
+    return {k: float(v[0]) for k, v in point.items()}
+
+
+def plot_frontier(path, params: Mapping[str, float] | None = None, rs: Sequence[float] = (2, 4, 8, 16),
+                  w_N: float | None = None, K: float = 1, N: float | None = None, D_t: float | None = None) -> None:
+    """Iso-loss frontier PNG: for each r, the (N'/N, D_total'/D_total) pairs keeping the loss,
+    with the closed-form compute-optimal point marked.
+
+    `params` default to the paper's exponents with w_N = 0.5 [our choice for the picture];
+    with fitted params and a baseline (K, N, D_t), w_N comes from `term_shares`.
+    """
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from atlas_t5x import logio
+
+    p = dict(params or {"phi": PAPER_PHI, "psi": PAPER_PSI, "alpha": PAPER_ALPHA, "beta": PAPER_BETA})
+    if w_N is None:
+        w_N = term_shares(p, K, N, D_t)[0] if (params and N and D_t) else 0.5
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for r in rs:
+        c = iso_loss_curve(r, w_N, p["phi"], p["psi"], p["alpha"], p["beta"])
+        line, = ax.plot(c["s"], c["total_tokens"], label=f"{r:g}K")
+        plan = iso_loss_plan(r, p["phi"], p["psi"], p["alpha"], p["beta"])
+        ax.plot(plan.params_ratio, plan.total_tokens_ratio, "o", color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters × (N'/N)")
+    ax.set_ylabel("total tokens × (D'/D)")
+    ax.set_title(f"Iso-loss frontier (w_N = {w_N:.2f}); dots: each term keeps its value", fontsize=9)
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    logio.write_atomic(path, buf.getvalue())
