@@ -1,0 +1,227 @@
+"""Pretrain from scratch vs finetune a multilingual checkpoint (spec §1.7).
+
+For one target t and model size N, compare the loss of a from-scratch monolingual run with that of
+a finetune (continued monolingual training of a multilingual checkpoint), both against the target
+tokens of the target stage d. The crossover d* is where the from-scratch curve first drops to or
+below the finetune curve (both interpolated in log-tokens on their common range, never
+extrapolated); its compute is C* = 6·N·d* FLOPs (the target stage only).
+
+Across sizes, C*(N) = a·N^b is fitted by least squares in log–log with a bootstrap (resampling
+sizes) interval. The paper's fit: C*(N) ≈ 1,113,708·N^1.65 FLOPs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from atlas_t5x.scaling import curves as cv
+
+PAPER_A = 1_113_708.0
+PAPER_B = 1.65
+
+
+class CrossoverError(ValueError):
+    """Runs that cannot give a crossover (names the run, target or size)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Crossover:
+    """The crossover of one (target, N). `tokens`/`flops` are NaN unless status == "ok"."""
+
+    target: str
+    params: int
+    tokens: float            # d*, target tokens of the target stage
+    flops: float             # 6·N·d*
+    status: str              # ok | scratch_never_better | scratch_better_from_start | no_overlap
+    common_range: tuple[float, float]
+    scratch_run: str
+    finetune_run: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def find_crossover(scratch: cv.Curve, finetune: cv.Curve, params: int) -> Crossover:
+    """First crossing of the from-scratch curve below the finetune curve, in log-tokens."""
+    lo = max(scratch.x[0], finetune.x[0])
+    hi = min(scratch.x[-1], finetune.x[-1])
+    base = dict(target=scratch.target, params=int(params), scratch_run=scratch.run,
+                finetune_run=finetune.run)
+    if not lo < hi:
+        return Crossover(tokens=math.nan, flops=math.nan, status="no_overlap",
+                         common_range=(float(lo), float(hi)), **base)
+    grid = np.unique(np.concatenate([scratch.x, finetune.x]))
+    grid = grid[(grid >= lo) & (grid <= hi)]
+    gap = cv.interp_log(scratch.x, scratch.loss, grid) - cv.interp_log(finetune.x, finetune.loss, grid)
+    # gap(d) = L_scratch − L_finetune is piecewise linear in log d between grid points
+    d_star, status = cv.first_crossing_log(grid, gap, 0.0)
+    status = {"ok": "ok", "never": "scratch_never_better", "before_start": "scratch_better_from_start"}[status]
+    flops = 6.0 * params * d_star if status == "ok" else math.nan
+    return Crossover(tokens=float(d_star), flops=float(flops), status=status,
+                     common_range=(float(lo), float(hi)), **base)
+
+
+def crossovers_from_runs(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss") -> list[Crossover]:
+    """Every (target, N) with a from-scratch monolingual run and a monolingual finetune.
+
+    x is the target's own training tokens in each run (`tokens_by_lang[t]`, counted from the start
+    of the finetune for finetuned runs). Several finetunes of one (t, N): each is compared.
+    """
+    infos = cv.run_infos(rows)
+    scratch: dict[tuple[str, int], str] = {}
+    finetunes: dict[tuple[str, int], list[str]] = {}
+    for run, info in sorted(infos.items()):
+        if not info.is_monolingual:
+            continue
+        key = (info.languages[0], info.params)
+        if info.is_scratch:
+            scratch.setdefault(key, run)
+        else:
+            finetunes.setdefault(key, []).append(run)
+    out = []
+    for key, fts in sorted(finetunes.items()):
+        t, n = key
+        if key not in scratch:
+            raise CrossoverError(
+                f"finetune run(s) {fts} of {t!r} with N={n} have no from-scratch monolingual "
+                f"{t!r} run of the same size in the logs"
+            )
+        s_curve = cv.curve(rows, scratch[key], t, x=f"lang:{t}", loss_field=loss_field)
+        for ft in fts:
+            f_curve = cv.curve(rows, ft, t, x=f"lang:{t}", loss_field=loss_field)
+            out.append(find_crossover(s_curve, f_curve, n))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# C*(N) = a·N^b
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossoverLaw:
+    """C*(N) = a·N^b FLOPs, with bootstrap samples of (a, b) (may be empty)."""
+
+    a: float
+    b: float
+    samples: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 2)))
+    n_sizes: int = 0
+    size_range: tuple[float, float] = (math.nan, math.nan)
+
+    def flops(self, N) -> np.ndarray:
+        return self.a * np.asarray(N, dtype=np.float64) ** self.b
+
+    def tokens(self, N) -> np.ndarray:
+        """The crossover in target tokens: C*(N) / (6·N)."""
+        N = np.asarray(N, dtype=np.float64)
+        return self.flops(N) / (6.0 * N)
+
+    def interval(self, N, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap percentile interval of C*(N) in FLOPs (NaN without samples)."""
+        N = np.atleast_1d(np.asarray(N, dtype=np.float64))
+        if self.samples.size == 0:
+            nan = np.full(N.shape, np.nan)
+            return nan, nan
+        vals = self.samples[:, :1] * N[None, :] ** self.samples[:, 1:2]
+        q = (1 - level) / 2 * 100
+        return np.percentile(vals, q, axis=0), np.percentile(vals, 100 - q, axis=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "n_sizes": self.n_sizes, "size_range": list(self.size_range),
+                "n_bootstrap": int(self.samples.shape[0])}
+
+
+PAPER_LAW = CrossoverLaw(PAPER_A, PAPER_B)
+
+
+def fit_crossover_law(params: Sequence[float], flops: Sequence[float], n_boot: int = 1000,
+                      seed: int = 0) -> CrossoverLaw:
+    """Least squares of log C* = log a + b·log N over the sizes with a finite crossover, and a
+    bootstrap over sizes (resamples with fewer than two distinct sizes are skipped)."""
+    N = np.asarray(params, dtype=np.float64)
+    C = np.asarray(flops, dtype=np.float64)
+    ok = np.isfinite(N) & np.isfinite(C) & (N > 0) & (C > 0)
+    N, C = N[ok], C[ok]
+    if np.unique(N).size < 2:
+        raise CrossoverError(f"C*(N) needs finite crossovers at two or more model sizes; got sizes {sorted(set(N.tolist()))}")
+    lx, ly = np.log(N), np.log(C)
+    b, log_a = np.polyfit(lx, ly, 1)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, N.size, N.size)
+        if np.unique(lx[idx]).size < 2:
+            continue
+        bb, la = np.polyfit(lx[idx], ly[idx], 1)
+        samples.append((math.exp(la), bb))
+    return CrossoverLaw(math.exp(log_a), float(b), np.array(samples).reshape(-1, 2), int(np.unique(N).size),
+                        (float(N.min()), float(N.max())))
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def plot_crossover(path, scratch: cv.Curve, finetune: cv.Curve, result: Crossover) -> None:
+    """Loss vs target tokens of both runs, the crossover marked. Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(scratch.x, scratch.loss, "o-", ms=3, label=f"from scratch ({scratch.run})")
+    ax.plot(finetune.x, finetune.loss, "s-", ms=3, label=f"finetuned ({finetune.run})")
+    if result.status == "ok":
+        ax.axvline(result.tokens, color="gray", ls="--")
+        ax.annotate(f"d* = {result.tokens:.3g} tokens\nC* = {result.flops:.3g} FLOPs",
+                    (result.tokens, ax.get_ylim()[1]), va="top", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{result.target} tokens (target stage)")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(f"Scratch vs finetune, {result.target}, N = {result.params:.3g}: {result.status}", fontsize=9)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_crossover_law(path, law: CrossoverLaw, params: Sequence[float] = (), flops: Sequence[float] = ()) -> None:
+    """Measured C*(N) points, the fitted a·N^b and its bootstrap band, and the paper's law."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo_n = min([law.size_range[0]] + list(params) + [1e7]) if np.isfinite(law.size_range[0]) else 1e7
+    hi_n = max([law.size_range[1]] + list(params) + [1e10]) if np.isfinite(law.size_range[1]) else 1e10
+    grid = np.geomspace(lo_n, hi_n, 100)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(grid, law.flops(grid), label=f"fit {law.a:.3g}·N^{law.b:.3f}")
+    lo, hi = law.interval(grid)
+    if np.all(np.isfinite(lo)):
+        ax.fill_between(grid, lo, hi, alpha=0.25, label="95% bootstrap")
+    ax.plot(grid, PAPER_LAW.flops(grid), "k:", label="paper 1,113,708·N^1.65")
+    if len(params):
+        ax.plot(params, flops, "o", label="measured")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("crossover compute C* (FLOPs)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _save(fig, path) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from atlas_t5x import logio
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    logio.write_atomic(path, buf.getvalue())
