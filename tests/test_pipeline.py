@@ -263,3 +263,42 @@ def test_count_unique_cli(madlad_root, tmp_path, capsys):
     assert "cache" in printed and "counted" in printed  # fr, yo cached; en counted
     assert cli.main(args + ["--languages=qq"]) == 2
     assert cli.main([f"--root={tmp_path / 'missing'}", "--vocab=byte", "--cache="]) == 2
+
+
+@pytest.mark.parametrize("gin_name,mixture_name", [
+    ("4v0", "4v0"), ("bilingual_es_pt", "bilingual_es_pt"), ("monolingual_en", "monolingual_en"),
+    ("unimax", "unimax"), ("temperature", "temperature_T3.33")])
+def test_gin_mixture_files_select_the_mixture(gin_name, mixture_name):
+    path = os.path.join(os.path.dirname(__file__), "..", "gin", "mixtures", f"{gin_name}.gin")
+    gin.clear_config()
+    try:
+        gin.parse_config_file(path, skip_unknown=["train"])
+        pipe = P.make_train_pipeline(vocab="byte", seq_len=16, global_batch=2, process_index=0,
+                                     process_count=1)
+    finally:
+        gin.clear_config()
+    assert pipe.mixture_name == mixture_name
+    assert next(pipe)["decoder_target_tokens"].shape == (2, 16)
+    if gin_name in ("unimax", "temperature"):
+        assert pipe.languages == madlad.available_languages()  # every embedded language
+        if gin_name == "unimax":  # the file's budget, 4M tokens: yi hits the 4-epoch cap
+            plan = M.plan_tokens(pipe.mixture, 4 * 10**6, pipe.unique_by_lang)
+            assert max(p.epochs for p in plan.values()) <= 4.0 + 1e-6
+            assert plan["yi"].epochs == pytest.approx(4.0, abs=1e-3)
+
+
+def test_seqio_mixtures_registered_over_madlad_tasks():
+    import tasks
+    from tasks import mixtures as task_mixtures
+
+    names = task_mixtures.MADLAD_MIXTURES
+    assert {"madlad_4v0", "madlad_bilingual_es_pt", "madlad_monolingual_en"} <= set(names)
+    assert "madlad_12v0" not in names  # pl, vi are not in the embedded corpus
+    rates = lambda name: {t.name: seqio.get_mixture_or_task(name).get_rate(t)  # noqa: E731
+                          for t in seqio.get_mixture_or_task(name).tasks}
+    assert rates("madlad_4v0") == {f"madlad_{lang}": 0.25 for lang in ("de", "es", "fr", "pt")}
+    assert rates("madlad_bilingual_es_pt") == {"madlad_es": 0.5, "madlad_pt": 0.5}
+    n = len(tasks.MADLAD_TASKS)
+    assert len([m for m in names if "_bilingual_" in m]) == n * (n - 1) // 2
+    with pytest.raises(ValueError, match="vi"):
+        task_mixtures.register_mixture(M.capacity("8v0"))

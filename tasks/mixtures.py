@@ -1,0 +1,69 @@
+"""seqio Mixtures over the `madlad_{lang}` Tasks (tasks/madlad.py), named `madlad_{mixture}`.
+
+  * capacity mixtures of the paper: madlad_4v0 ... madlad_50v0 (uniform rates)
+  * bilingual 50/50 pairs:          madlad_bilingual_{a}_{b}  (a < b)
+  * monolingual:                    madlad_monolingual_{lang}
+
+The rates are those of `atlas_t5x.data.mixtures` (token shares). A mixture is registered only when
+every one of its Tasks is registered (with the embedded corpus, e.g. 4v0, 4v1 and 6v0 but not
+12v0); `register_mixtures` can be called again after registering more Tasks. The repository's own
+train stream (`atlas_t5x.data.pipeline`) uses the same rates with a deterministic row schedule;
+these registrations make the mixtures available to any seqio-based consumer too.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import gin
+import seqio
+
+from atlas_t5x.data import mixtures as mixtures_lib
+from tasks.madlad import task_name
+
+MIXTURE_PREFIX = "madlad_"
+
+
+def mixture_name(mixture: mixtures_lib.Mixture) -> str:
+    """The seqio name of a mixture, e.g. "madlad_bilingual_es_pt"."""
+    return f"{MIXTURE_PREFIX}{mixture.name}"
+
+
+def register_mixture(mixture: mixtures_lib.Mixture) -> str:
+    """Registers (or re-registers) one mixture over madlad_{lang} Tasks; returns its name.
+
+    Raises ValueError naming the languages whose Task is not registered.
+    """
+    registered = set(seqio.TaskRegistry.names())
+    missing = [lang for lang in mixture.languages if task_name(lang) not in registered]
+    if missing:
+        raise ValueError(f"mixture {mixture.name!r}: no seqio Task registered for {missing} "
+                         f"(register them with tasks.madlad.register_madlad_task)")
+    name = mixture_name(mixture)
+    if name in seqio.MixtureRegistry.names():
+        seqio.MixtureRegistry.remove(name)
+    seqio.MixtureRegistry.add(name, [(task_name(lang), rate) for lang, rate in mixture.weights.items()])
+    return name
+
+
+@gin.configurable
+def register_mixtures(languages: Sequence[str] | None = None) -> list[str]:
+    """Registers every capacity, bilingual and monolingual mixture whose Tasks all exist.
+
+    Args:
+      languages: languages for the bilingual pairs and monolingual mixtures (default: every
+        language with a registered madlad_{lang} Task).
+    """
+    registered = set(seqio.TaskRegistry.names())
+    if languages is None:
+        languages = sorted(name[len("madlad_"):] for name in registered
+                           if name.startswith("madlad_") and name not in seqio.MixtureRegistry.names())
+    languages = [lang for lang in languages if task_name(lang) in registered]
+    candidates = [mixtures_lib.capacity(name) for name in mixtures_lib.CAPACITY_MIXTURES]
+    candidates += mixtures_lib.bilingual_pairs(languages)
+    candidates += [mixtures_lib.monolingual(lang) for lang in languages]
+    return [register_mixture(m) for m in candidates
+            if all(task_name(lang) in registered for lang in m.languages)]
+
+
+MADLAD_MIXTURES: list[str] = register_mixtures()
