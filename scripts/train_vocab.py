@@ -100,32 +100,45 @@ def main(argv: list[str] | None = None) -> int:
                 got = sum(len(d.encode("utf-8")) for d in picked)
                 print(f"{lang:5} {sizes[lang] / 1e3:9.1f} {shares[lang]:7.4f} {got / 1e3:10.1f} "
                       f"{got / sizes[lang]:7.2f}")
-        prefix = os.path.join(tmp, "spm")
-        spm.SentencePieceTrainer.train(
-            input=text_path, model_prefix=prefix, vocab_size=args.vocab_size, model_type="unigram",
-            character_coverage=args.character_coverage, byte_fallback=True,
-            normalization_rule_name="identity", remove_extra_whitespaces=False, split_digits=True,
-            pad_id=0, eos_id=1, unk_id=2, bos_id=-1, input_sentence_size=0,
-            max_sentence_length=65536, num_threads=args.threads, minloglevel=2)
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(prefix + ".model", "rb") as f:
+        # Relative names inside the temporary folder keep machine paths out of the model's
+        # stored trainer spec, so the same inputs give a byte-identical .model file.
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        try:
+            spm.SentencePieceTrainer.train(
+                input="sample.txt", model_prefix="spm", vocab_size=args.vocab_size,
+                model_type="unigram", character_coverage=args.character_coverage,
+                byte_fallback=True, normalization_rule_name="identity",
+                remove_extra_whitespaces=False, split_digits=True, pad_id=0, eos_id=1, unk_id=2,
+                bos_id=-1, input_sentence_size=0, max_sentence_length=65536,
+                num_threads=args.threads, minloglevel=2)
+        finally:
+            os.chdir(cwd)
+        with open(os.path.join(tmp, "spm.model"), "rb") as f:
             model_bytes = f.read()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp_out = args.out + ".tmp"
     with open(tmp_out, "wb") as f:
         f.write(model_bytes)
     os.replace(tmp_out, args.out)
+    processor = spm.SentencePieceProcessor(model_proto=model_bytes)
+    tokens = {lang: {split: sum(len(ids) for ids in processor.encode(madlad.load_split(root, lang, split)))
+                     for split in madlad.SPLITS} for lang in sorted(train)}
     card = {"model": os.path.basename(args.out), "sha256": hashlib.sha256(model_bytes).hexdigest(),
             "vocab_size": args.vocab_size, "model_type": "unigram", "byte_fallback": True,
             "normalization": "identity", "special_ids": {"pad": 0, "eos": 1, "unk": 2},
             "temperature": args.temperature, "seed": args.seed, "sample_bytes": sample_bytes,
             "character_coverage": args.character_coverage, "splits_used": ["train"],
-            "train_bytes": sizes, "shares": {l: round(p, 6) for l, p in shares.items()},
+            "train_bytes": sizes, "tokens_without_eos": tokens, "shares": {l: round(p, 6) for l, p in shares.items()},
             "root": "embedded" if root == madlad.EMBEDDED_CORPUS_DIR else root}
     card_path = args.out[: -len(".model")] + ".json"
     with open(card_path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(card, f, indent=1, sort_keys=True)
         f.write("\n")
     os.replace(card_path + ".tmp", card_path)
+    print(f"{'lang':5} " + " ".join(f"{s + ' tokens':>18}" for s in madlad.SPLITS))
+    for lang, counts in tokens.items():
+        print(f"{lang:5} " + " ".join(f"{counts[s]:18d}" for s in madlad.SPLITS))
     print(f"wrote {args.out} ({len(model_bytes) / 1e3:.0f} KB, {args.vocab_size} pieces, "
           f"T={args.temperature}, {sample_bytes / 1e6:.2f} MB sampled) and {card_path}")
     return 0

@@ -92,6 +92,11 @@ def test_vocabulary_card_matches_model_and_train_splits():
     assert card["splits_used"] == ["train"] and card["temperature"] == 100
     for lang, n_bytes in card["train_bytes"].items():
         assert sum(len(d.encode()) for d in madlad.load_split(None, lang, "train")) == n_bytes
+    vocab = vocab_lib.get_vocabulary()
+    for lang in ("yi", "cy"):
+        for split in madlad.SPLITS:
+            n_tokens = sum(len(vocab.encode(d)) for d in madlad.load_split(None, lang, split))
+            assert n_tokens == card["tokens_without_eos"][lang][split], (lang, split)
 
 
 def test_temperature_shares():
