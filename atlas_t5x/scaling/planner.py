@@ -1,0 +1,285 @@
+"""Compute planner: the loss-optimal model size N and token count D for a FLOP budget.
+
+For a target language with U unique tokens and a fitted law L(N, D; U) (the FITTER's laws, e.g.
+monolingual ATLAS with repetition saturation S_λ, or CSL), minimise L subject to C = 6·N·D over
+N in [min_params, max_params]. With unlimited data (U = ∞) and a Chinchilla-form law the answer is
+the closed form N* = G·(C/6)^(β/(α+β)), D* = (C/6)/N*, G = (αA/(βB))^(1/(α+β)).
+
+Repetition makes extra epochs worth less, so as U shrinks the optimum moves to fewer tokens per
+parameter (D/N falls). Bootstrap parameter samples give a band; plans far outside the fitted
+(N, D) range come with a warning stating the range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from atlas_t5x.scaling.laws import Law, make_law
+
+# The smallest model of the spec's family (scale 0, spec §3), parameters.
+SMALLEST_PAPER_MODEL = 9_044_352
+# [our choice] a model must see at least this many tokens per parameter to count as trained.
+MIN_TOKENS_PER_PARAM = 1.0
+# [our choice] a plan further than this factor outside the fitted N or D range warns.
+EXTRAPOLATION_FACTOR = 2.0
+
+
+class PlanError(ValueError):
+    """A plan that cannot be made (budget, law or data problem), with the reason."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """The plan lies far outside the range the law was fitted on."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitted laws
+
+
+def law_for_params(name: str, params: Mapping[str, float]) -> Law:
+    """The FITTER's law `name` matching a parameter dict: tied when `beta` is absent, ATLAS transfer
+    languages from the `tau_<lang>` keys, the `D_other` term when `tau_other` is present."""
+    tied = "beta" not in params and "alpha" in params
+    if name == "atlas":
+        transfer = tuple(sorted(k[4:] for k in params if k.startswith("tau_") and k != "tau_other"))
+        return make_law("atlas", tied=tied, transfer_langs=transfer, with_other="tau_other" in params)
+    return make_law(name, tied=tied)
+
+
+@dataclasses.dataclass(frozen=True)
+class FittedLaw:
+    """A law with fitted parameters, optional bootstrap samples and the range it was fitted on.
+
+    `fit_range` maps "N" / "D" to (min, max) of the fitted points (parameters, target tokens).
+    """
+
+    law: Law
+    params: dict[str, float]
+    samples: tuple[dict[str, float], ...] = ()
+    fit_range: dict[str, tuple[float, float]] | None = None
+    target: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], target: str = "") -> "FittedLaw":
+        """From {"law": name, "params": {...}, optional "bootstrap"/"samples": [{...}],
+        optional "fit_range": {"N": [lo, hi], "D": [lo, hi]}} (e.g. a FitResult.to_dict())."""
+        if "law" not in d or "params" not in d:
+            raise PlanError(f"fitted law {target or ''!s}: expected keys 'law' and 'params', got {sorted(d)}")
+        params = {k: float(v) for k, v in dict(d["params"]).items()}
+        samples = d.get("samples", d.get("bootstrap", ()))
+        if isinstance(samples, Mapping):
+            samples = samples.get("samples", ())
+        rng = d.get("fit_range")
+        return cls(law_for_params(str(d["law"]), params), params,
+                   tuple({k: float(v) for k, v in s.items()} for s in samples or ()),
+                   {k: (float(v[0]), float(v[1])) for k, v in rng.items()} if rng else None,
+                   target or str(d.get("target", "")))
+
+    def loss(self, N, D, U=math.inf, params: Mapping[str, float] | None = None) -> np.ndarray:
+        """Predicted loss (nats/token) of N parameters trained on D target tokens with U unique.
+
+        Monolingual training: transfer-language and other-language tokens are zero.
+        """
+        N = np.asarray(N, dtype=np.float64)
+        D = np.asarray(D, dtype=np.float64)
+        X: dict[str, Any] = {"N": N, "D": D, "U": np.broadcast_to(np.float64(U), D.shape)}
+        for name in self.law.inputs:
+            if name not in X:
+                if name.startswith("D_"):
+                    X[name] = np.zeros_like(D)
+                elif name.startswith("U_"):
+                    X[name] = np.ones_like(D)
+                elif name in ("K", "p"):
+                    X[name] = np.ones_like(D)   # one language, all of the mixture
+                else:
+                    raise PlanError(f"law {self.law.name!r} needs input {name!r}, which a plan cannot supply")
+        return np.asarray(self.law.predict(params or self.params, X), dtype=np.float64)
+
+
+def load_fitted_laws(path: str | os.PathLike) -> dict[str, FittedLaw]:
+    """Fitted laws from a JSON file: one law ({"law", "params", ...}) or {target: law, ...}, or
+    {"fits": {target: law}}. Raises PlanError naming the file on bad content."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise PlanError(f"{path}: cannot read fitted laws: {err}") from err
+    if isinstance(doc, Mapping) and "fits" in doc:
+        doc = doc["fits"]
+    if isinstance(doc, Mapping) and "law" in doc:
+        return {str(doc.get("target", "")): FittedLaw.from_dict(doc)}
+    if not isinstance(doc, Mapping) or not doc:
+        raise PlanError(f"{path}: expected a fitted law or a mapping target -> fitted law")
+    return {t: FittedLaw.from_dict(d, target=t) for t, d in doc.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans
+
+
+def chinchilla_optimum(C: float, A: float, B: float, alpha: float, beta: float) -> tuple[float, float]:
+    """(N*, D*) minimising E + A/N^α + B/D^β subject to 6·N·D = C (closed form)."""
+    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    n = G * (C / 6.0) ** (beta / (alpha + beta))
+    return n, C / (6.0 * n)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputePlan:
+    """The loss-optimal split of a FLOP budget for one target."""
+
+    target: str
+    flops: float
+    unique_tokens: float          # U (inf when unlimited)
+    params: float                 # N*
+    tokens: float                 # D*
+    loss: float                   # predicted loss at (N*, D*), nats/token
+    tokens_per_param: float
+    epochs: float                 # D*/U (0 when U is unlimited)
+    closed_form: tuple[float, float] | None   # Chinchilla (N*, D*) when U is unlimited
+    band: dict[str, tuple[float, float]] | None  # 2.5–97.5 % of N, D, loss over bootstrap samples
+    warnings: tuple[str, ...] = ()
+    at_bound: str = ""            # "min_params"/"max_params" if the optimum sits on a bound
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["unique_tokens"] = None if math.isinf(self.unique_tokens) else self.unique_tokens
+        return d
+
+
+def _optimum(fl: FittedLaw, C: float, U: float, lo: float, hi: float,
+             params: Mapping[str, float] | None = None) -> tuple[float, float]:
+    from scipy import optimize
+
+    def loss_of_logn(logn):
+        n = np.exp(logn)
+        return fl.loss(n, C / (6.0 * n), U, params)
+
+    grid = np.linspace(math.log(lo), math.log(hi), 801)
+    values = loss_of_logn(grid)
+    if not np.any(np.isfinite(values)):
+        raise PlanError(f"law {fl.law.name!r} predicts no finite loss for this budget")
+    i = int(np.nanargmin(values))
+    a, b = grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]
+    if a < b:
+        res = optimize.minimize_scalar(lambda z: float(loss_of_logn(np.array([z]))[0]), bounds=(a, b),
+                                       method="bounded", options={"xatol": 1e-10})
+        logn = float(res.x) if res.fun <= values[i] else float(grid[i])
+    else:
+        logn = float(grid[i])
+    n = math.exp(logn)
+    return n, float(loss_of_logn(np.array([logn]))[0])
+
+
+def plan_compute(
+    fitted: FittedLaw,
+    flops: float,
+    unique_tokens: float | None = None,
+    min_params: float = SMALLEST_PAPER_MODEL,
+    max_params: float = 1e13,
+    min_tokens_per_param: float = MIN_TOKENS_PER_PARAM,
+    extrapolation_factor: float = EXTRAPOLATION_FACTOR,
+    target: str | None = None,
+) -> ComputePlan:
+    """Loss-optimal (N, D) with 6·N·D = flops, accounting for repetition when U is finite.
+
+    Raises:
+      PlanError: the budget cannot train the smallest model (min_params) on min_tokens_per_param
+        tokens per parameter, or bad numbers.
+    Warns:
+      ExtrapolationWarning: the plan's N or D lies more than `extrapolation_factor` outside the
+        fitted range (the message states the range).
+    """
+    if not (isinstance(flops, (int, float)) and math.isfinite(flops) and flops > 0):
+        raise PlanError(f"FLOP budget must be a finite number > 0, got {flops!r}")
+    U = math.inf if unique_tokens is None else float(unique_tokens)
+    if not U > 0:
+        raise PlanError(f"unique tokens U must be > 0 (or unlimited), got {unique_tokens!r}")
+    if not 0 < min_params < max_params:
+        raise PlanError(f"need 0 < min_params < max_params, got {min_params!r}, {max_params!r}")
+    c_min = 6.0 * min_params * min_tokens_per_param * min_params
+    if flops < c_min:
+        raise PlanError(
+            f"budget of {flops:.3g} FLOPs is too small for the smallest model ({min_params:.3g} "
+            f"parameters): training it on {min_tokens_per_param:g} token(s) per parameter needs "
+            f"{c_min:.3g} FLOPs"
+        )
+    # the largest N that still gets min_tokens_per_param tokens per parameter
+    hi = min(max_params, math.sqrt(flops / (6.0 * min_tokens_per_param)))
+    n, loss = _optimum(fitted, flops, U, min_params, hi)
+    d = flops / (6.0 * n)
+    at_bound = "min_params" if n <= min_params * 1.0001 else ("max_params" if n >= hi * 0.9999 else "")
+
+    closed = None
+    p = fitted.law.full_params(fitted.params)
+    if math.isinf(U) and all(k in p for k in ("A", "B", "alpha", "beta")) and fitted.law.name in ("csl", "atlas"):
+        closed = chinchilla_optimum(flops, p["A"], p["B"], p["alpha"], p["beta"])
+
+    band = None
+    if fitted.samples:
+        ns, ds, ls = [], [], []
+        for sample in fitted.samples:
+            try:
+                n_s, l_s = _optimum(fitted, flops, U, min_params, hi, sample)
+            except (PlanError, ValueError, FloatingPointError):
+                continue
+            ns.append(n_s)
+            ds.append(flops / (6.0 * n_s))
+            ls.append(l_s)
+        if ns:
+            band = {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
+                    for k, v in (("params", ns), ("tokens", ds), ("loss", ls))}
+
+    notes = []
+    if fitted.fit_range:
+        for key, value, unit in (("N", n, "parameters"), ("D", d, "tokens")):
+            if key in fitted.fit_range:
+                lo_r, hi_r = fitted.fit_range[key]
+                if value > hi_r * extrapolation_factor or value < lo_r / extrapolation_factor:
+                    notes.append(f"plan {key} = {value:.3g} {unit} is far outside the fitted range "
+                                 f"[{lo_r:.3g}, {hi_r:.3g}]: the law is extrapolated")
+    if notes:
+        warnings.warn("; ".join(notes), ExtrapolationWarning, stacklevel=2)
+    return ComputePlan(
+        target=target if target is not None else fitted.target, flops=float(flops), unique_tokens=U,
+        params=n, tokens=d, loss=loss, tokens_per_param=d / n, epochs=0.0 if math.isinf(U) else d / U,
+        closed_form=closed, band=band, warnings=tuple(notes), at_bound=at_bound,
+    )
+
+
+def plan_targets(laws: Mapping[str, FittedLaw], flops: float,
+                 unique_tokens: Mapping[str, float | None] | float | None = None, **kwargs) -> list[ComputePlan]:
+    """One plan per target (each target trained on its own with the whole budget)."""
+    plans = []
+    for target, fl in laws.items():
+        u = unique_tokens.get(target) if isinstance(unique_tokens, Mapping) else unique_tokens
+        plans.append(plan_compute(fl, flops, u, target=target, **kwargs))
+    return plans
+
+
+def format_plan(plan: ComputePlan) -> str:
+    """A readable multi-line summary of a plan."""
+    u = "unlimited" if math.isinf(plan.unique_tokens) else f"{plan.unique_tokens:.3g} tokens"
+    lines = [
+        f"target {plan.target or '?'}: budget {plan.flops:.3g} FLOPs, unique data {u}",
+        f"  parameters N = {plan.params:.4g}, tokens D = {plan.tokens:.4g} "
+        f"({plan.tokens_per_param:.1f} tokens/parameter, {plan.epochs:.2f} epochs)",
+        f"  predicted loss {plan.loss:.4f} nats/token",
+    ]
+    if plan.closed_form:
+        lines.append(f"  Chinchilla closed form: N = {plan.closed_form[0]:.4g}, D = {plan.closed_form[1]:.4g}")
+    if plan.band:
+        b = plan.band
+        lines.append(f"  95% bootstrap: N {b['params'][0]:.3g}–{b['params'][1]:.3g}, "
+                     f"D {b['tokens'][0]:.3g}–{b['tokens'][1]:.3g}, loss {b['loss'][0]:.4f}–{b['loss'][1]:.4f}")
+    if plan.at_bound:
+        lines.append(f"  note: the optimum sits on the {plan.at_bound} bound")
+    lines += [f"  WARNING: {w}" for w in plan.warnings]
+    return "\n".join(lines)
