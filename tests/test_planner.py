@@ -75,3 +75,55 @@ def test_load_fitted_laws(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(pl.PlanError, match="bad.json"):
         pl.load_fitted_laws(tmp_path / "bad.json")
+
+
+# ------------------------------------------------------------------------------- mixture planner
+
+from atlas_t5x.scaling import mixture_planner as mp  # noqa: E402
+
+
+def _multilingual_laws():
+    def law(transfer, taus):
+        params = dict(ATLAS, tau_other=0.05, **{f"tau_{l}": v for l, v in zip(transfer, taus)})
+        return pl.FittedLaw(make_law("atlas", transfer_langs=transfer, with_other=True), params)
+
+    return {"sw": law(("en", "yo"), (0.3, 0.4)), "yo": law(("en", "sw"), (0.2, 0.4)),
+            "en": law(("de",), (0.5,))}
+
+
+UNIQUE = {"sw": 2e8, "yo": 5e7, "en": 1e11, "de": 5e10}
+
+
+def test_mixture_planner_respects_epoch_caps_and_beats_baselines():
+    laws = _multilingual_laws()
+    targets = {"sw": 1.0, "yo": 1.0, "en": 0.5}
+    for cap in (1.0, 4.0, {"sw": 2.0, "yo": 8.0, "en": 1.0, "de": 1.0}):
+        plan = mp.plan_mixture(targets, laws, params=1e9, total_tokens=2e10, unique_tokens=UNIQUE,
+                               max_epochs=cap)
+        assert sum(plan.weights.values()) == pytest.approx(1.0, abs=1e-9)
+        caps = cap if isinstance(cap, dict) else {l: cap for l in UNIQUE}
+        for lang, epochs in plan.epochs_by_lang.items():
+            assert epochs <= caps[lang] * (1 + 1e-9), (lang, epochs, caps[lang])
+            assert plan.weights[lang] >= 0
+        assert not plan.cap_violations
+    plans = mp.compare_mixtures(targets, laws, 1e9, 2e10, UNIQUE, max_epochs=4.0)
+    assert set(plans) == {"optimised", "unimax", "temperature_T3.33"}
+    assert plans["optimised"].objective <= plans["unimax"].objective + 1e-9
+    assert plans["optimised"].objective <= plans["temperature_T3.33"].objective + 1e-9
+    assert "weighted" in mp.format_comparison(plans)
+
+
+def test_mixture_planner_bad_input():
+    laws = _multilingual_laws()
+    with pytest.raises(pl.PlanError, match="infeasible"):
+        mp.plan_mixture({"sw": 1.0}, laws, 1e9, 1e12, {"sw": 2e8, "en": 1e9, "yo": 5e7}, max_epochs=2.0)
+    with pytest.raises(pl.PlanError, match=r"no fitted law for target\(s\) \['fr'\]"):
+        mp.plan_mixture({"fr": 1.0}, laws, 1e9, 1e10, UNIQUE)
+    with pytest.raises(pl.PlanError, match=r"U missing.*\['yo'\]"):
+        mp.plan_mixture({"sw": 1.0}, laws, 1e9, 1e10, {"sw": 1e9, "en": 1e9})
+
+
+def test_projection_onto_capped_simplex():
+    upper = np.array([0.1, 0.5, 1.0])
+    x = mp.project_capped_simplex(np.array([5.0, -1.0, 0.2]), upper)
+    assert x.sum() == pytest.approx(1.0) and np.all(x <= upper) and np.all(x >= 0)
