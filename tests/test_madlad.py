@@ -2,9 +2,12 @@
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import os
 import random
+import struct
+import sys
 import uuid
 
 import pytest
@@ -240,7 +243,7 @@ def test_manifest_lists_every_shipped_file_with_sha256_and_license(manifest):
     for dirpath, _, files in os.walk(madlad.EMBEDDED_CORPUS_DIR):
         for name in files:
             rel = os.path.relpath(os.path.join(dirpath, name), madlad.EMBEDDED_CORPUS_DIR)
-            if rel != "MANIFEST.json":
+            if rel not in ("MANIFEST.json", "README.md"):
                 on_disk.add(rel)
     assert on_disk == set(listed)
     for rel, entry in listed.items():
@@ -282,3 +285,69 @@ def test_corpus_breadth(manifest):
     low = [lang for lang, info in langs.items() if info["text_bytes"] < 100_000]
     high = max(info["text_bytes"] for info in langs.values())
     assert len(low) >= 2 and high > 8 * 100_000
+
+
+# ---------------------------------------------------------------------------------------------
+# The corpus builder's message handling (on a catalog written here, not the machine's)
+
+
+def _write_mo(path, messages):
+    """A GNU .mo file (format revision 0, no hash table) from {msgid: msgstr}."""
+    keys = sorted(messages)
+    ids = [k.encode() for k in keys]
+    strs = [messages[k].encode() for k in keys]
+    n = len(keys)
+    header_size = 7 * 4
+    ids_table, strs_table = header_size, header_size + 8 * n
+    data_start = strs_table + 8 * n
+    blob, id_entries, str_entries = b"", [], []
+    for raw, entries in ((ids, id_entries), (strs, str_entries)):
+        for item in raw:
+            entries.append((len(item), data_start + len(blob)))
+            blob += item + b"\0"
+    out = struct.pack("<7I", 0x950412DE, 0, n, ids_table, strs_table, 0, data_start)
+    out += b"".join(struct.pack("<2I", *e) for e in id_entries + str_entries) + blob
+    path.write_bytes(out)
+
+
+def _build_corpus_module():
+    if "build_corpus" in sys.modules:
+        return sys.modules["build_corpus"]
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "build_corpus.py")
+    spec = importlib.util.spec_from_file_location("build_corpus", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_corpus"] = module   # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_builder_keeps_real_translations_only(tmp_path):
+    build_corpus = _build_corpus_module()
+    mo = tmp_path / "demo.mo"
+    _write_mo(mo, {
+        "": "Content-Type: text/plain; charset=UTF-8\n",        # header entry
+        "could not open file \"%s\": %m": "no se pudo abrir el archivo «%s»: %m",
+        "%s: %s\n": "%s: %s\n",                                 # format only (and untranslated)
+        "%d%%": "%d %%",                                        # format only, translated
+        "untranslated": "",
+        "same": "same",                                         # msgstr == msgid
+        "ctx\x04Open": "  Abrir  ",                             # msgctxt prefix, padded msgstr
+    })
+    pairs = build_corpus.read_catalog(str(mo))
+    assert ("Open", "  Abrir  ") in pairs
+    assert build_corpus.translated_messages(pairs, source_side=False) == [
+        "no se pudo abrir el archivo «%s»: %m", "Abrir"]
+    assert build_corpus.translated_messages(pairs, source_side=True) == [
+        "could not open file \"%s\": %m", "Open"]
+    assert build_corpus.is_format_only("%-10s %5.2f %1$lld %<PRId64>") and not build_corpus.is_format_only("%s файл")
+
+
+def test_builder_groups_consecutive_messages_into_documents():
+    build_corpus = _build_corpus_module()
+    messages = [f"message {i:03d} " + "x" * 90 for i in range(20)]        # 104 bytes each + newline
+    docs = build_corpus.group_documents(messages)
+    assert [n for _, n in docs] == [5, 5, 5, 5]
+    assert "\n".join(d for d, _ in docs) == "\n".join(messages)
+    unreadable = os.path.join(os.path.dirname(MANIFEST_PATH), "MANIFEST.json")
+    with pytest.raises(build_corpus.BuildError, match="not a readable gettext catalog"):
+        build_corpus.read_catalog(unreadable)
