@@ -2,8 +2,12 @@
 
 Each Task reads `atlas_t5x.data.madlad.madlad_data_source(lang, root)` (splits train / validation /
 test) and produces one feature, "targets": the document's text tokenised with the chosen
-vocabulary (the shipped corpus SentencePiece model by default), with EOS appended. Any of the
-MADLAD-400 codes in `atlas_t5x.languages.LANGUAGES` can be registered for a root that holds it.
+vocabulary (the shipped corpus SentencePiece model by default), with EOS appended after any
+trimming to the requested sequence length. Any of the MADLAD-400 codes in
+`atlas_t5x.languages.LANGUAGES` can be registered for a root that holds it.
+
+`import tasks` registers the languages of the root resolved at import time; to use a root bound
+later with gin, call `register_madlad_tasks()` (gin-configurable) after parsing the config.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ def register_madlad_task(lang: str, root: str | None = None, vocab_name: str = "
         preprocessors=[
             functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
             seqio.preprocessors.tokenize,
-            seqio.preprocessors.append_eos,
+            seqio.preprocessors.append_eos_after_trim,
         ],
         output_features={"targets": seqio.Feature(vocab_lib.get_vocabulary(vocab_name), add_eos=True)},
     )

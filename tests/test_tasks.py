@@ -31,6 +31,16 @@ def test_task_yields_tokenised_documents(lang):
         assert ex["targets"].tolist() == vocab.encode(doc) + [vocab.eos_id]
 
 
+def test_task_trims_to_the_sequence_length_and_keeps_eos():
+    task = seqio.get_mixture_or_task("madlad_hi")
+    vocab = vocab_lib.get_vocabulary("corpus_spm")
+    docs = madlad.load_split(None, "hi", "test")[:10]
+    ds = task.get_dataset(sequence_length={"targets": 16}, split="test", shuffle=False)
+    for ex, doc in zip(ds.take(10).as_numpy_iterator(), docs):
+        ids = vocab.encode(doc)
+        assert ex["targets"].tolist() == ids[:15] + [vocab.eos_id]
+
+
 def test_register_any_madlad_code_on_demand(tmp_path):
     lang_dir = tmp_path / "sw"
     lang_dir.mkdir()
