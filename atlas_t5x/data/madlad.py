@@ -21,7 +21,8 @@ language's bytes whatever the constant; the constant only decides where the 20M 
 (4 bytes per token is typical of a 64k SentencePiece vocabulary on Latin-script web text).
 
 A language is read in full to split it (memory grows with the language): right for the embedded
-corpus and per-language MADLAD subsets, not for streaming the largest MADLAD languages.
+corpus and per-language MADLAD subsets, not for streaming the largest MADLAD languages. Splits are
+cached per (root, language) for the life of the process (files are assumed not to change).
 """
 
 from __future__ import annotations
