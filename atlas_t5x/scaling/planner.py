@@ -238,6 +238,8 @@ def plan_compute(
                     for k, v in (("params", ns), ("tokens", ds), ("loss", ls))}
 
     notes = []
+    if not math.isinf(U) and "U" not in fitted.law.inputs:
+        notes.append(f"law {fitted.law.name!r} does not model repetition: U only sets the epoch count")
     if fitted.fit_range:
         for key, value, unit in (("N", n, "parameters"), ("D", d, "tokens")):
             if key in fitted.fit_range:

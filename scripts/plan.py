@@ -1,0 +1,357 @@
+#!/usr/bin/env python
+"""Planning with fitted scaling laws: compute budgets, more languages, finetune-or-not, mixtures.
+
+  # loss-optimal N, D for 1e21 FLOPs and 2e9 unique Swahili tokens, under a fitted law
+  python scripts/plan.py compute --fit fits.json --target sw --flops 1e21 --unique 2e9
+  python scripts/plan.py compute --law csl --params E=1.82,A=482,B=2085,alpha=0.348,beta=0.366 --flops 1e21
+
+  # going from K to r·K languages at iso-loss (paper exponents unless given)
+  python scripts/plan.py languages --r 2 4 8 16 --out-json curse.json --out-png frontier.png
+
+  # pretrain-vs-finetune crossover: from logs, or the paper's C*(N) at a size
+  python scripts/plan.py crossover --params 2.03e9
+  python scripts/plan.py crossover --logs runs/ --out-png crossover.png
+
+  # mixture weights minimising the weighted predicted loss under epoch caps
+  python scripts/plan.py mixture --fit multi_fits.json --targets sw=1,yo=1 --params 1e9 \\
+      --tokens 2e10 --unique sw=2e8,yo=5e7,en=1e11 --max-epochs 4
+
+Each prints a readable answer, writes JSON (and a PNG where given) atomically, and exits with
+code 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from atlas_t5x import logio  # noqa: E402
+from atlas_t5x.scaling import crossover as co  # noqa: E402
+from atlas_t5x.scaling import curse  # noqa: E402
+from atlas_t5x.scaling import curves as cv  # noqa: E402
+from atlas_t5x.scaling import mixture_planner as mp  # noqa: E402
+from atlas_t5x.scaling import planner as pl  # noqa: E402
+
+
+class InputError(ValueError):
+    """Bad command-line input."""
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON values: numpy → python, NaN/inf → null, tuples → lists."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def write_json(path: str | None, payload: Any) -> None:
+    if path:
+        logio.write_atomic(path, json.dumps(jsonable(payload), indent=2, sort_keys=True) + "\n")
+        print(f"wrote {path}")
+
+
+def parse_number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise InputError(f"{what}: {text!r} is not a number") from err
+    if not math.isfinite(value):
+        raise InputError(f"{what}: {text!r} is not finite")
+    return value
+
+
+def parse_pairs(text: str, what: str) -> dict[str, float]:
+    """"a=1,b=2e9" → {"a": 1.0, "b": 2e9}."""
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        if "=" not in item:
+            raise InputError(f"{what}: expected name=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = parse_number(v.strip(), f"{what} {k.strip()}")
+    if not out:
+        raise InputError(f"{what}: no name=value pairs in {text!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# compute
+
+
+def _laws_from_args(args) -> dict[str, pl.FittedLaw]:
+    if args.fit:
+        laws = pl.load_fitted_laws(args.fit)
+        if args.target:
+            missing = [t for t in args.target if t not in laws]
+            if missing:
+                raise InputError(f"--target {missing} not in {args.fit} (has {sorted(laws)})")
+            laws = {t: laws[t] for t in args.target}
+        return laws
+    if not (args.law and args.params):
+        raise InputError("give --fit FILE, or --law NAME with --params name=value,...")
+    params = parse_pairs(args.params, "--params")
+    target = (args.target or [""])[0]
+    return {target: pl.FittedLaw(pl.law_for_params(args.law, params), params, target=target)}
+
+
+def cmd_compute(args) -> dict:
+    flops = parse_number(args.flops, "--flops")
+    laws = _laws_from_args(args)
+    unique: Any = None
+    if args.unique:
+        unique = parse_pairs(args.unique, "--unique") if "=" in args.unique else parse_number(args.unique, "--unique")
+    plans = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pl.ExtrapolationWarning)  # printed with the plan instead
+        for target, fl in laws.items():
+            u = unique.get(target) if isinstance(unique, dict) else unique
+            plan = pl.plan_compute(fl, flops, u, min_params=args.min_params, max_params=args.max_params,
+                                   target=target)
+            print(pl.format_plan(plan))
+            plans.append(plan)
+    if args.out_png:
+        _plot_compute(args.out_png, laws, plans)
+    return {"command": "compute", "plans": [p.to_dict() for p in plans]}
+
+
+def _plot_compute(path, laws, plans) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for plan in plans:
+        fl = laws[plan.target]
+        n = np.geomspace(plan.params / 30, plan.params * 30, 200)
+        ax.plot(n, fl.loss(n, plan.flops / (6 * n), plan.unique_tokens), label=plan.target or "law")
+        ax.plot(plan.params, plan.loss, "o", color="black")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N (D = C / 6N)")
+    ax.set_ylabel("predicted loss (nats/token)")
+    ax.set_title(f"Loss along the budget C = {plans[0].flops:.3g} FLOPs; dots: optimum", fontsize=9)
+    ax.legend()
+    _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# languages (curse of multilinguality)
+
+
+def cmd_languages(args) -> dict:
+    p = {"phi": curse.PAPER_PHI, "psi": curse.PAPER_PSI, "alpha": curse.PAPER_ALPHA, "beta": curse.PAPER_BETA}
+    source = "paper exponents (phi=0.11, psi=-0.04, alpha=0.11/0.243, beta=0.04/0.272)"
+    if args.fit:
+        try:
+            doc = json.loads(Path(args.fit).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise InputError(f"{args.fit}: cannot read curse fit: {err}") from err
+        doc = doc.get("params", doc)
+        p.update({k: float(doc[k]) for k in ("E", "A", "B", "phi", "psi", "alpha", "beta") if k in doc})
+        source = f"fit {args.fit}"
+    for name in ("phi", "psi", "alpha", "beta"):
+        if getattr(args, name) is not None:
+            p[name] = float(getattr(args, name))
+            source = "given exponents"
+    rs = [parse_number(r, "--r") for r in args.r]
+    plans = [curse.iso_loss_plan(r, p["phi"], p["psi"], p["alpha"], p["beta"]) for r in rs]
+    print(f"Iso-loss growth from K to r·K languages ({source}); each loss term keeps its value:")
+    print(f"{'languages':>10} {'total tokens x':>15} {'params x':>9} {'tokens/lang x':>14} {'compute x':>10}")
+    for plan in plans:
+        print(f"{plan.r:>9g}K {plan.total_tokens_ratio:15.2f} {plan.params_ratio:9.2f} "
+              f"{plan.target_tokens_ratio:14.2f} {plan.compute_ratio:10.2f}")
+    out: dict[str, Any] = {"command": "languages", "exponents": p, "source": source,
+                           "closed_form": [pl_.to_dict() for pl_ in plans]}
+    w_N = args.w_n
+    if w_N is None and args.k and args.n and args.tokens_per_lang and all(k in p for k in ("A", "B")):
+        w_N = curse.term_shares(p, args.k, args.n, args.tokens_per_lang)[0]
+    if w_N is not None:
+        print(f"General iso-loss curve with N-term share w_N = {w_N:.3f}: least-compute points")
+        out["w_N"] = w_N
+        out["least_compute"] = []
+        for r in rs:
+            best = curse.min_compute_on_curve(r, w_N, p["phi"], p["psi"], p["alpha"], p["beta"])
+            print(f"  {r:g}K: params x{best['s']:.2f}, tokens/lang x{best['t']:.2f}, "
+                  f"total tokens x{best['total_tokens']:.2f}, compute x{best['compute']:.2f}")
+            out["least_compute"].append({"r": r, **best})
+    if args.out_png:
+        curse.plot_frontier(args.out_png, p, rs=rs, w_N=w_N if w_N is not None else 0.5)
+        print(f"wrote {args.out_png}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# crossover
+
+
+def cmd_crossover(args) -> dict:
+    out: dict[str, Any] = {"command": "crossover"}
+    law = co.CrossoverLaw(args.a, args.b)
+    source = "paper C*(N) = 1,113,708·N^1.65" if (args.a, args.b) == (co.PAPER_A, co.PAPER_B) else "given a, b"
+    if args.logs:
+        rows = cv.load_rows(args.logs)
+        results = co.crossovers_from_runs(rows, loss_field=args.loss_field)
+        if not results:
+            raise InputError(f"{args.logs}: no (from-scratch, finetune) monolingual run pairs of one size")
+        print(f"{'target':>8} {'N':>10} {'crossover tokens':>17} {'crossover FLOPs':>16}  status")
+        for r in results:
+            print(f"{r.target:>8} {r.params:10.3g} {r.tokens:17.4g} {r.flops:16.4g}  {r.status}"
+                  + (f" (common range {r.common_range[0]:.3g}–{r.common_range[1]:.3g} tokens)" if r.status != "ok" else ""))
+        out["crossovers"] = [r.to_dict() for r in results]
+        ok = [r for r in results if r.status == "ok"]
+        if len({r.params for r in ok}) >= 2:
+            law = co.fit_crossover_law([r.params for r in ok], [r.flops for r in ok], n_boot=args.bootstrap)
+            source = f"fit over {law.n_sizes} sizes"
+        if args.out_png and results:
+            first = results[0]
+            co.plot_crossover(args.out_png,
+                              cv.curve(rows, first.scratch_run, first.target, f"lang:{first.target}", args.loss_field),
+                              cv.curve(rows, first.finetune_run, first.target, f"lang:{first.target}", args.loss_field),
+                              first)
+            print(f"wrote {args.out_png}")
+    out["law"] = law.to_dict()
+    print(f"C*(N) = {law.a:.6g}·N^{law.b:.4g} FLOPs ({source})")
+    if args.params:
+        N = parse_number(args.params, "--params")
+        if not N > 0:
+            raise InputError(f"--params must be > 0, got {args.params}")
+        lo, hi = law.interval([N])
+        print(f"  at N = {N:.4g}: finetuning stays ahead until {float(law.tokens(N)):.4g} target tokens "
+              f"({float(law.flops(N)):.4g} FLOPs of target-stage compute)"
+              + (f"; 95% interval {lo[0]:.3g}–{hi[0]:.3g} FLOPs" if np.isfinite(lo[0]) else ""))
+        out["at"] = {"params": N, "tokens": float(law.tokens(N)), "flops": float(law.flops(N)),
+                     "flops_interval": [float(lo[0]), float(hi[0])]}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# mixture
+
+
+def cmd_mixture(args) -> dict:
+    laws = pl.load_fitted_laws(args.fit)
+    targets = parse_pairs(args.targets, "--targets")
+    N = parse_number(args.params, "--params")
+    if args.tokens:
+        total = parse_number(args.tokens, "--tokens")
+    elif args.flops:
+        total = parse_number(args.flops, "--flops") / (6.0 * N)
+    else:
+        raise InputError("give the budget as --tokens D_total or --flops C")
+    unique = parse_pairs(args.unique, "--unique")
+    caps: Any = parse_pairs(args.max_epochs, "--max-epochs") if "=" in args.max_epochs else parse_number(
+        args.max_epochs, "--max-epochs")
+    languages = [l.strip() for l in args.languages.split(",")] if args.languages else None
+    temps = [parse_number(t, "--temperature") for t in args.temperature]
+    plans = mp.compare_mixtures(targets, laws, N, total, unique, caps, languages, temps) if not isinstance(caps, dict) \
+        else {"optimised": mp.plan_mixture(targets, laws, N, total, unique, caps, languages)}
+    print(f"Mixture for targets {targets}, N = {N:.3g}, budget {total:.4g} tokens, epoch cap {args.max_epochs}")
+    print(mp.format_comparison(plans))
+    return {"command": "mixture", "budget_tokens": total, "params": N,
+            "plans": {k: v.to_dict() for k, v in plans.items()}}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _save(fig, path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    logio.write_atomic(path, buf.getvalue())
+    print(f"wrote {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compute", help="loss-optimal N, D for a FLOP budget")
+    c.add_argument("--fit", help="JSON of fitted laws ({law, params} or {target: {law, params}})")
+    c.add_argument("--target", action="append", help="target language(s) in --fit (repeatable)")
+    c.add_argument("--law", help="law name when giving --params (csl, atlas, dcsl)")
+    c.add_argument("--params", help="law parameters name=value,...")
+    c.add_argument("--flops", required=True, help="FLOP budget C (e.g. 1e21)")
+    c.add_argument("--unique", help="unique target tokens U (one number or lang=U,...); omit: unlimited")
+    c.add_argument("--min-params", type=float, default=pl.SMALLEST_PAPER_MODEL)
+    c.add_argument("--max-params", type=float, default=1e13)
+
+    g = sub.add_parser("languages", help="iso-loss growth from K to r·K languages (curse law)")
+    g.add_argument("--r", nargs="+", default=["2", "4", "8", "16"], help="language multipliers r")
+    g.add_argument("--fit", help="JSON with fitted curse params (E, A, B, alpha, beta, phi, psi)")
+    for name in ("phi", "psi", "alpha", "beta"):
+        g.add_argument(f"--{name}", type=float)
+    g.add_argument("--w-n", type=float, help="share of the N term in the baseline's reducible loss")
+    g.add_argument("--k", type=float, help="baseline K (with --n, --tokens-per-lang and a --fit)")
+    g.add_argument("--n", type=float, help="baseline parameters")
+    g.add_argument("--tokens-per-lang", type=float, help="baseline tokens per language D_t")
+
+    x = sub.add_parser("crossover", help="pretrain-from-scratch vs finetune crossover")
+    x.add_argument("--logs", help="exported logs (folder, eval.jsonl or CSV/Parquet table)")
+    x.add_argument("--params", help="model size N to evaluate C*(N) at")
+    x.add_argument("--a", type=float, default=co.PAPER_A)
+    x.add_argument("--b", type=float, default=co.PAPER_B)
+    x.add_argument("--bootstrap", type=int, default=1000)
+    x.add_argument("--loss-field", default="loss")
+
+    m = sub.add_parser("mixture", help="mixture weights minimising the weighted predicted loss")
+    m.add_argument("--fit", required=True, help="JSON {target: multilingual ATLAS {law, params}}")
+    m.add_argument("--targets", required=True, help="lang=weight,...")
+    m.add_argument("--params", required=True, help="model size N")
+    m.add_argument("--tokens", help="total training tokens D_total")
+    m.add_argument("--flops", help="FLOP budget (D_total = C / 6N)")
+    m.add_argument("--unique", required=True, help="unique tokens lang=U,... for every candidate")
+    m.add_argument("--max-epochs", default="4", help="epoch cap: one number or lang=cap,...")
+    m.add_argument("--languages", help="candidate languages (default: targets + transfer languages)")
+    m.add_argument("--temperature", nargs="*", default=[str(mp.DEFAULT_TEMPERATURE)])
+
+    for p in (c, g, x, m):
+        p.add_argument("--out-json", help="write the answer as JSON here")
+        if p is not m:
+            p.add_argument("--out-png", help="write a plot here")
+    return parser
+
+
+COMMANDS = {"compute": cmd_compute, "languages": cmd_languages, "crossover": cmd_crossover,
+            "mixture": cmd_mixture}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            payload = COMMANDS[args.command](args)
+        for w in caught:
+            if not issubclass(w.category, (DeprecationWarning, pl.ExtrapolationWarning)):
+                print(f"warning: {w.message}", file=sys.stderr)
+        write_json(args.out_json, payload)
+    except (InputError, pl.PlanError, curse.CurseError, co.CrossoverError, cv.CurveError, ValueError,
+            OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
