@@ -18,8 +18,10 @@ import os
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from atlas_t5x import logio
+from atlas_t5x.data import madlad
 
 COUNT_VERSION = 1  # bump when the encoding rule above changes: invalidates every cached count
 
@@ -91,10 +93,6 @@ def vocab_fingerprint(vocab) -> str:
 def source_fingerprint(root: str, lang: str) -> dict:
     """What U depends on besides the vocabulary: every shard's (name, bytes, mtime in ns) and the
     split rule of `madlad` (salt and budgets)."""
-    import tensorflow as tf  # noqa: PLC0415 (TensorFlow only where files are listed)
-
-    from atlas_t5x.data import madlad  # noqa: PLC0415
-
     files = []
     for path in madlad.shard_paths(root, lang):
         stat = tf.io.gfile.stat(path)
@@ -106,8 +104,6 @@ def source_fingerprint(root: str, lang: str) -> dict:
 
 def count_unique_tokens(root: str, lang: str, vocab) -> int:
     """U for one language: tokens of its training split with `vocab`, EOS included."""
-    from atlas_t5x.data import madlad  # noqa: PLC0415
-
     return encode_documents(madlad.load_split(root, lang, "train"), vocab).num_tokens
 
 

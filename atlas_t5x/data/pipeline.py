@@ -36,7 +36,9 @@ import gin
 import numpy as np
 
 from atlas_t5x.data import accounting as accounting_lib
+from atlas_t5x.data import madlad
 from atlas_t5x.data import mixtures as mixtures_lib
+from atlas_t5x.data import vocab as vocab_lib
 from atlas_t5x.data.accounting import EncodedSplit, TokenAccounting
 
 STATE_KIND = "atlas_packed_stream"
@@ -242,8 +244,6 @@ class TrainPipeline:
 
 def _resolve_vocab(vocab):
     if isinstance(vocab, str):
-        from atlas_t5x.data import vocab as vocab_lib  # noqa: PLC0415
-
         return vocab, vocab_lib.get_vocabulary(vocab)
     return accounting_lib.vocab_fingerprint(vocab), vocab
 
@@ -275,8 +275,6 @@ def make_train_pipeline(
       process_index, process_count: default jax.process_index() / jax.process_count().
       unique_cache: optional JSON path caching U per language (see scripts/count_unique.py).
     """
-    from atlas_t5x.data import madlad  # noqa: PLC0415
-
     if process_index is None or process_count is None:
         import jax  # noqa: PLC0415
 
@@ -379,8 +377,6 @@ def pack_eval_documents(lang: str, texts: Sequence[str], vocab, seq_len: int, ba
 def make_eval_set(lang: str, vocab, seq_len: int, batch_size: int, token_budget: int,
                   root: str | None = None) -> EvalSet:
     """Deterministic validation batches of `lang` (see `pack_eval_documents`)."""
-    from atlas_t5x.data import madlad  # noqa: PLC0415
-
     mixtures_lib.check_language(lang)
     root = madlad.resolve_madlad_dir(root)
     _, vocabulary = _resolve_vocab(vocab)
