@@ -136,6 +136,11 @@ def test_plan_tokens_exact_split():
     assert all(p.tokens % 128 == 0 for p in rows.values())
     with pytest.raises(ValueError, match="yo"):
         M.plan_tokens(mixture, 1000, {"en": 1, "fr": 1})
+    # a paper-size budget is planned in closed form, exactly
+    big = M.plan_tokens(M.get_mixture("50v0"), 10**12 + 7, {lang: 10**9 for lang in
+                                                             M.CAPACITY_MIXTURES["50v0"]})
+    assert sum(p.tokens for p in big.values()) == 10**12 + 7
+    assert max(p.tokens for p in big.values()) - min(p.tokens for p in big.values()) <= 1
 
 
 def test_language_codes_are_checked_and_canonical():

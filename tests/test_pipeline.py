@@ -128,6 +128,10 @@ def test_packing_segments_positions_and_document_order():
     assert all(d == sorted(t for t in docs) for d in decoded)  # every epoch: each doc exactly once
     assert not all(np.array_equal(epochs[0], ep) for ep in epochs[1:])  # reshuffled per epoch
     for b in batches:
+        assert {k: v.dtype.name for k, v in b.items()} == {
+            "decoder_input_tokens": "int32", "decoder_target_tokens": "int32",
+            "decoder_segment_ids": "int32", "decoder_positions": "int32",
+            "decoder_loss_weights": "float32", "decoder_lang_ids": "int32"}
         seg, pos = b["decoder_segment_ids"], b["decoder_positions"]
         tgt, inp = b["decoder_target_tokens"], b["decoder_input_tokens"]
         assert (b["decoder_loss_weights"] == 1).all() and (b["decoder_lang_ids"] == 0).all()
