@@ -18,6 +18,7 @@ Inputs (`X`, a mapping of 1-D arrays, one entry per point):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -190,6 +191,7 @@ def _atlas_deff(p, X, xp, transfer: tuple[str, ...], with_other: bool):
     return atlas_effective_data(X["D"], X["U"], p["lambda"], D_tr, U_tr, tau, xp=xp)
 
 
+@functools.lru_cache(maxsize=None)
 def _make_atlas(transfer: tuple[str, ...], with_other: bool):
     def basis(p, X, xp):
         d_eff = _atlas_deff(p, X, xp, transfer, with_other)

@@ -1,0 +1,384 @@
+"""Loading fit data: exported eval logs or plain CSV tables → a points table (pandas).
+
+Points table columns (one row per (run, step, target)):
+  run, step, target, mixture (name), loss (nats/token; by default the unigram-normalised loss),
+  N (parameters), D (the target's own training tokens D_t), U (the target's unique tokens U_t),
+  D_total (all training tokens), C (= 6·N·D_total FLOPs), p (the target's mixture weight),
+  K (number of languages with positive mixture weight), D_by_lang / U_by_lang / weights (dicts).
+
+Only `atlas_t5x.schema` and `atlas_t5x.logio` are shared with the training side.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from atlas_t5x import logio, schema
+
+
+class DataError(ValueError):
+    """Input data cannot be used for fitting (names the file, column and value)."""
+
+
+LOSS_FIELDS = ("loss_unigram_norm", "loss", "bits_per_byte")
+MAP_KEYS = ("N", "D", "U", "loss", "C", "run", "target", "mixture", "step", "p", "K")
+DEFAULT_TRANSFER_MATRIX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "atlas_bts_38x38.csv"
+
+
+# -------------------------------------------------------------------------------------------------
+# Exported logs
+
+
+def find_log_files(spec: str) -> list[Path]:
+    """eval.jsonl files named by a file, a folder (searched recursively) or a glob."""
+    path = Path(spec)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(path.rglob("eval.jsonl"))
+        if not files:
+            raise DataError(f"{spec}: folder holds no eval.jsonl")
+        return files
+    files = sorted(Path(p) for p in globlib.glob(spec, recursive=True) if Path(p).is_file())
+    if not files:
+        raise DataError(f"{spec}: no such file, folder or matching glob")
+    return files
+
+
+def read_log_rows(spec: str) -> list[dict[str, Any]]:
+    """Schema-validated rows of every eval.jsonl under `spec` (single schema version)."""
+    rows: list[dict[str, Any]] = []
+    versions: dict[str, set[int]] = {}
+    for f in find_log_files(spec):
+        file_rows = logio.read_jsonl(f)
+        for i, row in enumerate(file_rows, start=1):
+            schema.validate_row(row, where=f"{f}:{i}")
+        versions[str(f)] = {r["schema_version"] for r in file_rows}
+        rows.extend(file_rows)
+    versions = {k: v for k, v in versions.items() if v}
+    schema.check_schema_versions(versions)
+    return rows
+
+
+def read_table_rows(path: str) -> list[dict[str, Any]]:
+    """Rows of a table written by scripts/export_logs.py (CSV dotted columns, or Parquet JSON)."""
+    frame = _read_frame(path)
+    rows = []
+    for i, rec in enumerate(frame.to_dict(orient="records")):
+        if str(path).endswith(".parquet"):
+            for field in schema.DICT_FIELDS:
+                if isinstance(rec.get(field), str):
+                    rec[field] = json.loads(rec[field])
+            row = {k: v for k, v in rec.items()}
+            row = schema.unflatten_row(schema.flatten_row(row))
+        else:
+            row = schema.unflatten_row(rec)
+        schema.validate_row(row, where=f"{path}: row {i + 1}")
+        rows.append(row)
+    return rows
+
+
+def _read_frame(path: str) -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if p.suffix == ".parquet":
+            return pd.read_parquet(p)
+        return pd.read_csv(p)
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise DataError(f"{path}: cannot read table: {err}") from err
+
+
+def is_exported_table(path: str) -> bool:
+    """True when a table has the exported-log columns (run, step, target, params, …)."""
+    frame = _read_frame(path)
+    return {"run", "step", "target", "params", "schema_version"} <= set(frame.columns)
+
+
+def rows_to_points(
+    rows: Iterable[Mapping[str, Any]],
+    loss_field: str = "loss_unigram_norm",
+    targets: Sequence[str] | None = None,
+    phases: Sequence[str] = ("stable", "decay"),
+    final_only: bool = False,
+) -> pd.DataFrame:
+    """Log rows → points table. Rows with no training tokens yet are dropped.
+
+    `phases`: schedule phases kept (warmup points are off the scaling curve) [our choice].
+    `final_only`: keep only each run's last evaluated step.
+    A target absent from a run's mixture gets D = 0 and U = 1 (only ATLAS transfer terms explain it).
+    """
+    if loss_field not in LOSS_FIELDS:
+        raise DataError(f"unknown loss field {loss_field!r}; choose one of {LOSS_FIELDS}")
+    records = []
+    for row in rows:
+        if targets and row["target"] not in targets:
+            continue
+        if row["schedule_phase"] not in phases or row["tokens"] <= 0:
+            continue
+        tgt = row["target"]
+        tokens = {k: float(v) for k, v in row["tokens_by_lang"].items()}
+        unique = {k: float(v) for k, v in row["unique_by_lang"].items()}
+        weights = {k: float(v) for k, v in row["mixture"]["weights"].items()}
+        records.append({
+            "run": row["run"], "step": int(row["step"]), "target": tgt,
+            "mixture": row["mixture"]["name"], "loss": float(row[loss_field]),
+            "N": float(row["params"]), "D": tokens.get(tgt, 0.0), "U": unique.get(tgt, 1.0),
+            "D_total": float(row["tokens"]), "C": 6.0 * float(row["params"]) * float(row["tokens"]),
+            "p": weights.get(tgt, 0.0), "K": float(sum(1 for w in weights.values() if w > 0)),
+            "D_by_lang": tokens, "U_by_lang": unique, "weights": weights,
+        })
+    if not records:
+        raise DataError("no usable points (after filtering targets, schedule phases and step 0)")
+    points = pd.DataFrame.from_records(records)
+    if final_only:
+        last = points.groupby("run")["step"].transform("max")
+        points = points[points["step"] == last].reset_index(drop=True)
+    return points
+
+
+def load_logs(spec: str, **kwargs) -> pd.DataFrame:
+    """Points from eval.jsonl logs (file, folder or glob) or an exported CSV/Parquet table."""
+    p = Path(spec)
+    if p.is_file() and p.suffix in (".csv", ".parquet"):
+        return rows_to_points(read_table_rows(spec), **kwargs)
+    return rows_to_points(read_log_rows(spec), **kwargs)
+
+
+# -------------------------------------------------------------------------------------------------
+# Plain tables (--table FILE --map N=col,D=col,U=col,loss=col[,C=col])
+
+
+def parse_map(text: str) -> dict[str, str]:
+    """'N=params,D=tokens,loss=val_loss' → {'N': 'params', …}; unknown keys are an error."""
+    out: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        if "=" not in item:
+            raise DataError(f"--map entry {item!r} is not KEY=column")
+        key, col = (s.strip() for s in item.split("=", 1))
+        if key not in MAP_KEYS:
+            raise DataError(f"--map key {key!r} unknown; known keys: {', '.join(MAP_KEYS)}")
+        out[key] = col
+    return out
+
+
+def load_table(path: str, mapping: Mapping[str, str], drop_highest_loss: int = 0) -> pd.DataFrame:
+    """Points from a plain CSV/Parquet table with columns named by `mapping`.
+
+    Needs N, loss and D or C (then D = C/(6N), tokens); U is optional (defaults to D: one epoch).
+    `drop_highest_loss`: drop that many highest-loss rows first (Epoch's recipe drops 5).
+    """
+    frame = _read_frame(path)
+    for key in ("N", "loss"):
+        if key not in mapping:
+            raise DataError(f"--map must name a column for {key}")
+    if "D" not in mapping and "C" not in mapping:
+        raise DataError("--map must name a column for D (tokens) or C (FLOPs)")
+    for key, col in mapping.items():
+        if col not in frame.columns:
+            raise DataError(f"{path}: column {col!r} (for {key}) not found; columns: {list(frame.columns)}")
+
+    def numeric(key: str) -> np.ndarray:
+        col = mapping[key]
+        values = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"{path}: column {col!r} ({key}) has a missing/non-numeric value at row {i + 1}: "
+                            f"{frame[col].iloc[i]!r}")
+        if np.any(values <= 0):
+            i = int(np.argmax(values <= 0))
+            raise DataError(f"{path}: column {col!r} ({key}) must be positive; row {i + 1} has {values[i]!r}")
+        return values
+
+    N = numeric("N")
+    loss = numeric("loss")
+    if "D" in mapping:
+        D = numeric("D")
+    else:
+        D = numeric("C") / (6.0 * N)
+    C = numeric("C") if "C" in mapping else 6.0 * N * D
+    U = numeric("U") if "U" in mapping else D.copy()
+    points = pd.DataFrame({
+        "run": frame[mapping["run"]].astype(str) if "run" in mapping else [f"row{i}" for i in range(len(frame))],
+        "step": frame[mapping["step"]].astype(int) if "step" in mapping else 0,
+        "target": frame[mapping["target"]].astype(str) if "target" in mapping else "all",
+        "mixture": frame[mapping["mixture"]].astype(str) if "mixture" in mapping else "table",
+        "loss": loss, "N": N, "D": D, "U": U, "D_total": D, "C": C,
+        "p": numeric("p") if "p" in mapping else 1.0,
+        "K": numeric("K") if "K" in mapping else 1.0,
+    })
+    if drop_highest_loss:
+        points = points.sort_values("loss", kind="stable").iloc[:-drop_highest_loss]
+        points = points.sort_index().reset_index(drop=True)
+    points["D_by_lang"] = [{t: d} for t, d in zip(points["target"], points["D"])]
+    points["U_by_lang"] = [{t: u} for t, u in zip(points["target"], points["U"])]
+    points["weights"] = [{t: 1.0} for t in points["target"]]
+    return points
+
+
+# -------------------------------------------------------------------------------------------------
+# Transfer matrix and ATLAS inputs
+
+
+def default_transfer_matrix_path() -> Path | None:
+    """../shared/data/atlas_bts_38x38.csv beside the checkout, when present."""
+    return DEFAULT_TRANSFER_MATRIX if DEFAULT_TRANSFER_MATRIX.is_file() else None
+
+
+def load_transfer_matrix(path: str | os.PathLike) -> pd.DataFrame:
+    """Bilingual transfer scores; rows = target, columns = source; empty diagonal → NaN."""
+    frame = pd.read_csv(path, index_col=0)
+    frame.index = frame.index.astype(str)
+    frame.columns = frame.columns.astype(str)
+    return frame.astype(float)
+
+
+def cosampled_languages(points: pd.DataFrame, target: str, k: int = 3, rule: str = "cosampling",
+                        transfer_matrix: pd.DataFrame | None = None) -> list[str]:
+    """K_t: the transfer languages of `target`.
+
+    rule="cosampling": the k languages most often sampled together with the target across the
+    fitted runs' mixtures (counted once per run, ties broken by summed mixture weight, then
+    code). rule="matrix": the k best sources for the target in the transfer matrix.
+    """
+    if rule == "matrix":
+        if transfer_matrix is None or target not in transfer_matrix.index:
+            raise DataError(f"no transfer-matrix row for target {target!r}")
+        row = transfer_matrix.loc[target].drop(labels=[target], errors="ignore").dropna()
+        return list(row.sort_values(ascending=False, kind="stable").index[:k])
+    if rule != "cosampling":
+        raise DataError(f"unknown transfer-language rule {rule!r} (cosampling or matrix)")
+    runs = points[points["target"] == target].drop_duplicates("run")
+    counts: dict[str, int] = {}
+    mass: dict[str, float] = {}
+    for weights in runs["weights"]:
+        if weights.get(target, 0.0) <= 0:
+            continue
+        for lang, w in weights.items():
+            if lang != target and w > 0:
+                counts[lang] = counts.get(lang, 0) + 1
+                mass[lang] = mass.get(lang, 0.0) + w
+    ranked = sorted(counts, key=lambda l: (-counts[l], -mass[l], l))
+    return ranked[:k]
+
+
+def atlas_inputs(points: pd.DataFrame, transfer: Sequence[str], with_other: bool = True) -> dict[str, np.ndarray]:
+    """Law inputs for ATLAS: N, D, U (target) + D_/U_ per transfer language + D_other, U_other.
+
+    U_other = the summed unique tokens of the other languages in each run [our choice]; languages
+    a run did not train on contribute D = 0 (and U = 1 as a harmless placeholder).
+    """
+    X: dict[str, np.ndarray] = {k: points[k].to_numpy(np.float64) for k in ("N", "D", "U")}
+    for lang in transfer:
+        X[f"D_{lang}"] = np.array([d.get(lang, 0.0) for d in points["D_by_lang"]], np.float64)
+        X[f"U_{lang}"] = np.array([max(u.get(lang, 1.0), 1.0) for u in points["U_by_lang"]], np.float64)
+    if with_other:
+        d_other, u_other = [], []
+        for tgt, d, u in zip(points["target"], points["D_by_lang"], points["U_by_lang"]):
+            others = [l for l in d if l != tgt and l not in transfer]
+            d_other.append(sum(d[l] for l in others))
+            u_other.append(max(sum(u.get(l, 0.0) for l in others), 1.0))
+        X["D_other"] = np.array(d_other, np.float64)
+        X["U_other"] = np.array(u_other, np.float64)
+    return X
+
+
+def law_inputs(law, points: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The inputs `law` reads, taken from the points table."""
+    if law.name == "atlas":
+        return atlas_inputs(points, law.option("transfer_langs", ()), law.option("with_other", False))
+    out = {}
+    for key in law.inputs:
+        if key not in points.columns:
+            raise DataError(f"law {law.name!r} needs column {key!r}, absent from the points table")
+        out[key] = points[key].to_numpy(np.float64)
+    return out
+
+
+def tau_init(target: str, transfer: Sequence[str], matrix: pd.DataFrame | None) -> dict[str, float]:
+    """Initial τ_i from the transfer matrix via laws.bts_to_tau (0 where the pair is unknown)."""
+    from atlas_t5x.scaling.laws import bts_to_tau
+
+    out = {}
+    for lang in transfer:
+        bts = float("nan")
+        if matrix is not None and target in matrix.index and lang in matrix.columns:
+            bts = float(matrix.loc[target, lang])
+        out[f"tau_{lang}"] = bts_to_tau(bts) if math.isfinite(bts) else 0.0
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# Synthetic study (tests and benchmarks): losses drawn from a known multilingual ATLAS law
+
+
+def synthetic_study(
+    languages: Sequence[str] = ("en", "de", "fr", "es", "pt", "ru", "zh", "ja"),
+    sizes: Sequence[float] = (2e7, 6e7, 2e8, 6e8, 2e9, 6e9),
+    evals_per_run: int = 4,
+    true_params: Mapping[str, float] | None = None,
+    tau: Mapping[tuple[str, str], float] | None = None,
+    tau_other: float = 0.05,
+    noise: float = 0.003,
+    n_transfer: int = 3,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """A points table from known ATLAS parameters, with repetition, transfer and noise.
+
+    Mixtures: monolingual, 50/50 bilingual pairs, a Unimax-like uniform mixture over all
+    languages, and 4-language "capacity" mixtures (the unseen-mixture split). Unique tokens span
+    two orders of magnitude so small languages repeat many epochs. Returns (points, truth) where
+    truth[target] holds the law's parameters (τ keyed tau_<lang> for its co-sampled K_t).
+    """
+    from atlas_t5x.scaling.laws import make_law
+
+    rng = np.random.default_rng(seed)
+    langs = list(languages)
+    base = dict(E=1.7, A=420.0, B=1900.0, alpha=0.33, beta=0.31, **{"lambda": 0.12})
+    base.update(true_params or {})
+    unique = {l: float(u) for l, u in zip(langs, np.geomspace(3e10, 2e8, len(langs)))}
+    mixtures: list[tuple[str, dict[str, float]]] = [(f"mono_{l}", {l: 1.0}) for l in langs]
+    mixtures += [(f"bi_{a}_{b}", {a: 0.5, b: 0.5}) for i, a in enumerate(langs) for b in langs[i + 1:]]
+    mixtures.append(("unimax", {l: 1.0 / len(langs) for l in langs}))
+    for v in range(max(1, len(langs) // 2)):
+        group = [langs[(v * 3 + j) % len(langs)] for j in range(4)]
+        mixtures.append((f"cap4v{v}", {l: 0.25 for l in group}))
+    records = []
+    for name, weights in mixtures:
+        sizes_here = sizes if not name.startswith("bi_") else sizes[1::2]
+        for N in sizes_here:
+            totals = np.geomspace(2.0 * N, 60.0 * N, evals_per_run) * float(rng.uniform(0.8, 1.25))
+            for step, total in enumerate(totals, start=1):
+                tokens = {l: w * total for l, w in weights.items()}
+                for tgt in weights:
+                    records.append({
+                        "run": f"{name}_N{N:.0e}", "step": step, "target": tgt, "mixture": name,
+                        "N": float(N), "D": tokens[tgt], "U": unique[tgt], "D_total": float(total),
+                        "C": 6.0 * N * total, "p": weights[tgt], "K": float(len(weights)),
+                        "D_by_lang": dict(tokens), "U_by_lang": {l: unique[l] for l in weights},
+                        "weights": dict(weights), "loss": np.nan,
+                    })
+    points = pd.DataFrame.from_records(records)
+    truth: dict[str, dict[str, float]] = {}
+    for tgt in langs:
+        mask = (points["target"] == tgt).to_numpy()
+        transfer = cosampled_languages(points, tgt, n_transfer)
+        law = make_law("atlas", transfer_langs=transfer, with_other=True)
+        params = dict(base, tau_other=tau_other)
+        for i, src in enumerate(transfer):
+            default = 0.35 / (i + 1)
+            params[f"tau_{src}"] = float((tau or {}).get((tgt, src), default))
+        truth[tgt] = params
+        clean = law.predict(params, atlas_inputs(points[mask], transfer, True))
+        points.loc[mask, "loss"] = clean * np.exp(noise * rng.standard_normal(mask.sum()))
+    return points, truth

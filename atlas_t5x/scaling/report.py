@@ -1,0 +1,284 @@
+"""One Markdown report from a folder of exported logs: fits, held-out R², transfer, curse, crossover.
+
+`build_report(logs, out_dir)` writes OUT/report.md plus PNGs beside it. Each section needs certain
+runs (monolingual + bilingual for transfer, uniform-K mixtures for the curse, scratch + finetune
+pairs for the crossover); a section whose runs are absent says so instead of failing.
+
+Fits use the FITTER's engine and data layer (`engine.fit`, `data.rows_to_points`,
+`data.law_inputs`). Held-out R² here is the spec's plain R²: a seeded random 20% of points held out
+[our choice of split seed]; the FITTER's `heldout` module gives the full R²(N)/R²(D)/R²(C)/R²(M) set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from atlas_t5x import logio
+from atlas_t5x.scaling import crossover as co
+from atlas_t5x.scaling import curse
+from atlas_t5x.scaling import curves as cv
+from atlas_t5x.scaling import transfer as tr
+
+DEFAULT_LAWS = ("csl", "atlas")
+
+
+@dataclasses.dataclass
+class _Doc:
+    out: Path
+    lines: list[str] = dataclasses.field(default_factory=list)
+    figures: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self.add("| " + " | ".join(header) + " |", "|" + "---|" * len(header))
+        for row in rows:
+            self.add("| " + " | ".join(_fmt(v) for v in row) + " |")
+        self.add("")
+
+    def figure(self, name: str, caption: str, draw: Callable[[Path], None]) -> None:
+        path = self.out / name
+        draw(path)
+        self.figures.append(name)
+        self.add(f"![{caption}]({name})", "")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v):
+            return "–"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _section(doc: _Doc, title: str, body: Callable[[], None]) -> None:
+    doc.add(f"## {title}", "")
+    try:
+        body()
+    except _Skip as why:
+        doc.add(f"_Skipped: {why}_", "")
+    except Exception as err:  # a broken section must not lose the rest of the report
+        doc.add(f"_Failed: {type(err).__name__}: {err}_", "", "<!--", traceback.format_exc(), "-->", "")
+
+
+class _Skip(Exception):
+    """A section lacks the runs it needs."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def _overview(doc: _Doc, rows, loss_field: str) -> None:
+    infos = cv.run_infos(rows)
+    last: dict[tuple[str, str], Mapping] = {}
+    for r in rows:
+        key = (r["run"], r["target"])
+        if key not in last or r["step"] >= last[key]["step"]:
+            last[key] = r
+    table = []
+    for run, info in sorted(infos.items()):
+        finals = {t: row for (r, t), row in last.items() if r == run}
+        tokens = max(int(row["tokens"]) for row in finals.values())
+        losses = ", ".join(f"{t} {float(row[loss_field]):.3f}" for t, row in sorted(finals.items()))
+        mix = "+".join(f"{l}:{w:.2f}" for l, w in sorted(info.weights.items()))
+        table.append((run, mix, f"{info.params:.3g}", "scratch" if info.is_scratch else "finetune",
+                      f"{tokens:.3g}", losses))
+    doc.add(f"{len(infos)} runs, {len(rows)} evaluation rows, loss field `{loss_field}` (nats/token).", "")
+    doc.table(("run", "mixture", "N", "init", "tokens", f"final {loss_field} by target"), table)
+
+
+def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_kwargs) -> None:
+    from atlas_t5x.scaling import data as fdata
+    from atlas_t5x.scaling import engine
+    from atlas_t5x.scaling.laws import make_law
+
+    try:
+        points = fdata.rows_to_points(rows, loss_field=loss_field)
+    except fdata.DataError as err:
+        raise _Skip(str(err)) from err
+    if (points["loss"] <= 0).any():
+        raise _Skip(f"`{loss_field}` has non-positive values; the laws are fitted in log-loss")
+    multilingual = bool((points["K"] > 1).any())
+    rng = np.random.default_rng(seed)
+    table, scatter = [], []
+    for target in sorted(points["target"].unique()):
+        pts = points[points["target"] == target].reset_index(drop=True)
+        held = rng.random(len(pts)) < 0.2
+        for name in laws:
+            if name == "atlas":
+                transfer = fdata.cosampled_languages(points, target, k=3) if multilingual else []
+                law = make_law("atlas", transfer_langs=transfer, with_other=multilingual)
+            else:
+                law = make_law(name)
+            n_par = len(law.param_names)
+            if len(pts) < 2 * n_par or held.sum() < 2:
+                table.append((target, name, len(pts), "–", "–", "–", "–", f"too few points for {n_par} parameters"))
+                continue
+            X = fdata.law_inputs(law, pts)
+            y = pts["loss"].to_numpy(np.float64)
+            train = {k: v[~held] for k, v in X.items()}
+            try:
+                res = engine.fit(law, train, y[~held], **fit_kwargs)
+            except (ValueError, FloatingPointError) as err:
+                table.append((target, name, len(pts), "–", "–", "–", "–", f"fit failed: {err}"))
+                continue
+            pred = res.predict(X)
+            r2_fit = engine.r2_score(y[~held], pred[~held])
+            r2_held = engine.r2_score(y[held], pred[held])
+            mape = float(np.mean(np.abs(pred[held] - y[held]) / y[held])) * 100
+            params = ", ".join(f"{k}={v:.3g}" for k, v in res.params.items())
+            table.append((target, name, len(pts), r2_fit, r2_held, mape, "yes" if res.converged else "NO", params))
+            scatter.append((target, name, y, pred, held))
+    doc.add("Each law is fitted per target on a random 80% of the points (seeded) and scored on the "
+            "other 20%.", "")
+    doc.table(("target", "law", "points", "R² (fit)", "R² (held out)", "MAPE % (held out)", "converged",
+               "parameters"), table)
+    if scatter:
+        doc.figure("fits_predicted_vs_observed.png", "predicted vs observed loss",
+                   lambda p: _plot_scatter(p, scatter))
+
+
+def _transfer(doc: _Doc, rows, loss_field: str) -> None:
+    infos = cv.run_infos(rows)
+    if not any(i.is_bilingual_5050 and i.is_scratch for i in infos.values()):
+        raise _Skip("no from-scratch 50/50 bilingual runs in the logs")
+    meas = tr.measure_bts(rows, loss_field=loss_field)
+    doc.add("BTS(s→t) = 2 − σ_bi(L_t^mono(d_mono)) / d_mono, curves interpolated in log-tokens; "
+            "d_mono defaults to min(last monolingual target tokens, half the bilingual run's tokens).", "")
+    doc.table(("source → target", "BTS", "status", "d_mono", "σ_bi", "bilingual run", "monolingual run"),
+              [(f"{m.source} → {m.target}", m.bts, m.status, m.d_mono, m.sigma, m.bilingual_run,
+                m.monolingual_run) for m in meas])
+    matrix = tr.bts_matrix(meas)
+    logio.write_atomic(doc.out / "bts_matrix.csv", matrix.to_csv(float_format="%.4f"))
+    doc.add("Matrix (rows target, columns source): [bts_matrix.csv](bts_matrix.csv)", "")
+    if np.isfinite(matrix.to_numpy(dtype=float)).sum() >= 1:
+        doc.figure("bts_heatmap.png", "transfer matrix", lambda p: tr.plot_matrix(matrix, p, k=min(5, len(matrix) - 1)))
+        stats = tr.transfer_stats(matrix)
+        doc.table(("statistic", "value"), [
+            ("same-script mean", stats.same_script_mean), ("different-script mean", stats.diff_script_mean),
+            ("same-family mean", stats.same_family_mean), ("different-family mean", stats.diff_family_mean),
+            ("A→B vs B→A Pearson r", stats.asymmetry_pearson), ("pairs with both directions", stats.n_symmetric_pairs),
+        ])
+
+
+def _curse(doc: _Doc, rows, loss_field: str, fit_kwargs) -> None:
+    data = curse.curse_data(rows, loss_field)
+    ks = sorted({int(k) for k in data["K"]})
+    if len(ks) < 2:
+        raise _Skip(f"uniform-K from-scratch runs cover K = {ks}; the curse law needs two or more K")
+    try:
+        fit = curse.fit_curse(data, **fit_kwargs)
+    except curse.CurseError as err:
+        raise _Skip(str(err)) from err
+    p = fit.params
+    doc.add(f"Pooled fit of L = L∞ + A·K^φ/N^α + B·K^ψ/D_t^β over {fit.n_points} points, K ∈ {list(fit.ks)} "
+            f"(R² {fit.r2:.3f}, converged: {fit.converged}).", "")
+    doc.table(("parameter", "value"), [(k, v) for k, v in p.items()])
+    if p["alpha"] > 0 and p["beta"] > 0:
+        plans = [curse.iso_loss_plan(r, p["phi"], p["psi"], p["alpha"], p["beta"]) for r in (2, 4, 8, 16)]
+        doc.add("Iso-loss growth from K to r·K languages (each term keeps its value):", "")
+        doc.table(("languages", "total tokens ×", "params ×", "compute ×"),
+                  [(f"{pl.r:g}K", pl.total_tokens_ratio, pl.params_ratio, pl.compute_ratio) for pl in plans])
+        doc.figure("curse_frontier.png", "iso-loss frontier", lambda path: curse.plot_frontier(path, p))
+
+
+def _crossover(doc: _Doc, rows, loss_field: str) -> None:
+    infos = cv.run_infos(rows)
+    if not any(not i.is_scratch and i.is_monolingual for i in infos.values()):
+        raise _Skip("no monolingual finetune runs (init != 'scratch') in the logs")
+    results = co.crossovers_from_runs(rows, loss_field=loss_field)
+    doc.table(("target", "N", "crossover tokens", "crossover FLOPs", "status", "scratch run", "finetune run"),
+              [(r.target, f"{r.params:.3g}", r.tokens, r.flops, r.status, r.scratch_run, r.finetune_run)
+               for r in results])
+    if results:
+        first = results[0]
+        s = cv.curve(rows, first.scratch_run, first.target, f"lang:{first.target}", loss_field)
+        f = cv.curve(rows, first.finetune_run, first.target, f"lang:{first.target}", loss_field)
+        doc.figure("crossover.png", "scratch vs finetune", lambda p: co.plot_crossover(p, s, f, first))
+    ok = [r for r in results if r.status == "ok"]
+    if len({r.params for r in ok}) >= 2:
+        law = co.fit_crossover_law([r.params for r in ok], [r.flops for r in ok])
+        doc.add(f"C*(N) = {law.a:.4g}·N^{law.b:.3f} FLOPs over {law.n_sizes} sizes (paper: 1,113,708·N^1.65).", "")
+        doc.figure("crossover_law.png", "C*(N)", lambda p: co.plot_crossover_law(
+            p, law, [r.params for r in ok], [r.flops for r in ok]))
+    else:
+        doc.add("_C*(N) needs finite crossovers at two or more model sizes._", "")
+
+
+def _plot_scatter(path, scatter) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for target, law, y, pred, held in scatter:
+        line, = ax.plot(y[~held], pred[~held], ".", ms=4, label=f"{target} {law}")
+        ax.plot(y[held], pred[held], "x", ms=6, color=line.get_color())
+    lo = min(float(np.min(s[2])) for s in scatter)
+    hi = max(float(np.max(s[2])) for s in scatter)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("observed loss")
+    ax.set_ylabel("predicted loss")
+    ax.set_title("dots: fitted points, crosses: held out", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    logio.write_atomic(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_report(
+    logs: str | os.PathLike | Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    laws: Sequence[str] = DEFAULT_LAWS,
+    loss_field: str = "loss",
+    seed: int = 0,
+    fit_kwargs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Writes OUT_DIR/report.md (+ PNG/CSV files) from exported logs; returns the report's path.
+
+    Args:
+      logs: a folder of runs (searched for eval.jsonl), an eval.jsonl, an exported CSV/Parquet
+        table, or a list of schema rows.
+      laws: laws to fit per target (names in `atlas_t5x.scaling.laws.LAWS`).
+      loss_field: the loss analysed: "loss" (default), "loss_unigram_norm" or "bits_per_byte".
+      fit_kwargs: passed to the engine (default: grid_budget=1000, n_polish=2 to keep it quick).
+
+    Raises:
+      curves.CurveError: the logs cannot be read (missing path, no eval.jsonl).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = cv.load_rows(logs)
+    if not rows:
+        raise cv.CurveError(f"{logs}: no evaluation rows")
+    missing = [r.get("run") for r in rows if loss_field not in r]
+    if missing:
+        raise cv.CurveError(f"rows of run {missing[0]!r} have no {loss_field!r} field")
+    kw = {"grid_budget": 1000, "n_polish": 2, **dict(fit_kwargs or {})}
+    doc = _Doc(out)
+    source = logs if isinstance(logs, (str, os.PathLike)) else f"{len(rows)} rows"
+    doc.add("# ATLAS scaling report", "", f"Source: `{source}`", "")
+    _section(doc, "Runs", lambda: _overview(doc, rows, loss_field))
+    _section(doc, "Fits and held-out R²", lambda: _fits(doc, rows, laws, loss_field, seed, kw))
+    _section(doc, "Cross-lingual transfer", lambda: _transfer(doc, rows, loss_field))
+    _section(doc, "Curse of multilinguality", lambda: _curse(doc, rows, loss_field, kw))
+    _section(doc, "Pretrain vs finetune crossover", lambda: _crossover(doc, rows, loss_field))
+    path = out / "report.md"
+    logio.write_atomic(path, "\n".join(doc.lines) + "\n")
+    return path
