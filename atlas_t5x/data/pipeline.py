@@ -107,7 +107,7 @@ class LanguageStream:
 
 def segments_and_positions(new_segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Segment ids (1-based per row) and positions from a [rows, T] bool 'segment starts here'."""
-    rows, length = new_segment.shape
+    length = new_segment.shape[1]
     columns = np.arange(length, dtype=np.int32)
     segment_ids = np.cumsum(new_segment, axis=1, dtype=np.int32)
     last_start = np.maximum.accumulate(np.where(new_segment, columns, 0), axis=1)
@@ -138,6 +138,8 @@ class TrainPipeline:
     ):
         if seq_len < 1 or global_batch < 1:
             raise ValueError(f"seq_len ({seq_len}) and global_batch ({global_batch}) must be >= 1")
+        if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if process_count < 1 or not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} is not in [0, process_count={process_count})")
         if global_batch % process_count:
