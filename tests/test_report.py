@@ -1,0 +1,86 @@
+"""The Markdown report builder and the analyses CLIs (plan.py, transfer_matrix.py, report.py)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from atlas_t5x import logio
+from atlas_t5x.scaling import report
+from _analyses_rows import study_rows
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_logs(root: Path, rows) -> Path:
+    for run in sorted({r["run"] for r in rows}):
+        logio.append_jsonl(root / run / "logs" / "eval.jsonl", [r for r in rows if r["run"] == run])
+    return root
+
+
+def test_report_covers_every_section(tmp_path):
+    path = report.build_report(study_rows(), tmp_path / "rep", laws=("csl",),
+                               fit_kwargs={"grid_budget": 300, "n_polish": 1})
+    text = path.read_text()
+    for title in ("## Runs", "## Fits and held-out R²", "## Cross-lingual transfer",
+                  "## Curse of multilinguality", "## Pretrain vs finetune crossover"):
+        assert title in text
+    assert "Skipped" not in text and "Failed" not in text
+    assert "| en → de |" in text and "| en | csl | 36 |" in text
+    assert "K ∈ [1, 2, 4]" in text
+    assert "| en | 3e+07 |" in text and "| ok | mono_en_3e+07 | ft_en_3e+07 |" in text
+    for png in ("fits_predicted_vs_observed.png", "bts_heatmap.png", "curse_frontier.png", "crossover.png"):
+        assert (tmp_path / "rep" / png).stat().st_size > 1000
+
+
+def test_report_sections_without_their_runs_say_so(tmp_path):
+    rows = [r for r in study_rows() if r["run"].startswith("mono_en")]
+    text = report.build_report(rows, tmp_path / "rep", laws=()).read_text()
+    assert "_Skipped: no from-scratch 50/50 bilingual runs in the logs_" in text
+    assert "_Skipped: uniform-K from-scratch runs cover K = [1]" in text
+    assert "_Skipped: no monolingual finetune runs" in text
+
+
+def test_cli_report_and_transfer_matrix_read_a_folder_of_runs(tmp_path, capsys):
+    logs = _write_logs(tmp_path / "runs", study_rows())
+    tm = _script("transfer_matrix")
+    assert tm.main([str(logs), "--out", str(tmp_path / "tm")]) == 0
+    out = capsys.readouterr().out
+    assert "BTS(en->de) = +0.436" in out
+    doc = json.loads((tmp_path / "tm" / "transfer.json").read_text())
+    assert doc["stats"]["same_script_mean"] == pytest.approx(0.436, abs=1e-3)
+    assert tm.main([str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    rep = _script("report")
+    assert rep.main([str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_cli_plan_writes_json_and_rejects_bad_input(tmp_path, capsys):
+    plan = _script("plan")
+    out = tmp_path / "c.json"
+    assert plan.main(["compute", "--law", "csl", "--params", "E=1.8,A=482,B=2085,alpha=0.348,beta=0.366",
+                      "--flops", "1e21", "--out-json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    (p,) = doc["plans"]
+    assert p["params"] == pytest.approx(p["closed_form"][0], rel=1e-4) and p["unique_tokens"] is None
+    assert plan.main(["crossover", "--params", "2.03e9", "--out-json", str(tmp_path / "x.json")]) == 0
+    tokens = json.loads((tmp_path / "x.json").read_text())["at"]["tokens"]
+    assert 144e9 <= tokens <= 283e9
+    assert plan.main(["languages", "--r", "2", "--out-json", str(tmp_path / "l.json")]) == 0
+    assert json.loads((tmp_path / "l.json").read_text())["closed_form"][0]["compute_ratio"] == pytest.approx(1.96, abs=0.02)
+    capsys.readouterr()
+    assert plan.main(["compute", "--law", "csl", "--params", "E=1.8,A=482,B=2085,alpha=0.348,beta=0.366",
+                      "--flops", "1e9"]) == 2
+    assert "too small for the smallest model" in capsys.readouterr().err
+    assert plan.main(["compute", "--law", "csl", "--params", "E=oops", "--flops", "1e21"]) == 2
+    assert plan.main(["mixture", "--fit", str(tmp_path / "none.json"), "--targets", "sw=1", "--params", "1e9",
+                      "--tokens", "1e10", "--unique", "sw=1e9"]) == 2
+    assert not (tmp_path / "none.json").exists()
