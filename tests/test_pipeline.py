@@ -230,7 +230,8 @@ def test_factory_unique_counts_cache_and_errors(madlad_root, tmp_path):
     with pytest.raises(ValueError, match="qq"):
         P.make_train_pipeline({"en": 1, "qq": 1}, vocab="byte", root=root, process_index=0,
                               process_count=1)
-    with pytest.raises(ValueError, match="de"):  # a valid code absent from the root names its path
+    missing_folder = f"{madlad_root / 'de'} does not exist"  # a valid code absent from the root
+    with pytest.raises(ValueError, match=missing_folder):
         P.make_train_pipeline("monolingual_de", vocab="byte", root=root, process_index=0,
                               process_count=1)
     with pytest.raises(ValueError, match="unknown mixture"):
