@@ -33,7 +33,8 @@ REQUIRED_RATIO = 10.0
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="tiny3", help="model size for the trainer rate (tiny0..3, scale0..)")
+    parser.add_argument("--scale", default="tiny3",
+                        help="model size for the trainer rate (tiny0..3, scale0..)")
     parser.add_argument("--vocab", default="corpus_spm")
     parser.add_argument("--seq_len", type=int, default=256)
     parser.add_argument("--global_batch", type=int, default=16)

@@ -57,7 +57,10 @@ CAPACITY_MIXTURES: dict[str, tuple[str, ...]] = {
 }
 
 def check_language(code: str) -> str:
-    """The canonical MADLAD-400 code of `code` (aliases resolved), else ValueError naming the nearest valid codes."""
+    """The canonical MADLAD-400 code of `code` (aliases resolved).
+
+    Raises ValueError naming the nearest valid codes for an unknown code.
+    """
     if not isinstance(code, str):
         raise ValueError(f"language code must be a string, got {code!r}")
     return resolve_language(code).code
