@@ -99,3 +99,126 @@ def test_shipped_specs_expand(name: str) -> None:
         raw = yaml.safe_load(path.read_text())
         capacity = [f for f in raw["families"] if f["family"] == "capacity"][0]["mixtures"]
         assert set(capacity) == set(__import__("atlas_t5x.data.mixtures", fromlist=["x"]).CAPACITY_MIXTURES)
+
+
+# ------------------------------------------------------------------------------------------
+# A real smoke sweep: 2 tiny runs on the embedded corpus, trained in this process.
+
+SMOKE_EVAL = ["en", "cy", "de"]
+
+
+def smoke_spec(*families) -> dict:
+    return spec(
+        *families,
+        seq_len=16, batch=8, tokens=16 * 8 * 6, eval_every=2, eval_languages=SMOKE_EVAL,
+        eval_token_budget=64, warmup_steps=2, checkpoint_every=2, model_overrides={"dropout_rate": 0.0},
+    )
+
+
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """The runs below share one model shape: JAX's persistent cache compiles it once."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    previous = jax.config.jax_compilation_cache_dir
+    sweeps.enable_compile_cache(tmp_path_factory.mktemp("jax_cache"))
+    yield
+    jax.config.update("jax_compilation_cache_dir", previous)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, compile_cache):
+    from atlas_t5x.data import madlad
+
+    out = tmp_path_factory.mktemp("smoke")
+    sweep = sweeps.expand_sweep(
+        smoke_spec(
+            {"family": "monolingual", "languages": ["en"], "scales": ["tiny0"]},
+            {"family": "bilingual", "pairs": [["en", "cy"]], "scales": ["tiny0"]},
+        ),
+        corpus_languages=madlad.available_languages(),
+    )
+    status = sweeps.run_locally(sweep, out, progress=False)
+    return sweep, out, status
+
+
+def test_smoke_sweep_logs_pass_the_schema_and_match_planned_tokens(smoke) -> None:
+    from atlas_t5x.data import accounting, madlad, mixtures, pipeline, vocab
+    from atlas_t5x.eval import export
+
+    sweep, out, status = smoke
+    assert status == {"mono-en-tiny0": "finished", "bi-en_cy-tiny0": "finished"}
+    rows = export.gather_rows(export.find_eval_logs([out]))  # validates every row
+    assert {schema_key[:2] for schema_key in ((r["run"], r["step"], r["target"]) for r in rows)} == {
+        (run, step) for run in status for step in (2, 4, 6)
+    }
+    unique = {
+        lang: accounting.count_unique_tokens(madlad.resolve_madlad_dir(), lang, vocab.get_vocabulary("corpus_spm"))
+        for lang in ("en", "cy")
+    }
+    for run in sweep.runs:
+        mixture = mixtures.get_mixture(run.mixture)
+        run_rows = [r for r in rows if r["run"] == run.name]
+        assert sorted({r["target"] for r in run_rows}) == sorted(SMOKE_EVAL)
+        for r in run_rows:
+            planned = mixtures.plan_tokens(mixture, r["step"] * run.batch * run.seq_len, unique,
+                                           seq_len=run.seq_len, global_batch=run.batch)
+            assert r["tokens_by_lang"] == {lang: p.tokens for lang, p in planned.items()}
+            assert r["unique_by_lang"] == {lang: unique[lang] for lang in planned}
+            assert r["tokens"] == r["step"] * run.batch * run.seq_len
+            assert r["mixture"] == mixture.to_json()
+            assert (r["init"], r["scale"], r["seq_len"], r["batch"]) == ("scratch", "tiny0", 16, 8)
+            assert r["flops"] == pytest.approx(6.0 * r["params"] * r["tokens"])
+            eval_set = pipeline.make_eval_set(r["target"], "corpus_spm", 16, 8, 64)
+            assert r["eval_tokens"] == eval_set.n_tokens > 0
+        final = max(run_rows, key=lambda r: r["step"])
+        assert final["tokens"] == run.tokens
+    # Finished runs are skipped on a second pass.
+    assert set(sweeps.run_locally(sweep, out, progress=False).values()) == {"skipped"}
+
+
+def test_a_run_killed_mid_evaluation_resumes_without_duplicate_or_missing_rows(smoke, monkeypatch) -> None:
+    from atlas_t5x.data import madlad
+    from atlas_t5x.eval import callback as eval_callback
+
+    reference_sweep, reference_out, _ = smoke
+    out = reference_out.parent / "killed"
+    sweep = sweeps.expand_sweep(
+        smoke_spec({"family": "monolingual", "languages": ["en"], "scales": ["tiny0"]}),
+        corpus_languages=madlad.available_languages(),
+    )
+    real_score = eval_callback.score
+    calls = []
+
+    def crashing_score(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # step 4, second language: the process dies mid-evaluation
+            raise KeyboardInterrupt("simulated kill")
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(eval_callback, "score", crashing_score)
+    with pytest.raises(KeyboardInterrupt):
+        sweeps.run_locally(sweep, out, progress=False)
+    (run,) = sweep.runs
+    log = run.model_dir(out) / "logs" / "eval.jsonl"
+    from atlas_t5x import logio, schema
+
+    # Rows are appended one language at a time: step 4's first language made it to disk.
+    assert [schema.row_key(r) for r in logio.read_jsonl(log)][-2:] == [
+        ("mono-en-tiny0", 2, "de"), ("mono-en-tiny0", 4, "en")]
+    assert not sweeps.is_finished(run, out)
+
+    monkeypatch.setattr(eval_callback, "score", real_score)
+    assert sweeps.run_locally(sweep, out, progress=False) == {"mono-en-tiny0": "finished"}
+    rows = logio.read_jsonl(log)
+    keys = [schema.row_key(r) for r in rows]
+    assert len(keys) == len(set(keys)) == 9
+    assert set(keys) == {("mono-en-tiny0", s, t) for s in (2, 4, 6) for t in SMOKE_EVAL}
+    # The resumed run reproduces the uninterrupted one (same config, seed and data order).
+    reference = {schema.row_key(r): r for r in logio.read_jsonl(
+        reference_sweep.run("mono-en-tiny0").model_dir(reference_out) / "logs" / "eval.jsonl")}
+    for r in rows:
+        assert r["loss"] == pytest.approx(reference[schema.row_key(r)]["loss"], rel=1e-5)
+        assert r["tokens_by_lang"] == reference[schema.row_key(r)]["tokens_by_lang"]

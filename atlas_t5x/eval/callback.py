@@ -261,7 +261,6 @@ class PerLanguageEval:
             return
         shared = run_fields(ctx)
         batch_size = int(self.batch_size or info.global_batch)
-        rows = []
         for target in todo:
             start = time.perf_counter()
             prepared = prepare_eval_set(
@@ -281,8 +280,7 @@ class PerLanguageEval:
                 eval_wallclock_s=time.perf_counter() - start,
                 **losses_from_sums(sum_nll, n_tokens, prepared.sum_unigram_lp, prepared.eval_set.n_bytes),
             )
-            rows.append(row)
-        writer.write(rows)
+            writer.write([row])  # one language at a time: a crash keeps the finished ones
 
     def close(self) -> None:
         if self._writer is not None:
