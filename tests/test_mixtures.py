@@ -151,3 +151,16 @@ def test_language_codes_are_checked_and_canonical():
     assert M.get_mixture("bilingual_iw_en").weights == {"en": 0.5, "he": 0.5}
     with pytest.raises(ValueError, match="duplicates"):
         M.uniform(["en", "fr", "en"])
+
+
+def test_schedule_next_closed_form_path_matches_merge(monkeypatch):
+    rng = np.random.default_rng(7)
+    weights = rng.random(420) ** 4 + 1e-4  # a long tail like the paper's 420-language Unimax
+    weights /= weights.sum()
+    counts = M.schedule_counts(weights, 123_457)
+    monkeypatch.setattr(M, "_MERGE_LIMIT", 10**9)
+    merged = M.schedule_next(weights, counts, 2048)
+    monkeypatch.setattr(M, "_MERGE_LIMIT", 0)
+    np.testing.assert_array_equal(M.schedule_next(weights, counts, 2048), merged)
+    np.testing.assert_array_equal(counts + np.bincount(merged, minlength=420),
+                                  M.schedule_counts(weights, 123_457 + 2048))

@@ -352,14 +352,29 @@ def schedule_counts(weights: Sequence[float] | np.ndarray, n_rows: int) -> np.nd
     return counts
 
 
+_MERGE_LIMIT = 1 << 16  # above this many (language, row) candidates, use the closed form
+
+
 def schedule_next(weights: Sequence[float] | np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
-    """Language indices of the next `n` rows, given rows per language so far (`counts`)."""
+    """Language indices of the next `n` rows, given the schedule's rows per language so far.
+
+    `counts` must be the schedule's own state (schedule_counts(weights, counts.sum())), as the
+    pipeline keeps it. Small cases merge the next n due times of every language; large ones
+    (many languages x a large batch) take the per-language increments from `schedule_counts` and
+    sort only those n rows. Both give the same order.
+    """
     w = np.asarray(weights, dtype=np.float64)
-    slots = np.asarray(counts, np.int64)[:, None] + np.arange(n, dtype=np.int64)[None, :]
-    times = _due_times(slots, w[:, None]).ravel()
-    langs = np.repeat(np.arange(len(w), dtype=np.int32), n)
-    order = np.lexsort((langs, times))[:n]
-    return langs[order]
+    counts = np.asarray(counts, np.int64)
+    if len(w) * n <= _MERGE_LIMIT:
+        slots = counts[:, None] + np.arange(n, dtype=np.int64)[None, :]
+        times = _due_times(slots, w[:, None]).ravel()
+        langs = np.repeat(np.arange(len(w), dtype=np.int32), n)
+        return langs[np.lexsort((langs, times))[:n]]
+    added = schedule_counts(w, int(counts.sum()) + n) - counts
+    langs = np.repeat(np.arange(len(w), dtype=np.int32), added)
+    first = np.cumsum(added) - added
+    slots = np.repeat(counts - first, added) + np.arange(n, dtype=np.int64)
+    return langs[np.lexsort((langs, _due_times(slots, w[langs])))]
 
 
 # ----------------------------------------------------------------------------- planning
