@@ -21,6 +21,10 @@ Train stream (all numpy; the hot path is a handful of vectorised array operation
   * State = rows emitted so far, globally and per language (+ derived epoch and cursor): a restored
     pipeline yields exactly the batches the uninterrupted one would.
 
+Memory: every training language is held as one int32 array (4 bytes per token of U) plus the
+current epoch's order; right for the embedded corpus and per-language MADLAD subsets of a few
+hundred million tokens, not for streaming the largest MADLAD languages.
+
 Eval sets: the first whole documents of a language's validation split (in stored order) up to a
 token budget, packed the same way, padded to full batches (padding: token 0, segment 0, loss
 weight 0, lang id −1).
