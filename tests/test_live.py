@@ -47,3 +47,19 @@ def test_callback_appends_predictions_for_each_target(tmp_path):
     assert early.predict(str(tmp_path), "r1", step=300) == []
     with pytest.raises(ValueError, match="total_steps or final_tokens"):
         LiveLossPrediction()
+
+
+def test_prior_runs_make_it_a_fit_across_sizes():
+    law = lambda N, d: 1.9 + 300.0 / N ** 0.32 + 900.0 / d ** 0.3  # noqa: E731
+    d_full = log_grid(1e8, 1e10, 6)
+    prior = {"N": [], "D": [], "loss": []}
+    for N in (1e7, 1e8):
+        prior["N"] += [N] * d_full.size
+        prior["D"] += list(d_full)
+        prior["loss"] += [law(N, d) for d in d_full]
+    d = d_full[:4]
+    pred = live.predict_final_loss(d, [law(3e7, x) for x in d], 1e10, params=3e7, prior=prior)
+    assert pred.law.startswith("csl")
+    assert pred.predicted_final_loss == pytest.approx(law(3e7, 1e10), rel=0.01)
+    with pytest.raises(live.LiveError, match="params"):
+        live.predict_final_loss(d, [law(3e7, x) for x in d], 1e10, prior=prior)

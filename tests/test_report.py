@@ -84,3 +84,15 @@ def test_cli_plan_writes_json_and_rejects_bad_input(tmp_path, capsys):
     assert plan.main(["mixture", "--fit", str(tmp_path / "none.json"), "--targets", "sw=1", "--params", "1e9",
                       "--tokens", "1e10", "--unique", "sw=1e9"]) == 2
     assert not (tmp_path / "none.json").exists()
+
+
+def test_analyses_do_not_import_the_trainer_flax_or_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from atlas_t5x.scaling import transfer, curse, crossover, planner, "
+            "mixture_planner, live, report, curves; "
+            "print(sorted(m for m in ('tensorflow', 'flax', 'atlas_t5x.trainer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
