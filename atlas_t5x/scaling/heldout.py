@@ -1,0 +1,169 @@
+"""Held-out evaluation (spec §5): split, refit on the rest, score on raw loss.
+
+Splits (each returns a boolean "held out" mask over the points table):
+  random  a random 20% of points (seeded)
+  N       the largest model sizes: distinct sizes from the top until ≥ 10% of points [our choice]
+  D       the top 20% of points by the target's training tokens D
+  C       the top 20% of points by compute C = 6·N·D_total [our choice: top 20%]
+  M       unseen mixtures: every mixture other than monolingual, bilingual and Unimax
+  lolo    leave-one-language-out: for each target, one pooled law (shared parameters, no K_t
+          transfer terms) fitted on the other targets predicts it [our choice]
+
+Metrics on raw loss: R² (may be negative), MAE (nats/token), MAPE (%).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from atlas_t5x.scaling import data as data_lib
+from atlas_t5x.scaling import engine
+
+SPLITS = ("random", "N", "D", "C", "M", "lolo")
+HOLDOUT_FRACTION = 0.2
+MIN_N_FRACTION = 0.1
+
+
+def metrics(y, pred) -> dict[str, float]:
+    """R², MAE (nats/token) and MAPE (%) of predictions on raw loss."""
+    y = np.asarray(y, float)
+    pred = np.asarray(pred, float)
+    return {
+        "r2": engine.r2_score(y, pred),
+        "mae": float(np.mean(np.abs(pred - y))),
+        "mape": float(100.0 * np.mean(np.abs(pred - y) / np.abs(y))),
+        "n": int(y.size),
+    }
+
+
+def mixture_kind(name: str, weights: Mapping[str, float]) -> str:
+    """monolingual / bilingual / unimax / other (by number of languages and name)."""
+    k = sum(1 for w in weights.values() if w > 0)
+    if k == 1:
+        return "monolingual"
+    if k == 2:
+        return "bilingual"
+    if "unimax" in str(name).lower():
+        return "unimax"
+    return "other"
+
+
+def _top_fraction(values: np.ndarray, fraction: float) -> np.ndarray:
+    threshold = np.quantile(values, 1.0 - fraction, method="higher")
+    return values >= threshold
+
+
+def holdout_mask(points: pd.DataFrame, split: str, seed: int = 0) -> np.ndarray:
+    """Boolean mask of held-out points for a split (not lolo, which is per language)."""
+    n = len(points)
+    if split == "random":
+        rng = np.random.default_rng(seed)
+        mask = np.zeros(n, bool)
+        mask[rng.choice(n, size=max(1, int(round(HOLDOUT_FRACTION * n))), replace=False)] = True
+        return mask
+    if split == "N":
+        N = points["N"].to_numpy(float)
+        mask = np.zeros(n, bool)
+        for size in np.unique(N)[::-1]:
+            mask |= N == size
+            if mask.mean() >= MIN_N_FRACTION:
+                break
+        return mask
+    if split == "D":
+        return _top_fraction(points["D"].to_numpy(float), HOLDOUT_FRACTION)
+    if split == "C":
+        return _top_fraction(points["C"].to_numpy(float), HOLDOUT_FRACTION)
+    if split == "M":
+        kinds = [mixture_kind(m, w) for m, w in zip(points["mixture"], points["weights"])]
+        return np.array([k == "other" for k in kinds])
+    raise engine.FitError(f"unknown held-out split {split!r}; choose from {', '.join(SPLITS)}")
+
+
+@dataclasses.dataclass
+class SplitResult:
+    split: str
+    metrics: dict[str, float]
+    n_train: int
+    held_out: np.ndarray          # mask over the points table
+    predictions: np.ndarray       # NaN where not held out or skipped
+    skipped_targets: list[str]
+
+    def to_dict(self) -> dict:
+        return {**self.metrics, "n_train": self.n_train, "skipped_targets": self.skipped_targets}
+
+
+def evaluate_split(spec: engine.FitSpec, points: pd.DataFrame, split: str, seed: int = 0,
+                   targets: Sequence[str] | None = None) -> SplitResult:
+    """Fits `spec` on the points outside the split and scores the held-out ones."""
+    if targets:
+        points = points[points["target"].isin(list(targets))].reset_index(drop=True)
+    if split == "lolo":
+        return _leave_one_language_out(spec, points)
+    mask = holdout_mask(points, split, seed)
+    if mask.all():
+        raise engine.FitError(f"held-out split {split!r} holds out every point: nothing left to fit")
+    if not mask.any():
+        raise engine.FitError(f"held-out split {split!r} holds out no point: nothing to score")
+    train, test = points[~mask], points[mask]
+    n_needed = len(engine.build_law(spec, train, train["target"].iloc[0])[0].param_names) - len(spec.fixed)
+    fit_targets, skipped = [], []
+    for t in sorted(test["target"].unique()):
+        (fit_targets if (train["target"] == t).sum() >= max(n_needed, 1) else skipped).append(t)
+    if not fit_targets:
+        raise engine.FitError(
+            f"held-out split {split!r} leaves too few points to fit any held-out target "
+            f"({', '.join(skipped)})")
+    fitted = engine.fit_points(spec, train, fit_targets)
+    scored = test["target"].isin(fit_targets).to_numpy()
+    pred = np.full(len(points), np.nan)
+    idx = np.flatnonzero(mask)[scored]
+    pred[idx] = fitted.predict(test[scored])
+    m = metrics(points["loss"].to_numpy(float)[idx], pred[idx])
+    m["r2_mean_over_targets"] = _mean_target_r2(points.iloc[idx], pred[idx])
+    return SplitResult(split, m, int(len(train)), mask, pred, skipped)
+
+
+def _mean_target_r2(points: pd.DataFrame, pred: np.ndarray) -> float:
+    values = []
+    for t in points["target"].unique():
+        sel = (points["target"] == t).to_numpy()
+        if sel.sum() >= 2:
+            values.append(engine.r2_score(points["loss"].to_numpy(float)[sel], pred[sel]))
+    return float(np.nanmean(values)) if values else float("nan")
+
+
+def _leave_one_language_out(spec: engine.FitSpec, points: pd.DataFrame) -> SplitResult:
+    targets = sorted(points["target"].unique())
+    if len(targets) < 2:
+        raise engine.FitError("held-out split 'lolo' needs at least two target languages")
+    pooled_spec = dataclasses.replace(spec, n_transfer=0)
+    pred = np.full(len(points), np.nan)
+    for t in targets:
+        held = (points["target"] == t).to_numpy()
+        train, test = points[~held], points[held]
+        law, _ = engine.build_law(pooled_spec, train, train["target"].iloc[0])
+        res = engine.fit(law, data_lib.law_inputs(law, train), train["loss"].to_numpy(float),
+                         spec.objective, dict(spec.fixed), allow_negative_tau=spec.allow_negative_tau,
+                         grid_budget=spec.grid_budget, n_polish=spec.n_polish)
+        pred[held] = res.predict(data_lib.law_inputs(law, test))
+    m = metrics(points["loss"].to_numpy(float), pred)
+    m["r2_mean_over_targets"] = _mean_target_r2(points, pred)
+    return SplitResult("lolo", m, int(len(points)), np.ones(len(points), bool), pred, [])
+
+
+def compare_laws(specs: Mapping[str, engine.FitSpec], points: pd.DataFrame,
+                 splits: Sequence[str] = ("random", "N", "D", "C"), seed: int = 0) -> pd.DataFrame:
+    """A table (law × split) of R², MAE, MAPE and n, every law scored on the same splits."""
+    rows = []
+    for name, spec in specs.items():
+        full = engine.fit_points(spec, points)
+        pred = full.predict(points)
+        rows.append({"law": name, "split": "in_sample", **metrics(points["loss"], pred)})
+        for split in splits:
+            res = evaluate_split(spec, points, split, seed)
+            rows.append({"law": name, "split": split, **{k: res.metrics[k] for k in ("r2", "mae", "mape", "n")}})
+    return pd.DataFrame(rows)

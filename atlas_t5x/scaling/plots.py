@@ -1,0 +1,108 @@
+"""Fit plots (matplotlib, Agg backend): data vs fitted curves per target, and residuals.
+
+Curves are drawn per run (the law evaluated along the run's evaluated steps), so they work for
+every law, including multilingual ATLAS whose inputs go beyond (N, D). Held-out points are
+drawn as crosses.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from atlas_t5x import logio  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    logio.write_atomic(path, buf.getvalue())
+
+
+def _grid(n: int):
+    cols = min(4, n)
+    rows = int(math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    return fig, axes.ravel()
+
+
+def plot_curves(points: pd.DataFrame, pred: np.ndarray, path: str | Path,
+                held_out: np.ndarray | None = None, title: str = "") -> None:
+    """Loss (nats/token) vs the target's tokens D per target; colour = model size N."""
+    targets = sorted(points["target"].unique())
+    held = np.zeros(len(points), bool) if held_out is None else np.asarray(held_out, bool)
+    fig, axes = _grid(len(targets))
+    logN = np.log10(points["N"].to_numpy(float))
+    norm = matplotlib.colors.Normalize(logN.min(), max(logN.max(), logN.min() + 1e-9))
+    cmap = matplotlib.colormaps["viridis"]
+    D = points["D"].to_numpy(float)
+    x_all = np.where(D > 0, D, points["D_total"].to_numpy(float))
+    for ax, target in zip(axes, targets):
+        sel = (points["target"] == target).to_numpy()
+        sub = points[sel]
+        x = x_all[sel]
+        for run, idx in sub.groupby("run").indices.items():
+            order = idx[np.argsort(x[idx])]
+            colour = cmap(norm(logN[sel][order[0]]))
+            ax.plot(x[order], pred[sel][order], "-", color=colour, lw=1.0, alpha=0.8)
+        fit_pts = ~held[sel]
+        ax.scatter(x[fit_pts], sub["loss"].to_numpy()[fit_pts], s=10, c=cmap(norm(logN[sel][fit_pts])),
+                   edgecolors="none", label="fitted points")
+        if (~fit_pts).any():
+            ax.scatter(x[~fit_pts], sub["loss"].to_numpy()[~fit_pts], s=22, marker="x", color="crimson",
+                       label="held out")
+        ax.set_xscale("log")
+        ax.set_title(f"target {target}")
+        ax.set_xlabel("target tokens D (D_total if 0)")
+        ax.set_ylabel("loss (nats/token)")
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=list(axes), label="log10 N (parameters)", shrink=0.8)
+    _save(fig, path)
+
+
+def plot_residuals(points: pd.DataFrame, pred: np.ndarray, path: str | Path,
+                   held_out: np.ndarray | None = None, title: str = "") -> None:
+    """Log residuals log(L̂/L) against compute C, per target colour; held-out points crossed."""
+    held = np.zeros(len(points), bool) if held_out is None else np.asarray(held_out, bool)
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    resid = np.log(pred / points["loss"].to_numpy(float))
+    C = points["C"].to_numpy(float)
+    for i, target in enumerate(sorted(points["target"].unique())):
+        sel = (points["target"] == target).to_numpy()
+        ax.scatter(C[sel & ~held], resid[sel & ~held], s=10, label=target, color=f"C{i % 10}")
+        if (sel & held).any():
+            ax.scatter(C[sel & held], resid[sel & held], s=24, marker="x", color=f"C{i % 10}")
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("compute C = 6·N·D_total (FLOPs)")
+    ax.set_ylabel("log residual log(L̂/L)")
+    ax.set_title(title or "residuals (x = held out)")
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def write_plots(points: pd.DataFrame, pred: np.ndarray, out_dir: str | Path,
+                held_out: np.ndarray | None = None, law: str = "", splits: Sequence[str] = ()) -> list[str]:
+    """Writes fit_curves.png and residuals.png into out_dir; returns their paths."""
+    out = Path(out_dir)
+    curves, resid = out / "fit_curves.png", out / "residuals.png"
+    label = f"{law} fit" + (f" (held out: {', '.join(splits)})" if splits else "")
+    plot_curves(points, pred, curves, held_out, label)
+    plot_residuals(points, pred, resid, held_out, label)
+    return [str(curves), str(resid)]

@@ -1,0 +1,244 @@
+#!/usr/bin/env python
+"""Fits a scaling law to exported eval logs or a CSV table; writes DIR/fit.json and plots.
+
+  python scripts/fit_atlas.py --logs out/demo/logs.csv --law atlas --holdout random N M --out fit/
+  python scripts/fit_atlas.py --table ../shared/data/epoch_chinchilla_fig4.csv \\
+      --map "N=Model Size,C=Training FLOP,loss=loss" --drop_highest 5 --law csl --bootstrap 1000 --out fit/
+  python scripts/fit_atlas.py --table ../shared/data/datablations_182runs.csv \\
+      --map N=params,D=tokens,U=unique_tokens,loss=val_loss --law dcsl --tied \\
+      --fix E=1.8691 --fix A=520.82 --fix B=1487.72 --fix alpha=0.35266 --profile --out fit/
+
+One law per target language. fit.json holds {"law", "params", "objective", "converged",
+"n_points", "heldout": {split: {"r2", "mae", "mape", "n"}}, "r2_in_sample"} plus runner-up
+optima, bootstrap intervals and profiles when asked ("params" maps target → parameters when
+several targets are fitted). Bad input exits with code 2 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from atlas_t5x import logio, schema  # noqa: E402
+from atlas_t5x.scaling import data as data_lib  # noqa: E402
+from atlas_t5x.scaling import engine, heldout  # noqa: E402
+from atlas_t5x.scaling.laws import LAW_NAMES  # noqa: E402
+from atlas_t5x.scaling.objectives import OBJECTIVES  # noqa: E402
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--logs", help="eval.jsonl file, run/study folder, glob, or exported CSV/Parquet")
+    src.add_argument("--table", help="CSV/Parquet table (with --map), or a table from export_logs.py")
+    p.add_argument("--map", help="N=col,D=col,U=col,loss=col[,C=col,run=col,target=col,mixture=col,p=col,K=col]")
+    p.add_argument("--law", default="atlas", help=f"one of {', '.join(LAW_NAMES)} (default atlas)")
+    p.add_argument("--target", action="append", help="target language(s) to fit (repeatable or a,b); default all")
+    p.add_argument("--objective", default="huber", help=f"one of {', '.join(OBJECTIVES)} (default huber)")
+    p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="hold a parameter fixed")
+    p.add_argument("--tied", action="store_true", help="tie the exponents (alpha = beta)")
+    p.add_argument("--holdout", nargs="+", default=[], help=f"held-out splits: {' '.join(heldout.SPLITS)}")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="K", help="bootstrap replicates (by run)")
+    p.add_argument("--profile", action="store_true", help="objective profiles along each parameter")
+    p.add_argument("--out", required=True, help="output folder (fit.json, fit_curves.png, residuals.png)")
+    p.add_argument("--loss_field", default="loss_unigram_norm", choices=["loss_unigram_norm", "loss"],
+                   help="which logged loss to fit (logs only)")
+    p.add_argument("--drop_highest", type=int, default=0, help="drop this many highest-loss rows (tables)")
+    p.add_argument("--final_only", action="store_true", help="only each run's last evaluation (logs)")
+    p.add_argument("--dcsl_stage", default="one", choices=["one", "two"])
+    p.add_argument("--n_transfer", type=int, default=3, help="|K_t| transfer languages for atlas")
+    p.add_argument("--transfer_rule", default="cosampling", choices=["cosampling", "matrix"])
+    p.add_argument("--transfer_matrix", help="BTS CSV (rows target, columns source) for tau initialisation")
+    p.add_argument("--allow_negative_tau", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no_plots", action="store_true")
+    return p.parse_args(argv)
+
+
+def parse_fixed(items) -> dict[str, float]:
+    fixed = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--fix {item!r} is not NAME=VALUE")
+        name, value = (s.strip() for s in item.split("=", 1))
+        try:
+            v = float(value)
+        except ValueError:
+            raise UsageError(f"--fix {name}: value {value!r} is not a number") from None
+        if not math.isfinite(v):
+            raise UsageError(f"--fix {name}: value {value!r} is not finite")
+        fixed[name] = v
+    return fixed
+
+
+def load_points(args):
+    if args.logs:
+        return data_lib.load_logs(args.logs, loss_field=args.loss_field, final_only=args.final_only)
+    if args.map:
+        return data_lib.load_table(args.table, data_lib.parse_map(args.map), args.drop_highest)
+    if data_lib.is_exported_table(args.table):
+        return data_lib.rows_to_points(data_lib.read_table_rows(args.table), loss_field=args.loss_field,
+                                       final_only=args.final_only)
+    raise UsageError(f"{args.table}: not an exported-log table; give --map N=col,D=col,U=col,loss=col")
+
+
+def run(args) -> dict:
+    if args.law not in LAW_NAMES:
+        raise UsageError(f"unknown law {args.law!r}; known laws: {', '.join(LAW_NAMES)}")
+    if args.objective not in OBJECTIVES:
+        raise UsageError(f"unknown objective {args.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    for split in args.holdout:
+        if split not in heldout.SPLITS:
+            raise UsageError(f"unknown held-out split {split!r}; choose from {', '.join(heldout.SPLITS)}")
+    if args.bootstrap < 0:
+        raise UsageError("--bootstrap must be ≥ 0")
+    fixed = parse_fixed(args.fix)
+    points = load_points(args)
+    targets = [t.strip() for item in (args.target or []) for t in item.split(",") if t.strip()] or None
+    if targets:
+        present = sorted(points["target"].unique())
+        missing = [t for t in targets if t not in present]
+        if missing:
+            raise UsageError(f"--target {missing} not in the data; targets present: {present}")
+        points = points[points["target"].isin(targets)].reset_index(drop=True)
+    spec = engine.FitSpec(
+        law=args.law, objective=args.objective, tied=args.tied, fixed=tuple(sorted(fixed.items())),
+        n_transfer=args.n_transfer, transfer_rule=args.transfer_rule, transfer_matrix=args.transfer_matrix,
+        allow_negative_tau=args.allow_negative_tau, dcsl_stage=args.dcsl_stage)
+
+    t0 = time.perf_counter()
+    table_fit = engine.fit_points(spec, points)
+    fit_seconds = time.perf_counter() - t0
+    pred = table_fit.predict(points)
+    y = points["loss"].to_numpy(float)
+
+    held = {}
+    masks = {}
+    for split in args.holdout:
+        res = heldout.evaluate_split(spec, points, split, args.seed)
+        held[split] = res.to_dict()
+        masks[split] = res.held_out
+
+    per_target = {}
+    for target, res in table_fit.fits.items():
+        sub = points[points["target"] == target]
+        X = data_lib.law_inputs(res.law, sub)
+        entry = res.to_dict()
+        entry["r2_in_sample"] = engine.r2_score(sub["loss"], res.predict(X))
+        if args.bootstrap and res.free_names:
+            from atlas_t5x.scaling import bootstrap
+
+            boot = bootstrap.bootstrap(res, X, sub["loss"].to_numpy(float), sub["run"].to_numpy(),
+                                       n_boot=args.bootstrap, seed=args.seed)
+            entry["bootstrap"] = boot.to_dict()
+        if args.profile and res.free_names:
+            from atlas_t5x.scaling import profiles
+
+            prof = profiles.profile(res, X, sub["loss"].to_numpy(float))
+            entry["profiles"] = {k: v.to_dict() for k, v in prof.items()}
+        per_target[target] = entry
+
+    single = len(per_target) == 1
+    only = next(iter(per_target.values()))
+    out = {
+        "law": args.law,
+        "objective_name": args.objective,
+        "targets": sorted(per_target),
+        "params": only["params"] if single else {t: e["params"] for t, e in per_target.items()},
+        "objective": table_fit.objective,
+        "converged": table_fit.converged,
+        "n_points": int(len(points)),
+        "r2_in_sample": engine.r2_score(y, pred),
+        "r2_in_sample_mean_over_targets": float(np.mean([e["r2_in_sample"] for e in per_target.values()])),
+        "heldout": held,
+        "runner_ups": only["runner_ups"] if single else {t: e["runner_ups"] for t, e in per_target.items()},
+        "per_target": per_target,
+        "fit_seconds": fit_seconds,
+        "options": {"tied": args.tied, "fixed": fixed, "dcsl_stage": args.dcsl_stage,
+                    "n_transfer": args.n_transfer, "transfer_rule": args.transfer_rule,
+                    "loss_field": args.loss_field if (args.logs or not args.map) else "table",
+                    "source": args.logs or args.table},
+    }
+    if single and "bootstrap" in only:
+        out["bootstrap"] = only["bootstrap"]
+    if single and "profiles" in only:
+        out["profiles"] = only["profiles"]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not args.no_plots:
+        mask = masks[args.holdout[0]] if args.holdout and args.holdout[0] != "lolo" else None
+        from atlas_t5x.scaling import plots
+
+        out["plots"] = plots.write_plots(points, pred, out_dir, mask, args.law,
+                                         args.holdout[:1] if mask is not None else ())
+    logio.write_atomic(out_dir / "fit.json", json.dumps(_jsonable(out), indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def summary(out: dict) -> str:
+    lines = [f"law {out['law']} ({out['objective_name']}), {out['n_points']} points, "
+             f"targets: {', '.join(out['targets'])}"]
+    for target, e in out["per_target"].items():
+        params = ", ".join(f"{k}={v:.6g}" for k, v in e["params"].items())
+        lines.append(f"  [{target}] {params}")
+        lines.append(f"  [{target}] objective {e['objective']:.10g}, converged={e['converged']} "
+                     f"({e['convergence_message']}), R² in sample {e['r2_in_sample']:.4f}, "
+                     f"{len(e['runner_ups'])} runner-up basin(s)")
+        if "bootstrap" in e:
+            ci = e["bootstrap"]["intervals"]
+            lines.append(f"  [{target}] bootstrap ({e['bootstrap']['n_boot']} by run, "
+                         f"{100 * e['bootstrap']['converged_fraction']:.0f}% converged) 95% CI: "
+                         + ", ".join(f"{k} {v['lo']:.4g}–{v['hi']:.4g}" for k, v in ci.items()))
+        if "profiles" in e:
+            weak = [k for k, v in e["profiles"].items() if v["weakly_identified"]]
+            lines.append(f"  [{target}] weakly identified: {', '.join(weak) or 'none'}")
+    lines.append(f"R² in sample (pooled) {out['r2_in_sample']:.4f}")
+    for split, m in out["heldout"].items():
+        lines.append(f"held out {split:>6}: R² {m['r2']:.4f}  MAE {m['mae']:.4f}  MAPE {m['mape']:.2f}%  n={m['n']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = run(args)
+    except (UsageError, data_lib.DataError, engine.FitError, schema.SchemaError, logio.LogFormatError,
+            ValueError, KeyError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary(out))
+    print(f"wrote {Path(args.out) / 'fit.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
