@@ -34,7 +34,7 @@ def test_report_covers_every_section(tmp_path):
                   "## Curse of multilinguality", "## Pretrain vs finetune crossover"):
         assert title in text
     assert "Skipped" not in text and "Failed" not in text
-    assert "| en → de |" in text and "| en | csl | 36 |" in text
+    assert "| en → de |" in text and "| en | csl | 30 |" in text and "R²(N)" in text
     assert "K ∈ [1, 2, 4]" in text
     assert "| en | 3e+07 |" in text and "| ok | mono_en_3e+07 | ft_en_3e+07 |" in text
     for png in ("fits_predicted_vs_observed.png", "bts_heatmap.png", "curse_frontier.png", "crossover.png"):

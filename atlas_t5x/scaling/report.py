@@ -4,9 +4,9 @@
 runs (monolingual + bilingual for transfer, uniform-K mixtures for the curse, scratch + finetune
 pairs for the crossover); a section whose runs are absent says so instead of failing.
 
-Fits use the FITTER's engine and data layer (`engine.fit`, `data.rows_to_points`,
-`data.law_inputs`). Held-out R² here is the spec's plain R²: a seeded random 20% of points held out
-[our choice of split seed]; the FITTER's `heldout` module gives the full R²(N)/R²(D)/R²(C)/R²(M) set.
+Fits and held-out R² use the FITTER's API (`data.rows_to_points`, `engine.fit_points`,
+`heldout.evaluate_split`); a split that cannot be made on the given runs (e.g. R²(N) with one
+model size) is reported as "–" with the reason.
 """
 
 from __future__ import annotations
@@ -99,50 +99,53 @@ def _overview(doc: _Doc, rows, loss_field: str) -> None:
 
 def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_kwargs) -> None:
     from atlas_t5x.scaling import data as fdata
-    from atlas_t5x.scaling import engine
-    from atlas_t5x.scaling.laws import make_law
+    from atlas_t5x.scaling import engine, heldout
 
+    if not laws:
+        raise _Skip("no laws requested")
+    scratch = [r for r in rows if r.get("init", "scratch") == "scratch"]  # finetunes follow no law here
     try:
-        points = fdata.rows_to_points(rows, loss_field=loss_field)
+        points = fdata.rows_to_points(scratch, loss_field=loss_field)
     except fdata.DataError as err:
         raise _Skip(str(err)) from err
     if (points["loss"] <= 0).any():
         raise _Skip(f"`{loss_field}` has non-positive values; the laws are fitted in log-loss")
-    multilingual = bool((points["K"] > 1).any())
-    rng = np.random.default_rng(seed)
-    table, scatter = [], []
-    for target in sorted(points["target"].unique()):
-        pts = points[points["target"] == target].reset_index(drop=True)
-        held = rng.random(len(pts)) < 0.2
-        for name in laws:
-            if name == "atlas":
-                transfer = fdata.cosampled_languages(points, target, k=3) if multilingual else []
-                law = make_law("atlas", transfer_langs=transfer, with_other=multilingual)
-            else:
-                law = make_law(name)
-            n_par = len(law.param_names)
-            if len(pts) < 2 * n_par or held.sum() < 2:
-                table.append((target, name, len(pts), "–", "–", "–", "–", f"too few points for {n_par} parameters"))
-                continue
-            X = fdata.law_inputs(law, pts)
-            y = pts["loss"].to_numpy(np.float64)
-            train = {k: v[~held] for k, v in X.items()}
-            try:
-                res = engine.fit(law, train, y[~held], **fit_kwargs)
-            except (ValueError, FloatingPointError) as err:
-                table.append((target, name, len(pts), "–", "–", "–", "–", f"fit failed: {err}"))
-                continue
-            pred = res.predict(X)
-            r2_fit = engine.r2_score(y[~held], pred[~held])
-            r2_held = engine.r2_score(y[held], pred[held])
-            mape = float(np.mean(np.abs(pred[held] - y[held]) / y[held])) * 100
+    kinds = {heldout.mixture_kind(m, w) for m, w in zip(points["mixture"], points["weights"])}
+    splits = ["random", "N", "D", "C"] + (["M"] if kinds - {"monolingual", "bilingual", "unimax"} else [])
+    param_rows, split_rows, scatter = [], [], []
+    y_all = points["loss"].to_numpy(np.float64)
+    for name in laws:
+        spec = engine.FitSpec(law=name, **fit_kwargs)
+        try:
+            full = engine.fit_points(spec, points)
+        except (engine.FitError, ValueError) as err:
+            param_rows.append(("all", name, len(points), math.nan, "–", f"fit failed: {err}"))
+            continue
+        pred = full.predict(points)
+        for target, res in sorted(full.fits.items()):
+            sel = (points["target"] == target).to_numpy()
             params = ", ".join(f"{k}={v:.3g}" for k, v in res.params.items())
-            table.append((target, name, len(pts), r2_fit, r2_held, mape, "yes" if res.converged else "NO", params))
-            scatter.append((target, name, y, pred, held))
-    doc.add("Each law is fitted per target on a random 80% of the points (seeded) and scored on the "
-            "other 20%.", "")
-    doc.table(("target", "law", "points", "R² (fit)", "R² (held out)", "MAPE % (held out)", "converged",
-               "parameters"), table)
+            param_rows.append((target, name, int(sel.sum()), engine.r2_score(y_all[sel], pred[sel]),
+                               "yes" if res.converged else "NO", params))
+        cells = [name, heldout.metrics(y_all, pred)["r2"]]
+        for split in splits:
+            try:
+                res_split = heldout.evaluate_split(spec, points, split, seed)
+            except (engine.FitError, ValueError) as err:
+                cells.append(f"– ({err})" if len(str(err)) < 60 else "–")
+                continue
+            m = res_split.metrics
+            cells.append(f"{m['r2']:.3f} (MAPE {m['mape']:.2f}%, n={int(m['n'])})")
+            if split == "random":
+                scatter.append((name, y_all, pred, res_split.held_out))
+        split_rows.append(cells)
+    doc.add("Per-target fits on all points of from-scratch runs (the FITTER's engine, "
+            "`engine.fit_points`; finetunes are left out):", "")
+    doc.table(("target", "law", "points", "R² (in sample)", "converged", "parameters"), param_rows)
+    doc.add("Held-out R² (spec §5; `heldout.evaluate_split`: refit without the held-out points, score them; "
+            "R²(N): largest sizes, R²(D)/R²(C): top 20% tokens/compute, R²(M): unseen mixtures):", "")
+    doc.table(["law", "R² (all, in sample)"] + [f"R²({s})" if s != "random" else "R² (random 20%)" for s in splits],
+              split_rows)
     if scatter:
         doc.figure("fits_predicted_vs_observed.png", "predicted vs observed loss",
                    lambda p: _plot_scatter(p, scatter))
@@ -222,15 +225,15 @@ def _plot_scatter(path, scatter) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for target, law, y, pred, held in scatter:
-        line, = ax.plot(y[~held], pred[~held], ".", ms=4, label=f"{target} {law}")
+    for law, y, pred, held in scatter:
+        line, = ax.plot(y[~held], pred[~held], ".", ms=4, label=law)
         ax.plot(y[held], pred[held], "x", ms=6, color=line.get_color())
     lo = min(float(np.min(s[2])) for s in scatter)
     hi = max(float(np.max(s[2])) for s in scatter)
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
     ax.set_xlabel("observed loss")
     ax.set_ylabel("predicted loss")
-    ax.set_title("dots: fitted points, crosses: held out", fontsize=9)
+    ax.set_title("in-sample fit on all points; crosses: the random 20% split", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -257,7 +260,7 @@ def build_report(
         table, or a list of schema rows.
       laws: laws to fit per target (names in `atlas_t5x.scaling.laws.LAWS`).
       loss_field: the loss analysed: "loss" (default), "loss_unigram_norm" or "bits_per_byte".
-      fit_kwargs: passed to the engine (default: grid_budget=1000, n_polish=2 to keep it quick).
+      fit_kwargs: engine.FitSpec fields (default: grid_budget=1000, n_polish=2 to keep it quick).
 
     Raises:
       curves.CurveError: the logs cannot be read (missing path, no eval.jsonl).
@@ -271,13 +274,14 @@ def build_report(
     if missing:
         raise cv.CurveError(f"rows of run {missing[0]!r} have no {loss_field!r} field")
     kw = {"grid_budget": 1000, "n_polish": 2, **dict(fit_kwargs or {})}
+    curse_kw = {k: v for k, v in kw.items() if k in ("grid_budget", "n_polish", "objective", "seed")}
     doc = _Doc(out)
     source = logs if isinstance(logs, (str, os.PathLike)) else f"{len(rows)} rows"
     doc.add("# ATLAS scaling report", "", f"Source: `{source}`", "")
     _section(doc, "Runs", lambda: _overview(doc, rows, loss_field))
     _section(doc, "Fits and held-out R²", lambda: _fits(doc, rows, laws, loss_field, seed, kw))
     _section(doc, "Cross-lingual transfer", lambda: _transfer(doc, rows, loss_field))
-    _section(doc, "Curse of multilinguality", lambda: _curse(doc, rows, loss_field, kw))
+    _section(doc, "Curse of multilinguality", lambda: _curse(doc, rows, loss_field, curse_kw))
     _section(doc, "Pretrain vs finetune crossover", lambda: _crossover(doc, rows, loss_field))
     path = out / "report.md"
     logio.write_atomic(path, "\n".join(doc.lines) + "\n")
