@@ -2,7 +2,7 @@
 """Planning with fitted scaling laws: compute budgets, more languages, finetune-or-not, mixtures.
 
   # loss-optimal N, D for 1e21 FLOPs and 2e9 unique Swahili tokens, under a fitted law
-  python scripts/plan.py compute --fit fits.json --target sw --flops 1e21 --unique 2e9
+  python scripts/plan.py compute --fit fit/fit.json --target sw --flops 1e21 --unique 2e9 --logs runs/
   python scripts/plan.py compute --law csl --params E=1.82,A=482,B=2085,alpha=0.348,beta=0.366 --flops 1e21
 
   # going from K to r·K languages at iso-loss (paper exponents unless given)
@@ -114,6 +114,8 @@ def _laws_from_args(args) -> dict[str, pl.FittedLaw]:
 def cmd_compute(args) -> dict:
     flops = parse_number(args.flops, "--flops")
     laws = _laws_from_args(args)
+    if args.logs:
+        laws = pl.with_fit_ranges(laws, cv.load_rows(args.logs))
     unique: Any = None
     if args.unique:
         unique = parse_pairs(args.unique, "--unique") if "=" in args.unique else parse_number(args.unique, "--unique")
@@ -293,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--params", help="law parameters name=value,...")
     c.add_argument("--flops", required=True, help="FLOP budget C (e.g. 1e21)")
     c.add_argument("--unique", help="unique target tokens U (one number or lang=U,...); omit: unlimited")
+    c.add_argument("--logs", help="the logs the law was fitted on: plans far outside their N, D range warn")
     c.add_argument("--min-params", type=float, default=pl.SMALLEST_PAPER_MODEL)
     c.add_argument("--max-params", type=float, default=1e13)
 

@@ -127,3 +127,17 @@ def test_projection_onto_capped_simplex():
     upper = np.array([0.1, 0.5, 1.0])
     x = mp.project_capped_simplex(np.array([5.0, -1.0, 0.2]), upper)
     assert x.sum() == pytest.approx(1.0) and np.all(x <= upper) and np.all(x >= 0)
+
+
+def test_reads_fit_atlas_output_and_warns_outside_the_logged_range(tmp_path):
+    doc = {"law": "atlas", "targets": ["de", "en"], "params": {"de": ATLAS, "en": ATLAS},
+           "per_target": {t: {"law": "atlas", "params": ATLAS, "converged": True} for t in ("de", "en")}}
+    (tmp_path / "fit.json").write_text(json.dumps(doc))
+    laws = pl.load_fitted_laws(tmp_path / "fit.json")
+    assert sorted(laws) == ["de", "en"] and laws["en"].law.name == "atlas"
+    from _analyses_rows import study_rows
+
+    ranged = pl.with_fit_ranges(laws, study_rows())
+    assert ranged["de"].fit_range["N"] == (1e7, 1e8)
+    with pytest.warns(pl.ExtrapolationWarning, match="far outside the fitted range"):
+        pl.plan_compute(ranged["de"], 1e22)

@@ -104,20 +104,61 @@ class FittedLaw:
 
 
 def load_fitted_laws(path: str | os.PathLike) -> dict[str, FittedLaw]:
-    """Fitted laws from a JSON file: one law ({"law", "params", ...}) or {target: law, ...}, or
-    {"fits": {target: law}}. Raises PlanError naming the file on bad content."""
+    """Fitted laws from a JSON file, keyed by target.
+
+    Accepts scripts/fit_atlas.py's fit.json ({"law", "targets", "per_target": {t: {"law",
+    "params", ...}}} or a single-target {"law", "params"}), a plain {"law", "params"}, a mapping
+    {target: {"law", "params"}}, or {"fits": {...}}. Raises PlanError naming the file on bad content.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except (OSError, json.JSONDecodeError) as err:
         raise PlanError(f"{path}: cannot read fitted laws: {err}") from err
-    if isinstance(doc, Mapping) and "fits" in doc:
-        doc = doc["fits"]
-    if isinstance(doc, Mapping) and "law" in doc:
-        return {str(doc.get("target", "")): FittedLaw.from_dict(doc)}
-    if not isinstance(doc, Mapping) or not doc:
-        raise PlanError(f"{path}: expected a fitted law or a mapping target -> fitted law")
-    return {t: FittedLaw.from_dict(d, target=t) for t, d in doc.items()}
+    try:
+        if isinstance(doc, Mapping) and "fits" in doc:
+            doc = doc["fits"]
+        if isinstance(doc, Mapping) and isinstance(doc.get("per_target"), Mapping):
+            return {t: FittedLaw.from_dict({"law": doc.get("law"), **d}, target=t)
+                    for t, d in doc["per_target"].items()}
+        if isinstance(doc, Mapping) and "law" in doc:
+            params = doc.get("params", {})
+            targets = doc.get("targets") or [str(doc.get("target", ""))]
+            if params and all(isinstance(v, Mapping) for v in params.values()):
+                return {t: FittedLaw.from_dict({**doc, "params": v}, target=t) for t, v in params.items()}
+            return {targets[0]: FittedLaw.from_dict(doc, target=targets[0])}
+        if not isinstance(doc, Mapping) or not doc:
+            raise PlanError("expected a fitted law or a mapping target -> fitted law")
+        return {t: FittedLaw.from_dict(d, target=t) for t, d in doc.items()}
+    except (PlanError, ValueError, TypeError, AttributeError) as err:
+        raise PlanError(f"{path}: {err}") from err
+
+
+def with_fit_ranges(laws: Mapping[str, FittedLaw], rows: Sequence[Mapping[str, Any]]) -> dict[str, FittedLaw]:
+    """Adds each target's fitted (N, D_t) range, taken from exported-log rows, to its law."""
+    out = {}
+    for target, fl in laws.items():
+        pts = [(float(r["params"]), float(dict(r.get("tokens_by_lang", {})).get(target, 0)))
+               for r in rows if r.get("target") == target]
+        pts = [(n, d) for n, d in pts if d > 0]
+        if not pts:
+            out[target] = fl
+            continue
+        n, d = zip(*pts)
+        out[target] = dataclasses.replace(fl, fit_range={"N": (min(n), max(n)), "D": (min(d), max(d))})
+    return out
+
+
+def samples_from_bootstrap(boot, params: Mapping[str, float]) -> tuple[dict[str, float], ...]:
+    """Parameter samples from a FITTER `bootstrap.BootstrapResult` (converged resamples only)."""
+    names = [k for k in params if k in boot.samples]
+    out = []
+    for i in np.flatnonzero(np.asarray(boot.converged)):
+        sample = dict(params)
+        sample.update({k: float(boot.samples[k][i]) for k in names})
+        if all(math.isfinite(v) for v in sample.values()):
+            out.append(sample)
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------------
