@@ -183,9 +183,24 @@ def run(args) -> dict:
         from atlas_t5x.scaling import plots
 
         out["plots"] = plots.write_plots(points, pred, out_dir, mask, args.law,
-                                         args.holdout[:1] if mask is not None else ())
+                                         args.holdout[:1] if mask is not None else (),
+                                         _curve_fn(table_fit, points))
     logio.write_atomic(out_dir / "fit.json", json.dumps(_jsonable(out), indent=2, sort_keys=True) + "\n")
     return out
+
+
+def _curve_fn(table_fit, points):
+    """Law curves over (N, D) for one-point-per-run tables whose law needs only N, D (and U = D)."""
+    laws = [r.law for r in table_fit.fits.values()]
+    if not all(set(l.inputs) <= {"N", "D", "U"} for l in laws):
+        return None
+    if not np.allclose(points["U"], points["D"]):
+        return None
+
+    def fn(target, N, D):
+        return table_fit.fits[target].predict({"N": N, "D": D, "U": D})
+
+    return fn
 
 
 def _jsonable(obj):

@@ -40,8 +40,13 @@ def _grid(n: int):
 
 
 def plot_curves(points: pd.DataFrame, pred: np.ndarray, path: str | Path,
-                held_out: np.ndarray | None = None, title: str = "") -> None:
-    """Loss (nats/token) vs the target's tokens D per target; colour = model size N."""
+                held_out: np.ndarray | None = None, title: str = "", curve_fn=None) -> None:
+    """Loss (nats/token) vs the target's tokens D per target; colour = model size N.
+
+    Runs with several evaluations get their fitted curve drawn through them. When every run has
+    one point (a plain table), `curve_fn(target, N, D) -> loss`, if given, draws the law at five
+    model sizes (quantiles of N) over the data's D range.
+    """
     targets = sorted(points["target"].unique())
     held = np.zeros(len(points), bool) if held_out is None else np.asarray(held_out, bool)
     fig, axes = _grid(len(targets))
@@ -54,7 +59,15 @@ def plot_curves(points: pd.DataFrame, pred: np.ndarray, path: str | Path,
         sel = (points["target"] == target).to_numpy()
         sub = points[sel]
         x = x_all[sel]
-        for run, idx in sub.groupby("run").indices.items():
+        groups = sub.groupby("run").indices
+        if curve_fn is not None and max(len(i) for i in groups.values()) < 2:
+            d_grid = np.geomspace(x.min(), x.max(), 100)
+            for q in np.quantile(sub["N"].to_numpy(float), [0.05, 0.25, 0.5, 0.75, 0.95]):
+                ax.plot(d_grid, curve_fn(target, np.full_like(d_grid, q), d_grid), "-",
+                        color=cmap(norm(np.log10(q))), lw=1.2)
+        for run, idx in groups.items():
+            if len(idx) < 2:
+                continue
             order = idx[np.argsort(x[idx])]
             colour = cmap(norm(logN[sel][order[0]]))
             ax.plot(x[order], pred[sel][order], "-", color=colour, lw=1.0, alpha=0.8)
@@ -98,11 +111,12 @@ def plot_residuals(points: pd.DataFrame, pred: np.ndarray, path: str | Path,
 
 
 def write_plots(points: pd.DataFrame, pred: np.ndarray, out_dir: str | Path,
-                held_out: np.ndarray | None = None, law: str = "", splits: Sequence[str] = ()) -> list[str]:
+                held_out: np.ndarray | None = None, law: str = "", splits: Sequence[str] = (),
+                curve_fn=None) -> list[str]:
     """Writes fit_curves.png and residuals.png into out_dir; returns their paths."""
     out = Path(out_dir)
     curves, resid = out / "fit_curves.png", out / "residuals.png"
     label = f"{law} fit" + (f" (held out: {', '.join(splits)})" if splits else "")
-    plot_curves(points, pred, curves, held_out, label)
+    plot_curves(points, pred, curves, held_out, label, curve_fn)
     plot_residuals(points, pred, resid, held_out, label)
     return [str(curves), str(resid)]
