@@ -96,3 +96,9 @@ def test_analyses_do_not_import_the_trainer_flax_or_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_report_names_a_missing_partner_run_instead_of_failing(tmp_path):
+    rows = [r for r in study_rows() if r["run"] != "mono_de_3e+07"]
+    text = report.build_report(rows, tmp_path / "rep", laws=()).read_text()
+    assert "_Not computed: bilingual run 'bi_en_de_3e+07'" in text and "## Curse of multilinguality" in text

@@ -66,6 +66,8 @@ def _section(doc: _Doc, title: str, body: Callable[[], None]) -> None:
         body()
     except _Skip as why:
         doc.add(f"_Skipped: {why}_", "")
+    except (tr.TransferError, co.CrossoverError, curse.CurseError, cv.CurveError) as err:
+        doc.add(f"_Not computed: {err}_", "")
     except Exception as err:  # a broken section must not lose the rest of the report
         doc.add(f"_Failed: {type(err).__name__}: {err}_", "", "<!--", traceback.format_exc(), "-->", "")
 
