@@ -121,7 +121,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
         metrics = {
             "loss": loss,
             "n_tokens": n_tokens,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "lr": schedule(state.step // accumulation_steps),
         }
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
@@ -431,10 +431,12 @@ def train(
                     row = logger.flush(pending, pipeline.accounting(), phase_of(step), ckpt)
                     pending = []
                     progress.set_postfix(loss=f"{row['loss']:.4f}")
-                if save_now:
-                    ckpt.save(step, state, pipeline.get_state(), metadata)
+                # Callbacks before the checkpoint: a run killed inside a callback resumes from an
+                # earlier checkpoint and repeats this step's callbacks (eval rows are never lost).
                 for cb in run_callbacks:
                     cb(context(step))
+                if save_now:
+                    ckpt.save(step, state, pipeline.get_state(), metadata)
                 if save_now or run_callbacks:
                     logger.restart_clock()  # throughput counts train steps only
                 if preempted:

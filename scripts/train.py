@@ -68,17 +68,28 @@ def register_configurables() -> None:
     import atlas_t5x.trainer  # noqa: F401  train, ModelConfig, MeshConfig, make_schedule, ...
 
 
+def check_gin_files(files: list[str], search_paths: list[str]) -> None:
+    """BadInput naming the first gin file that is in none of the search folders."""
+    for f in files:
+        if not any(Path(base, f).is_file() for base in [os.getcwd(), str(REPO_ROOT), *search_paths]):
+            raise BadInput(f"gin file {f!r} not found (looked in {os.getcwd()}, {REPO_ROOT} and --gin_search_paths)")
+
+
 def parse_gin(files: list[str], bindings: list[str], search_paths: list[str]) -> None:
     """Parses gin files then bindings; unknown files/configurables/parameters → BadInput naming them."""
     for path in [os.getcwd(), str(REPO_ROOT), *search_paths]:
         gin.add_config_file_search_path(path)
-    for f in files:
-        if not any(Path(base, f).is_file() for base in ["", os.getcwd(), str(REPO_ROOT), *search_paths]):
-            raise BadInput(f"gin file {f!r} not found (looked in the working directory and {REPO_ROOT})")
+    check_gin_files(files, search_paths)
     try:
-        gin.parse_config_files_and_bindings(files, bindings, finalize_config=True)
+        gin.parse_config_files_and_bindings(files, None, finalize_config=False)
     except (ValueError, OSError, SyntaxError) as err:  # gin's unknown name / missing file / parse errors
-        raise BadInput(f"gin configuration: {err}") from err
+        raise BadInput(f"gin file: {err}") from err
+    for binding in bindings:  # one at a time, so an error names the binding
+        try:
+            gin.parse_config(binding)
+        except (ValueError, SyntaxError) as err:
+            raise BadInput(f"gin binding {binding!r}: {err}") from err
+    gin.finalize()
 
 
 def main(argv: list[str]) -> int:
@@ -88,6 +99,7 @@ def main(argv: list[str]) -> int:
         raise BadInput("--model_dir is required")
     if not FLAGS["verbosity"].present:  # orbax/absl INFO lines drown the summary; --verbosity=0 restores them
         logging.set_verbosity(logging.WARNING)
+    check_gin_files(FLAGS.gin_file, FLAGS.gin_search_paths)  # before the (slow) imports
     register_configurables()
     parse_gin(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
 

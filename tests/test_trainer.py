@@ -1,0 +1,194 @@
+"""The train loop: logged metrics and accounting, callbacks and eval_step, NaN stop, bad input,
+and two processes (jax.distributed, gloo) matching one process on a 4-device mesh."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from atlas_t5x import checkpoints, logio, losses, models, optim, partitioning, trainer
+from atlas_t5x.data import synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = models.get_model_config("tiny0", vocab_size=256, dropout_rate=0.0)
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def _pipeline_factory(**kwargs):
+    defaults = dict(languages=("en", "fr", "sw"), weights=(2.0, 1.0, 1.0), seq_len=32, global_batch=8)
+    return functools.partial(synthetic.make_synthetic_pipeline, **{**defaults, **kwargs})
+
+
+def _expected_tokens_by_lang(steps: int) -> dict[str, int]:
+    """Counts non-padding targets per language id directly from the batches."""
+    pipeline = _pipeline_factory()()
+    counts = np.zeros(len(pipeline.languages), np.int64)
+    for _ in range(steps):
+        batch = next(pipeline)
+        ids = batch["decoder_lang_ids"][batch["decoder_loss_weights"] > 0]
+        counts += np.bincount(ids, minlength=len(counts))
+    return dict(zip(pipeline.languages, map(int, counts)))
+
+
+class Recorder:
+    every_steps = 3
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, ctx):
+        batch = next(_pipeline_factory()())
+        sum_nll, n_tokens = jax.device_get(ctx.eval_step(ctx.state.params, batch))
+        # Same quantities from an unsharded forward pass.
+        params = jax.device_get(ctx.state.params)
+        logits = ctx.model.apply({"params": params}, batch["decoder_input_tokens"],
+                                 positions=batch["decoder_positions"], segment_ids=batch["decoder_segment_ids"])
+        ref_nll, ref_n = losses.token_cross_entropy_per_example(
+            logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"])
+        self.calls.append(dict(step=ctx.step, lr=ctx.lr, phase=ctx.schedule_phase, run_info=ctx.run_info,
+                               nll=np.asarray(sum_nll), n=np.asarray(n_tokens), ref_nll=np.asarray(ref_nll),
+                               ref_n=np.asarray(ref_n), weights=batch["decoder_loss_weights"]))
+
+
+def test_train_logs_metrics_accounting_and_calls_callbacks(tmp_path):
+    gin.parse_config("make_schedule.warmup_steps = 2\nmake_schedule.peak_lr = 1e-3")
+    recorder = Recorder()
+    total = 5
+    result = trainer.train(
+        str(tmp_path), model_config=TINY, mesh_config=partitioning.MeshConfig(data=2, fsdp=2, tensor=2),
+        pipeline_factory=_pipeline_factory(), total_steps=total, log_every_steps=2, checkpoint_every_steps=100,
+        callbacks=[recorder], peak_flops_per_device=1e12, tensorboard=True,
+    )
+    assert result.step == total and not result.preempted
+
+    rows = logio.read_jsonl(tmp_path / "logs" / "train.jsonl")
+    assert [r["step"] for r in rows] == [2, 3, 4, 5]  # every 2, before the callback at 3, at the end
+    schedule = optim.make_schedule(peak_lr=1e-3, warmup_steps=2, total_steps=total)
+    expected_tokens = _expected_tokens_by_lang(total)
+    flops_per_step = models.flops_per_token(TINY, 32) * 8 * 32
+    for row in rows:
+        assert math.isfinite(row["loss"]) and row["loss"] > 0
+        assert row["lr"] == pytest.approx(float(schedule(row["step"] - 1)))
+        assert row["schedule_phase"] == optim.schedule_phase(row["step"] - 1, total, 2)
+        assert row["tokens"] == sum(row["tokens_by_lang"].values())
+        assert row["flops_per_s"] == pytest.approx(flops_per_step * row["steps_per_s"], rel=1e-9)
+        assert row["mfu"] == pytest.approx(row["flops_per_s"] / (1e12 * jax.device_count()), rel=1e-9)
+    assert rows[-1]["tokens_by_lang"] == expected_tokens
+
+    assert [c["step"] for c in recorder.calls] == [3, 5]
+    info = recorder.calls[-1]["run_info"]
+    assert (info.run, info.scale, info.seq_len, info.global_batch, info.init) == (tmp_path.name, "tiny0", 32, 8, "scratch")
+    assert info.mixture_weights == pytest.approx({"en": 0.5, "fr": 0.25, "sw": 0.25})
+    assert recorder.calls[0]["lr"] == pytest.approx(float(schedule(2)))
+    for call in recorder.calls:
+        np.testing.assert_array_equal(call["n"], call["weights"].sum(axis=1))
+        np.testing.assert_allclose(call["nll"], call["ref_nll"], rtol=2e-5)
+
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert "make_schedule.warmup_steps = 2" in (tmp_path / "config.gin").read_text()
+    assert checkpoints.complete_steps(tmp_path / "checkpoints") == [total]
+
+
+class _PoisonedPipeline(synthetic.SyntheticPipeline):
+    """Synthetic stream whose batch `bad_index` has NaN loss weights."""
+
+    bad_index = 4
+
+    def __next__(self):
+        index = self.get_state()["batch_index"]
+        batch = super().__next__()
+        if index == self.bad_index:
+            batch["decoder_loss_weights"] = np.full_like(batch["decoder_loss_weights"], np.nan)
+        return batch
+
+
+def test_nonfinite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    def factory():
+        return _PoisonedPipeline(["en"], None, 32, 8, 256, 0, 1000, 0, 1)
+
+    gin.parse_config("make_schedule.warmup_steps = 1")
+    with pytest.raises(trainer.NonFiniteLossError, match=r"at step 5\b.*Last good checkpoint: step 4") as err:
+        trainer.train(str(tmp_path), model_config=TINY, pipeline_factory=factory, total_steps=8,
+                      log_every_steps=100, checkpoint_every_steps=2, tensorboard=False)
+    assert "loss=nan" in str(err.value)
+    # The NaN at step 5 was caught at the step-6 flush, before that checkpoint was written.
+    assert checkpoints.complete_steps(tmp_path / "checkpoints") == [2, 4]
+    assert [r["step"] for r in logio.read_jsonl(tmp_path / "logs" / "train.jsonl")] == [2, 4]
+
+
+def test_mesh_not_dividing_devices_or_batch_is_an_error_with_both_numbers(tmp_path):
+    run = functools.partial(trainer.train, str(tmp_path / "run"), model_config=TINY, total_steps=2,
+                            tensorboard=False)
+    with pytest.raises(ValueError, match=r"16 .*8 devices"):
+        run(mesh_config=partitioning.MeshConfig(data=16), pipeline_factory=_pipeline_factory())
+    with pytest.raises(ValueError, match=r"global batch 4 .*data\*fsdp = 8"):
+        run(mesh_config=partitioning.MeshConfig(data=8), pipeline_factory=_pipeline_factory(global_batch=4))
+    assert not (tmp_path / "run").exists()
+
+
+def _cli(args: list[str], env_extra: dict | None = None, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.Popen([sys.executable, str(REPO / "scripts/train.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_cli_bad_gin_file_or_binding_exits_2_naming_it(tmp_path):
+    proc = _cli(["--gin_file=gin/runs/no_such_run.gin", f"--model_dir={tmp_path}"])
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "no_such_run.gin" in err
+
+    proc = _cli(["--gin_file=gin/runs/smoke.gin", "--gin.train.no_such_param=1", f"--model_dir={tmp_path}"])
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "no_such_param" in err and "Traceback" not in err
+    assert not (tmp_path / "logs").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_log_the_same_losses_as_one_process_with_four_devices(tmp_path):
+    common = ["--gin_file=gin/runs/smoke.gin", "--gin.train.total_steps=3", "--gin.train.log_every_steps=1",
+              "--gin.train.tensorboard=False", "--gin.make_schedule.warmup_steps=1", "--gin.MeshConfig.data=2", "--gin.MeshConfig.fsdp=2"]
+    port = _free_port()
+    workers = [
+        _cli([*common, f"--model_dir={tmp_path / 'two'}", f"--coordinator_address=127.0.0.1:{port}",
+              "--num_processes=2", f"--process_id={i}"],
+             {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+        for i in range(2)
+    ]
+    single = _cli([*common, f"--model_dir={tmp_path / 'one'}"], {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    try:
+        for proc in [*workers, single]:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:]
+    finally:
+        for proc in [*workers, single]:
+            if proc.poll() is None:
+                proc.kill()
+
+    two = logio.read_jsonl(tmp_path / "two" / "logs" / "train.jsonl")
+    one = logio.read_jsonl(tmp_path / "one" / "logs" / "train.jsonl")
+    assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3]
+    np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-6)
+    assert [r["tokens_by_lang"] for r in two] == [r["tokens_by_lang"] for r in one]  # global accounting
+    assert checkpoints.complete_steps(tmp_path / "two" / "checkpoints") == [3]
