@@ -222,7 +222,9 @@ def load_table(path: str, mapping: Mapping[str, str], drop_highest_loss: int = 0
         points = points.sort_index().reset_index(drop=True)
     points["D_by_lang"] = [{t: d} for t, d in zip(points["target"], points["D"])]
     points["U_by_lang"] = [{t: u} for t, u in zip(points["target"], points["U"])]
-    points["weights"] = [{t: 1.0} for t in points["target"]]
+    # A named mixture column carries no per-language composition: leave weights empty so the
+    # held-out M split classifies mixtures by name (mono*, bi*, *unimax*).
+    points["weights"] = [{} if "mixture" in mapping else {t: 1.0} for t in points["target"]]
     return points
 
 

@@ -41,13 +41,21 @@ def metrics(y, pred) -> dict[str, float]:
 
 
 def mixture_kind(name: str, weights: Mapping[str, float]) -> str:
-    """monolingual / bilingual / unimax / other (by number of languages and name)."""
+    """monolingual / bilingual / unimax / other, by the number of languages with positive weight,
+    or by name (mono*, bi*, *unimax*) when the composition is unknown (plain tables)."""
     k = sum(1 for w in weights.values() if w > 0)
+    lower = str(name).lower()
+    if k == 0:
+        if lower.startswith("mono"):
+            return "monolingual"
+        if lower.startswith("bi"):
+            return "bilingual"
+        return "unimax" if "unimax" in lower else "other"
     if k == 1:
         return "monolingual"
     if k == 2:
         return "bilingual"
-    if "unimax" in str(name).lower():
+    if "unimax" in lower:
         return "unimax"
     return "other"
 

@@ -1,0 +1,142 @@
+"""scripts/fit_atlas.py end to end: tables, exported logs, held-out splits, bad input."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from atlas_t5x import logio, schema
+from atlas_t5x.scaling import data
+
+_SPEC = importlib.util.spec_from_file_location(
+    "fit_atlas", Path(__file__).resolve().parents[1] / "scripts" / "fit_atlas.py")
+fit_atlas = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(fit_atlas)
+
+
+def _csl_table(tmp_path, n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    N = np.repeat(np.geomspace(1e7, 3e9, 8), n // 8)
+    D = np.tile(np.geomspace(1e9, 3e11, n // 8), 8)
+    loss = 1.8 + 400 / N**0.34 + 2000 / D**0.3
+    frame = pd.DataFrame({"params": N, "flops": 6 * N * D, "val": loss * np.exp(0.003 * rng.standard_normal(n))})
+    path = tmp_path / "table.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def _write_logs(tmp_path):
+    """eval.jsonl files (one per run) from a small synthetic multilingual study."""
+    points, _ = data.synthetic_study(languages=("en", "de", "fr"), sizes=(3e7, 1.5e8, 8e8, 4e9), seed=6)
+    root = tmp_path / "runs"
+    for run, sub in points.groupby("run"):
+        rows = []
+        for rec in sub.itertuples():
+            tokens = {k: int(v) for k, v in rec.D_by_lang.items()}
+            unique = {k: int(v) for k, v in rec.U_by_lang.items()}
+            rows.append({
+                "schema_version": 1, "run": run, "step": int(rec.step), "target": rec.target,
+                "loss": float(rec.loss) + 0.3, "loss_unigram_norm": float(rec.loss), "bits_per_byte": 1.0,
+                "eval_tokens": 1000, "tokens": int(rec.D_total), "tokens_by_lang": tokens,
+                "unique_by_lang": unique, "epochs_by_lang": {k: tokens[k] / unique[k] for k in tokens},
+                "params": int(rec.N), "params_nonembed": int(rec.N * 0.9), "flops": 6.0 * rec.N * rec.D_total,
+                "mixture": {"name": rec.mixture, "weights": dict(rec.weights)}, "lr": 1e-4,
+                "schedule_phase": "stable", "init": "scratch", "vocab": "corpus_spm", "vocab_size": 64512,
+                "seq_len": 1024, "batch": 256, "scale": "tiny0"})
+        for r in rows:
+            schema.validate_row(r)
+        logio.append_jsonl(root / run / "logs" / "eval.jsonl", rows)
+    return root
+
+
+def test_table_fit_writes_json_and_plots(tmp_path, capsys):
+    path, _ = _csl_table(tmp_path)
+    out = tmp_path / "fit"
+    rc = fit_atlas.main(["--table", str(path), "--map", "N=params,C=flops,loss=val", "--law", "csl",
+                         "--holdout", "random", "C", "--bootstrap", "50", "--out", str(out)])
+    assert rc == 0
+    fit = json.loads((out / "fit.json").read_text())
+    for key in ("law", "params", "objective", "converged", "n_points", "heldout", "r2_in_sample", "runner_ups"):
+        assert key in fit
+    assert fit["law"] == "csl" and fit["n_points"] == 40 and fit["converged"]
+    assert fit["params"]["alpha"] == pytest.approx(0.34, abs=0.03)
+    assert fit["r2_in_sample"] > 0.99
+    assert set(fit["heldout"]) == {"random", "C"}
+    assert fit["heldout"]["C"]["n"] == 8 and fit["heldout"]["C"]["mape"] < 2.0
+    assert "alpha" in fit["bootstrap"]["intervals"]
+    assert (out / "fit_curves.png").stat().st_size > 1000 and (out / "residuals.png").is_file()
+    printed = capsys.readouterr().out
+    assert "held out      C" in printed and "R² in sample" in printed
+
+
+def test_all_fixed_only_evaluates(tmp_path):
+    path, frame = _csl_table(tmp_path)
+    out = tmp_path / "fit"
+    fixes = ["E=1.8", "A=400", "B=2000", "alpha=0.34", "beta=0.3"]
+    rc = fit_atlas.main(["--table", str(path), "--map", "N=params,C=flops,loss=val", "--law", "csl",
+                         "--out", str(out), "--no_plots"] + [a for f in fixes for a in ("--fix", f)])
+    assert rc == 0
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["params"] == {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.34, "beta": 0.3}
+    assert fit["per_target"]["all"]["free_params"] == []
+    assert fit["r2_in_sample"] > 0.99
+
+
+def test_logs_folder_multilingual_atlas(tmp_path):
+    root = _write_logs(tmp_path)
+    out = tmp_path / "fit"
+    rc = fit_atlas.main(["--logs", str(root), "--law", "atlas", "--target", "de", "--holdout", "M",
+                         "--out", str(out), "--no_plots"])
+    assert rc == 0
+    fit = json.loads((out / "fit.json").read_text())
+    assert set(fit["params"]) == {"E", "A", "B", "alpha", "beta", "lambda", "tau_en", "tau_fr", "tau_other"}
+    assert fit["r2_in_sample"] > 0.99 and fit["heldout"]["M"]["r2"] > 0.9
+    assert fit["options"]["loss_field"] == "loss_unigram_norm"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--map", "N=params,C=flop,loss=val"], "column 'flop' (for C) not found"),
+    (["--map", "N=params,C=flops,loss=val", "--law", "chinchilla"], "unknown law 'chinchilla'"),
+    (["--map", "N=params,C=flops,loss=val", "--law", "csl", "--fix", "gamma=1"], "unknown parameter"),
+    (["--map", "N=params,C=flops,loss=val", "--law", "csl", "--holdout", "sideways"], "unknown held-out split"),
+    (["--map", "N=params,C=flops,loss=val", "--objective", "l1"], "unknown objective"),
+    (["--map", "N=params,C=flops,loss=val,bogus=x"], "--map key 'bogus' unknown"),
+    (["--map", "N=params,loss=val"], "D (tokens) or C (FLOPs)"),
+])
+def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys, args, message):
+    path, _ = _csl_table(tmp_path)
+    out = tmp_path / "fit"
+    rc = fit_atlas.main(["--table", str(path), "--out", str(out)] + args)
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda f: f.assign(params=f["params"].where(f.index != 3, -5.0)), "'params' (N) must be positive; row 4"),
+    (lambda f: f.assign(val=f["val"].where(f.index != 7, np.nan)), "'val' (loss) has a missing/non-numeric value at row 8"),
+    (lambda f: f.iloc[:4], "4 points are fewer than the 5 free parameters"),
+])
+def test_bad_values_exit_2(tmp_path, capsys, mutate, message):
+    path, frame = _csl_table(tmp_path)
+    mutate(frame).to_csv(path, index=False)
+    out = tmp_path / "fit"
+    rc = fit_atlas.main(["--table", str(path), "--map", "N=params,C=flops,loss=val", "--law", "csl",
+                         "--out", str(out)])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_holdout_leaving_nothing_to_fit_exits_2(tmp_path, capsys):
+    path, frame = _csl_table(tmp_path)
+    frame.assign(mix="cap4v0", run=[f"r{i}" for i in range(len(frame))]).to_csv(path, index=False)
+    out = tmp_path / "fit"
+    rc = fit_atlas.main(["--table", str(path), "--map", "N=params,C=flops,loss=val,mixture=mix",
+                         "--law", "csl", "--holdout", "M", "--out", str(out)])
+    assert rc == 2
+    assert "holds out every point" in capsys.readouterr().err
+    assert not out.exists()
