@@ -102,3 +102,18 @@ def test_report_names_a_missing_partner_run_instead_of_failing(tmp_path):
     rows = [r for r in study_rows() if r["run"] != "mono_de_3e+07"]
     text = report.build_report(rows, tmp_path / "rep", laws=()).read_text()
     assert "_Not computed: bilingual run 'bi_en_de_3e+07'" in text and "## Curse of multilinguality" in text
+
+
+def test_exported_table_gives_the_same_transfer_scores(tmp_path):
+    from atlas_t5x.eval import export
+    from atlas_t5x.scaling import curves, transfer
+
+    rows = study_rows()
+    export.write_csv(rows, tmp_path / "logs.csv")
+    export.write_parquet(rows, tmp_path / "logs.parquet")
+    direct = {(m.source, m.target): m.bts for m in transfer.measure_bts(rows)}
+    for name in ("logs.csv", "logs.parquet"):
+        loaded = {(m.source, m.target): m.bts for m in transfer.measure_bts(curves.load_rows(tmp_path / name))}
+        assert loaded == pytest.approx(direct)
+    with pytest.raises(curves.CurveError, match="nope"):
+        curves.load_rows(tmp_path / "nope")

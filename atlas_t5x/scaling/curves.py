@@ -10,7 +10,6 @@ Nothing here imports the trainer, Flax or TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from atlas_t5x import logio, schema
+from atlas_t5x import logio
 
 # Two mixture rates closer than this are equal (uniform-K and 50/50 bilingual detection).
 RATE_TOL = 1e-3
@@ -33,45 +32,24 @@ class CurveError(ValueError):
 
 
 def load_rows(source: str | os.PathLike | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Schema rows from a list of rows, an eval.jsonl file, a folder of runs, or a CSV/Parquet table.
+    """Schema rows from a list of rows, an eval.jsonl file, a folder of runs (searched recursively
+    for eval.jsonl), a glob, or a CSV/Parquet table written by scripts/export_logs.py.
 
-    A folder is searched recursively for `*/logs/eval.jsonl` (or `eval.jsonl` files). Tables are
-    those written by scripts/export_logs.py.
+    Files are read and validated by the FITTER's loaders (`scaling.data.read_log_rows`,
+    `read_table_rows`); their errors are re-raised as CurveError naming the source.
     """
     if not isinstance(source, (str, os.PathLike)):
         return [dict(r) for r in source]
-    path = Path(source)
-    if not path.exists():
-        raise CurveError(f"{path}: no such file or folder")
-    if path.is_dir():
-        files = sorted(set(path.rglob("eval.jsonl")))
-        if not files:
-            raise CurveError(f"{path}: no eval.jsonl files found under this folder")
-        rows: list[dict[str, Any]] = []
-        for f in files:
-            rows.extend(logio.read_jsonl(f))
-        return rows
-    if path.suffix == ".jsonl":
-        return logio.read_jsonl(path)
-    if path.suffix in (".csv", ".parquet"):
-        import pandas as pd
+    from atlas_t5x import schema
+    from atlas_t5x.scaling import data
 
-        if path.suffix == ".csv":
-            frame = pd.read_csv(path, dtype={"run": str, "target": str})
-            return [schema.unflatten_row(rec) for rec in frame.to_dict(orient="records")]
-        rows = []
-        for rec in pd.read_parquet(path).to_dict(orient="records"):
-            row = {}
-            for k, v in rec.items():
-                if k in schema.DICT_FIELDS and isinstance(v, str):
-                    row[k] = json.loads(v)
-                elif v is None or (isinstance(v, float) and math.isnan(v)):
-                    continue
-                else:
-                    row[k] = v.item() if hasattr(v, "item") else v
-            rows.append(row)
-        return rows
-    raise CurveError(f"{path}: expected a folder, an eval.jsonl file or a .csv/.parquet table")
+    path = Path(source)
+    try:
+        if path.suffix in (".csv", ".parquet"):
+            return data.read_table_rows(str(path))
+        return data.read_log_rows(str(path))
+    except (data.DataError, schema.SchemaError, logio.LogFormatError, OSError) as err:
+        raise CurveError(f"{source}: {err}" if str(source) not in str(err) else str(err)) from err
 
 
 def _field(row: Mapping[str, Any], name: str, where: str) -> Any:
