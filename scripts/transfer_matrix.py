@@ -71,13 +71,15 @@ def run(args) -> dict:
         meas = tr.measure_bts(rows, d_mono=args.d_mono, loss_field=args.loss_field, params=args.params)
         if not meas:
             raise tr.TransferError(f"{args.logs}: no 50/50 bilingual from-scratch runs found")
-        matrix = tr.bts_matrix(meas)
+        matrix = tr.bts_matrix(meas, params=args.params)
         payload["measurements"] = [m.__dict__ for m in meas]
+        payload["matrix_params"] = matrix.attrs["params"]
         print(f"{len(meas)} BTS measurements from {len({m.bilingual_run for m in meas})} bilingual runs:")
         for m in meas:
             value = f"{m.bts:+.3f}" if math.isfinite(m.bts) else "undefined"
-            print(f"  BTS({m.source}->{m.target}) = {value}  [{m.status}; d_mono={m.d_mono:.3g}, "
-                  f"sigma={m.sigma:.3g}]")
+            print(f"  BTS({m.source}->{m.target}) = {value}  [N={m.params:.3g}, {m.status}; "
+                  f"d_mono={m.d_mono:.3g}, sigma={m.sigma:.3g}]")
+        print(f"matrix: model size N = {matrix.attrs['params']:.3g}")
         try:
             scores = tr.finetune_scores(rows, loss_field=args.loss_field)
         except tr.TransferError as err:

@@ -112,3 +112,15 @@ def test_heatmap_is_written(tmp_path, shared_data):
     mat = tr.read_matrix(shared_data / "atlas_bts_30x30.csv")
     tr.plot_matrix(mat, tmp_path / "m.png")
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_matrix_holds_one_model_size():
+    rows = _pair_rows(0.5, 0.25)
+    small = [dict(r, params=10) for r in _pair_rows(0.0, 0.0)]
+    for r in small:
+        r["run"] += "_small"
+    meas = tr.measure_bts(rows + small, d_mono=1e8)
+    assert len(meas) == 4
+    big = tr.bts_matrix(meas)
+    assert big.attrs["params"] == 100_000_000 and big.loc["b", "a"] == pytest.approx(2 - 2 / 1.5, abs=0.02)
+    assert tr.bts_matrix(meas, params=10).loc["b", "a"] == pytest.approx(0.0, abs=0.02)

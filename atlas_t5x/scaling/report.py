@@ -165,7 +165,8 @@ def _transfer(doc: _Doc, rows, loss_field: str) -> None:
                 m.monolingual_run) for m in meas])
     matrix = tr.bts_matrix(meas)
     logio.write_atomic(doc.out / "bts_matrix.csv", matrix.to_csv(float_format="%.4f"))
-    doc.add("Matrix (rows target, columns source): [bts_matrix.csv](bts_matrix.csv)", "")
+    doc.add(f"Matrix at N = {matrix.attrs['params']:.3g} (rows target, columns source): "
+            "[bts_matrix.csv](bts_matrix.csv)", "")
     if np.isfinite(matrix.to_numpy(dtype=float)).sum() >= 1:
         doc.figure("bts_heatmap.png", "transfer matrix", lambda p: tr.plot_matrix(matrix, p, k=min(5, len(matrix) - 1)))
         stats = tr.transfer_stats(matrix)

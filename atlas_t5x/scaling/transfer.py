@@ -129,15 +129,24 @@ def measure_bts(
     return out
 
 
-def bts_matrix(measurements: Iterable[BTSMeasurement], languages: Sequence[str] | None = None) -> pd.DataFrame:
-    """Rows = target, columns = source; NaN where unmeasured or undefined."""
+def bts_matrix(measurements: Iterable[BTSMeasurement], languages: Sequence[str] | None = None,
+               params: int | None = None) -> pd.DataFrame:
+    """Rows = target, columns = source; NaN where unmeasured or undefined.
+
+    Scores depend on model size, so one matrix holds one size: `params`, or by default the largest
+    size measured [our choice]. `matrix.attrs["params"]` records it.
+    """
     meas = list(measurements)
+    sizes = sorted({m.params for m in meas})
+    size = params if params is not None else (sizes[-1] if sizes else None)
+    meas = [m for m in meas if m.params == size]
     codes = list(languages) if languages is not None else sorted(
         {m.source for m in meas} | {m.target for m in meas})
     mat = pd.DataFrame(np.nan, index=pd.Index(codes, name="target"), columns=pd.Index(codes, name="source"))
     for m in meas:
         if m.target in mat.index and m.source in mat.columns:
             mat.loc[m.target, m.source] = m.bts
+    mat.attrs["params"] = size
     return mat
 
 
