@@ -358,7 +358,7 @@ sus              Susu                                            Latn  Niger-Con
 nog              Nogai                                           Cyrl  Turkic               Kipchak
 jam              Jamaican Creole English                         Latn  Creole or pidgin     English-based
 gui              Eastern Bolivian Guarani                        Latn  Tupian               Tupi-Guarani
-nia              Nias                                            Latn  Austronesian         Northwest Sumatra-Barrier Islands
+nia              Nias                                            Latn  Austronesian         NW Sumatra-Barrier Islands
 mas              Maasai                                          Latn  Nilo-Saharan         Nilotic
 bzj              Belize Kriol English                            Latn  Creole or pidgin     English-based
 mkn              Kupang Malay                                    Latn  Austronesian         Malayic

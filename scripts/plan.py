@@ -118,7 +118,8 @@ def cmd_compute(args) -> dict:
         laws = pl.with_fit_ranges(laws, cv.load_rows(args.logs))
     unique: Any = None
     if args.unique:
-        unique = parse_pairs(args.unique, "--unique") if "=" in args.unique else parse_number(args.unique, "--unique")
+        unique = (parse_pairs(args.unique, "--unique") if "=" in args.unique
+                  else parse_number(args.unique, "--unique"))
     plans = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pl.ExtrapolationWarning)  # printed with the plan instead

@@ -1,7 +1,6 @@
 """Compute planner (Chinchilla limit, repetition, band, bad input) and mixture planner."""
 
 import json
-import math
 import warnings
 
 import numpy as np

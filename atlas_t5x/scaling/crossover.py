@@ -146,7 +146,8 @@ def fit_crossover_law(params: Sequence[float], flops: Sequence[float], n_boot: i
     ok = np.isfinite(N) & np.isfinite(C) & (N > 0) & (C > 0)
     N, C = N[ok], C[ok]
     if np.unique(N).size < 2:
-        raise CrossoverError(f"C*(N) needs finite crossovers at two or more model sizes; got sizes {sorted(set(N.tolist()))}")
+        raise CrossoverError("C*(N) needs finite crossovers at two or more model sizes; "
+                             f"got sizes {sorted(set(N.tolist()))}")
     lx, ly = np.log(N), np.log(C)
     b, log_a = np.polyfit(lx, ly, 1)
     rng = np.random.default_rng(seed)

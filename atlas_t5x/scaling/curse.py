@@ -204,7 +204,8 @@ def iso_loss_curve(r: float, w_N: float, phi: float, psi: float, alpha: float, b
     return {"s": s, "t": t, "total_tokens": r * t, "compute": r * s * t}
 
 
-def min_compute_on_curve(r: float, w_N: float, phi: float, psi: float, alpha: float, beta: float) -> dict[str, float]:
+def min_compute_on_curve(r: float, w_N: float, phi: float, psi: float, alpha: float,
+                         beta: float) -> dict[str, float]:
     """The point of the general iso-loss curve with the least compute C'/C = r·s·t (numerical)."""
     from scipy import optimize
 
@@ -221,7 +222,8 @@ def min_compute_on_curve(r: float, w_N: float, phi: float, psi: float, alpha: fl
 
 
 def plot_frontier(path, params: Mapping[str, float] | None = None, rs: Sequence[float] = (2, 4, 8, 16),
-                  w_N: float | None = None, K: float = 1, N: float | None = None, D_t: float | None = None) -> None:
+                  w_N: float | None = None, K: float = 1, N: float | None = None,
+                  D_t: float | None = None) -> None:
     """Iso-loss frontier PNG: for each r, the (N'/N, D_total'/D_total) pairs keeping the loss,
     with the closed-form compute-optimal point marked.
 

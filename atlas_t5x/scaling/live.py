@@ -144,6 +144,7 @@ def predict_final_loss(
             continue
         boots.append(float(_predict_power(z_b, final_tokens)))
     lower, upper = (np.quantile(boots, [q, 1 - q]) if boots else (pred, pred))
-    return LivePrediction(float(d[-1]), float(final_tokens), pred, float(min(lower, pred)), float(max(upper, pred)),
+    return LivePrediction(float(d[-1]), float(final_tokens), pred,
+                          float(min(lower, pred)), float(max(upper, pred)),
                           level, int(d.size), "E' + B*D^-beta (this run)",
                           {"E": math.exp(z[0]), "B": math.exp(z[1]), "beta": float(z[2])})

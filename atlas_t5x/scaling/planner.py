@@ -321,7 +321,8 @@ def format_plan(plan: ComputePlan) -> str:
     if plan.band:
         b = plan.band
         lines.append(f"  95% bootstrap: N {b['params'][0]:.3g}–{b['params'][1]:.3g}, "
-                     f"D {b['tokens'][0]:.3g}–{b['tokens'][1]:.3g}, loss {b['loss'][0]:.4f}–{b['loss'][1]:.4f}")
+                     f"D {b['tokens'][0]:.3g}–{b['tokens'][1]:.3g}, "
+                     f"loss {b['loss'][0]:.4f}–{b['loss'][1]:.4f}")
     if plan.at_bound:
         lines.append(f"  note: the optimum sits on the {plan.at_bound} bound")
     lines += [f"  WARNING: {w}" for w in plan.warnings]

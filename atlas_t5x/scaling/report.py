@@ -146,7 +146,8 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
     doc.table(("target", "law", "points", "R² (in sample)", "converged", "parameters"), param_rows)
     doc.add("Held-out R² (spec §5; `heldout.evaluate_split`: refit without the held-out points, score them; "
             "R²(N): largest sizes, R²(D)/R²(C): top 20% tokens/compute, R²(M): unseen mixtures):", "")
-    doc.table(["law", "R² (all, in sample)"] + [f"R²({s})" if s != "random" else "R² (random 20%)" for s in splits],
+    doc.table(["law", "R² (all, in sample)"]
+              + [f"R²({s})" if s != "random" else "R² (random 20%)" for s in splits],
               split_rows)
     if scatter:
         doc.figure("fits_predicted_vs_observed.png", "predicted vs observed loss",
@@ -168,12 +169,14 @@ def _transfer(doc: _Doc, rows, loss_field: str) -> None:
     doc.add(f"Matrix at N = {matrix.attrs['params']:.3g} (rows target, columns source): "
             "[bts_matrix.csv](bts_matrix.csv)", "")
     if np.isfinite(matrix.to_numpy(dtype=float)).sum() >= 1:
-        doc.figure("bts_heatmap.png", "transfer matrix", lambda p: tr.plot_matrix(matrix, p, k=min(5, len(matrix) - 1)))
+        doc.figure("bts_heatmap.png", "transfer matrix",
+                   lambda p: tr.plot_matrix(matrix, p, k=min(5, len(matrix) - 1)))
         stats = tr.transfer_stats(matrix)
         doc.table(("statistic", "value"), [
             ("same-script mean", stats.same_script_mean), ("different-script mean", stats.diff_script_mean),
             ("same-family mean", stats.same_family_mean), ("different-family mean", stats.diff_family_mean),
-            ("A→B vs B→A Pearson r", stats.asymmetry_pearson), ("pairs with both directions", stats.n_symmetric_pairs),
+            ("A→B vs B→A Pearson r", stats.asymmetry_pearson),
+            ("pairs with both directions", stats.n_symmetric_pairs),
         ])
 
 
@@ -187,7 +190,8 @@ def _curse(doc: _Doc, rows, loss_field: str, fit_kwargs) -> None:
     except curse.CurseError as err:
         raise _Skip(str(err)) from err
     p = fit.params
-    doc.add(f"Pooled fit of L = L∞ + A·K^φ/N^α + B·K^ψ/D_t^β over {fit.n_points} points, K ∈ {list(fit.ks)} "
+    doc.add(f"Pooled fit of L = L∞ + A·K^φ/N^α + B·K^ψ/D_t^β over {fit.n_points} points, "
+            f"K ∈ {list(fit.ks)} "
             f"(R² {fit.r2:.3f}, converged: {fit.converged}).", "")
     doc.table(("parameter", "value"), [(k, v) for k, v in p.items()])
     if p["alpha"] > 0 and p["beta"] > 0:
@@ -214,7 +218,8 @@ def _crossover(doc: _Doc, rows, loss_field: str) -> None:
     ok = [r for r in results if r.status == "ok"]
     if len({r.params for r in ok}) >= 2:
         law = co.fit_crossover_law([r.params for r in ok], [r.flops for r in ok])
-        doc.add(f"C*(N) = {law.a:.4g}·N^{law.b:.3f} FLOPs over {law.n_sizes} sizes (paper: 1,113,708·N^1.65).", "")
+        doc.add(f"C*(N) = {law.a:.4g}·N^{law.b:.3f} FLOPs over {law.n_sizes} sizes "
+                "(paper: 1,113,708·N^1.65).", "")
         doc.figure("crossover_law.png", "C*(N)", lambda p: co.plot_crossover_law(
             p, law, [r.params for r in ok], [r.flops for r in ok]))
     else:
