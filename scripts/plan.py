@@ -7,6 +7,7 @@
 
   # going from K to r·K languages at iso-loss (paper exponents unless given)
   python scripts/plan.py languages --r 2 4 8 16 --out-json curse.json --out-png frontier.png
+  python scripts/plan.py languages --logs runs/ --k 4 --n 1e8 --tokens-per-lang 2e9
 
   # pretrain-vs-finetune crossover: from logs, or the paper's C*(N) at a size
   python scripts/plan.py crossover --params 2.03e9
@@ -169,6 +170,10 @@ def cmd_languages(args) -> dict:
         doc = doc.get("params", doc)
         p.update({k: float(doc[k]) for k in ("E", "A", "B", "phi", "psi", "alpha", "beta") if k in doc})
         source = f"fit {args.fit}"
+    elif args.logs:
+        fit = curse.fit_curse(curse.curse_data(cv.load_rows(args.logs), args.loss_field))
+        p.update(fit.params)
+        source = f"pooled curse fit of {args.logs} ({fit.n_points} points, K in {list(fit.ks)}, R² {fit.r2:.3f})"
     for name in ("phi", "psi", "alpha", "beta"):
         if getattr(args, name) is not None:
             p[name] = float(getattr(args, name))
@@ -303,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("languages", help="iso-loss growth from K to r·K languages (curse law)")
     g.add_argument("--r", nargs="+", default=["2", "4", "8", "16"], help="language multipliers r")
     g.add_argument("--fit", help="JSON with fitted curse params (E, A, B, alpha, beta, phi, psi)")
+    g.add_argument("--logs", help="fit the pooled curse law on the uniform-K runs of these logs first")
+    g.add_argument("--loss-field", default="loss")
     for name in ("phi", "psi", "alpha", "beta"):
         g.add_argument(f"--{name}", type=float)
     g.add_argument("--w-n", type=float, help="share of the N term in the baseline's reducible loss")
