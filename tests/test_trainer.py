@@ -192,3 +192,19 @@ def test_two_processes_log_the_same_losses_as_one_process_with_four_devices(tmp_
     np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-6)
     assert [r["tokens_by_lang"] for r in two] == [r["tokens_by_lang"] for r in one]  # global accounting
     assert checkpoints.complete_steps(tmp_path / "two" / "checkpoints") == [3]
+
+
+def test_paper_base_config_binds_the_paper_recipe():
+    import atlas_t5x.data.pipeline  # noqa: F401  (the gin file imports it too)
+
+    gin.add_config_file_search_path(str(REPO))
+    gin.parse_config_files_and_bindings(
+        [str(REPO / "gin/models/scale0.gin"), str(REPO / "gin/runs/paper_base.gin")], ["train.total_steps = 100"])
+    assert gin.query_parameter("%SEQ_LEN") == 2048
+    assert gin.query_parameter("make_train_pipeline.seq_len").scoped_selector == "SEQ_LEN/gin.macro"
+    assert gin.query_parameter("make_schedule.peak_lr") == 2e-4
+    assert gin.query_parameter("make_schedule.warmup_steps") == 1000
+    config = models.ModelConfig()  # all fields from gin/models/scale0.gin + gin/paper.gin
+    assert models.param_count(config) == 9_044_352
+    assert optim.paper_batch_size() == 256  # bound to %MODEL_SCALE = scale0 (N < 150M)
+    assert gin.query_parameter("train.pipeline_factory").selector == "make_train_pipeline"
