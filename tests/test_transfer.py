@@ -124,3 +124,17 @@ def test_matrix_holds_one_model_size():
     big = tr.bts_matrix(meas)
     assert big.attrs["params"] == 100_000_000 and big.loc["b", "a"] == pytest.approx(2 - 2 / 1.5, abs=0.02)
     assert tr.bts_matrix(meas, params=10).loc["b", "a"] == pytest.approx(0.0, abs=0.02)
+
+
+def test_fas_baseline_from_a_continued_multilingual_run():
+    codes = ["en", "sw"]
+    totals = log_grid(1e6, 1e8, 6)
+    rows = run_rows("cont", {"en": 0.5, "sw": 0.5}, codes, lambda t, by, tot: 3.0 - 0.1 * np.log10(tot),
+                    totals, init="/ckpt")
+    rows += run_rows("ft_sw", {"sw": 1.0}, codes, lambda t, by, tot: 2.9 - 0.1 * np.log10(tot), totals,
+                     init="/ckpt")
+    scores = tr.finetune_scores(rows)
+    assert scores.base == "continued run 'cont'"
+    assert scores.fas.loc["en", "sw"] == pytest.approx(0.1, abs=1e-9)
+    with pytest.raises(tr.TransferError, match="no monolingual finetune runs"):
+        tr.finetune_scores([r for r in rows if r["run"] == "cont"])
