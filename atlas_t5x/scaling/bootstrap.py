@@ -87,7 +87,7 @@ def bootstrap(result: engine.FitResult, X: Mapping[str, Any], y, groups: Sequenc
         Z = np.stack([engine.polish(problem, start.copy(), Xc, y, w)[0] for w in W])
         conv = np.ones(n_boot, bool)
     else:
-        Z, conv = _batched_lm(problem, start, Xc, y, W, max_iter)
+        Z, conv = engine.batched_lm(problem, np.tile(start, (n_boot, 1)), Xc, y, W, max_iter)
     back = {v: k for k, v in to_canon.items()}
     samples: dict[str, np.ndarray] = {}
     values = problem.unpack(Z)
@@ -102,77 +102,3 @@ def bootstrap(result: engine.FitResult, X: Mapping[str, Any], y, groups: Sequenc
     return BootstrapResult(samples, conv, level)
 
 
-def _batched_lm(problem, start: np.ndarray, X, y, W: np.ndarray, max_iter: int):
-    """Vectorised damped IRLS-Gauss-Newton from one start for every weight row of W."""
-    import jax
-    import jax.numpy as jnp
-
-    Xp, yp, _ = engine.pad_points(X, y, np.ones_like(y))
-    pad = yp.size - y.size
-    Wp = np.concatenate([W, np.zeros((W.shape[0], pad))], axis=1) if pad else W
-    key = ("lm", problem.law, problem.objective, problem.free, problem.fixed_names, max_iter)
-    if key not in engine._JIT_CACHE:
-        engine._JIT_CACHE[key] = jax.jit(_make_lm(problem, max_iter))
-    lo = np.array([b[0] if b[0] is not None else -np.inf for b in problem.z_bounds])
-    hi = np.array([b[1] if b[1] is not None else np.inf for b in problem.z_bounds])
-    with jax.enable_x64(True):
-        Z0 = jnp.tile(jnp.asarray(start)[None, :], (W.shape[0], 1))
-        Z, gnorm, fval, stalled = engine._JIT_CACHE[key](
-            Z0, problem.fixed_vec, Xp, yp, jnp.asarray(Wp), lo, hi)
-        Z, gnorm, fval, stalled = (np.asarray(a) for a in (Z, gnorm, fval, stalled))
-    # Converged: the objective stopped decreasing over the last iterations (the Huber objective's
-    # kinks keep its gradient from vanishing exactly), or the projected gradient is tiny.
-    conv = np.isfinite(fval) & (stalled | (gnorm <= np.maximum(1e-8 * np.abs(fval), 1e-12)))
-    return Z, conv
-
-
-def _make_lm(problem, max_iter: int):
-    import jax
-    import jax.numpy as jnp
-
-    obj = problem.objective
-
-    def residual(z, fv, X, y):
-        return problem.residuals(z, X, y, jnp, fv)[0]
-
-    def value(z, fv, X, y, w):
-        return obj.value(residual(z, fv, X, y), w, None, jnp)
-
-    def solve_all(Z0, fv, X, y, W, lo, hi):
-        res_b = jax.vmap(residual, in_axes=(0, None, None, None))
-        jac_b = jax.vmap(jax.jacfwd(residual), in_axes=(0, None, None, None))
-        val_b = jax.vmap(value, in_axes=(0, None, None, None, 0))
-        p = Z0.shape[1]
-        eye = jnp.eye(p)
-
-        def body(_, state):
-            Z, mu, f = state
-            r = res_b(Z, fv, X, y)
-            J = jac_b(Z, fv, X, y)
-            om = W * obj.irls_weight(r, jnp)
-            H = jnp.einsum("rnp,rn,rnq->rpq", J, om, J)
-            g = jnp.einsum("rnp,rn->rp", J, om * r)
-            diag = jnp.diagonal(H, axis1=1, axis2=2)
-            Hd = H + (mu[:, None] * diag + 1e-12 * (1.0 + diag))[:, :, None] * eye[None]
-            dz = -jnp.linalg.solve(Hd, g[..., None])[..., 0]
-            Zn = jnp.clip(Z + dz, lo, hi)
-            fn = val_b(Zn, fv, X, y, W)
-            ok = jnp.isfinite(fn) & (fn <= f)
-            Z = jnp.where(ok[:, None], Zn, Z)
-            f = jnp.where(ok, fn, f)
-            mu = jnp.where(ok, mu * 0.3, mu * 4.0)
-            return Z, jnp.clip(mu, 1e-10, 1e10), f
-
-        f0 = val_b(Z0, fv, X, y, W)
-        tail = min(10, max_iter // 2)
-        state = jax.lax.fori_loop(0, max_iter - tail, body, (Z0, jnp.full(Z0.shape[0], 1e-3), f0))
-        f_before_tail = state[2]
-        Z, _, f = jax.lax.fori_loop(0, tail, body, state)
-        stalled = (f_before_tail - f) <= 1e-10 * jnp.abs(f)
-        grad = jax.vmap(jax.grad(value), in_axes=(0, None, None, None, 0))(Z, fv, X, y, W)
-        at_lo = (Z <= lo) & (grad > 0)
-        at_hi = (Z >= hi) & (grad < 0)
-        pg = jnp.where(at_lo | at_hi, 0.0, grad)
-        return Z, jnp.max(jnp.abs(pg), axis=1), f, stalled
-
-    return solve_all

@@ -436,6 +436,88 @@ def polish(problem: _Problem, z0: np.ndarray, X, y, w, gtol: float = DEFAULT_GTO
 
 
 # -------------------------------------------------------------------------------------------------
+# Vectorised IRLS polish (many starts or many bootstrap weightings at once)
+
+
+def batched_lm(problem: _Problem, Z0: np.ndarray, X, y, W: np.ndarray, max_iter: int = 200):
+    """Vectorised damped IRLS–Gauss–Newton (Levenberg–Marquardt on the objective's quadratic
+    majoriser) from every start row of Z0 with point weights W (rows), all in one compiled call.
+
+    Returns (Z, converged). Huber and least-squares objectives only."""
+    import jax
+    import jax.numpy as jnp
+
+    Xp, yp, _ = pad_points(X, y, np.ones_like(y))
+    pad = yp.size - y.size
+    Wp = np.concatenate([W, np.zeros((W.shape[0], pad))], axis=1) if pad else W
+    key = ("lm", problem.law, problem.objective, problem.free, problem.fixed_names, max_iter)
+    if key not in _JIT_CACHE:
+        _JIT_CACHE[key] = jax.jit(_make_lm(problem, max_iter))
+    lo = np.array([b[0] if b[0] is not None else -np.inf for b in problem.z_bounds])
+    hi = np.array([b[1] if b[1] is not None else np.inf for b in problem.z_bounds])
+    with jax.enable_x64(True):
+        Z, gnorm, fval, stalled = _JIT_CACHE[key](
+            jnp.asarray(Z0), problem.fixed_vec, Xp, yp, jnp.asarray(Wp), lo, hi)
+        Z, gnorm, fval, stalled = (np.asarray(a) for a in (Z, gnorm, fval, stalled))
+    # Converged: the objective stopped decreasing over the last iterations (the Huber objective's
+    # kinks keep its gradient from vanishing exactly), or the projected gradient is tiny.
+    conv = np.isfinite(fval) & (stalled | (gnorm <= np.maximum(1e-8 * np.abs(fval), 1e-12)))
+    return Z, conv
+
+
+def _make_lm(problem, max_iter: int):
+    import jax
+    import jax.numpy as jnp
+
+    obj = problem.objective
+
+    def residual(z, fv, X, y):
+        return problem.residuals(z, X, y, jnp, fv)[0]
+
+    def value(z, fv, X, y, w):
+        return obj.value(residual(z, fv, X, y), w, None, jnp)
+
+    def solve_all(Z0, fv, X, y, W, lo, hi):
+        res_b = jax.vmap(residual, in_axes=(0, None, None, None))
+        jac_b = jax.vmap(jax.jacfwd(residual), in_axes=(0, None, None, None))
+        val_b = jax.vmap(value, in_axes=(0, None, None, None, 0))
+        p = Z0.shape[1]
+        eye = jnp.eye(p)
+
+        def body(_, state):
+            Z, mu, f = state
+            r = res_b(Z, fv, X, y)
+            J = jac_b(Z, fv, X, y)
+            om = W * obj.irls_weight(r, jnp)
+            H = jnp.einsum("rnp,rn,rnq->rpq", J, om, J)
+            g = jnp.einsum("rnp,rn->rp", J, om * r)
+            diag = jnp.diagonal(H, axis1=1, axis2=2)
+            Hd = H + (mu[:, None] * diag + 1e-12 * (1.0 + diag))[:, :, None] * eye[None]
+            dz = -jnp.linalg.solve(Hd, g[..., None])[..., 0]
+            Zn = jnp.clip(Z + dz, lo, hi)
+            fn = val_b(Zn, fv, X, y, W)
+            ok = jnp.isfinite(fn) & (fn <= f)
+            Z = jnp.where(ok[:, None], Zn, Z)
+            f = jnp.where(ok, fn, f)
+            mu = jnp.where(ok, mu * 0.3, mu * 4.0)
+            return Z, jnp.clip(mu, 1e-10, 1e10), f
+
+        f0 = val_b(Z0, fv, X, y, W)
+        tail = min(10, max_iter // 2)
+        state = jax.lax.fori_loop(0, max_iter - tail, body, (Z0, jnp.full(Z0.shape[0], 1e-3), f0))
+        f_before_tail = state[2]
+        Z, _, f = jax.lax.fori_loop(0, tail, body, state)
+        stalled = (f_before_tail - f) <= 1e-10 * jnp.abs(f)
+        grad = jax.vmap(jax.grad(value), in_axes=(0, None, None, None, 0))(Z, fv, X, y, W)
+        at_lo = (Z <= lo) & (grad > 0)
+        at_hi = (Z >= hi) & (grad < 0)
+        pg = jnp.where(at_lo | at_hi, 0.0, grad)
+        return Z, jnp.max(jnp.abs(pg), axis=1), f, stalled
+
+    return solve_all
+
+
+# -------------------------------------------------------------------------------------------------
 # Public entry point
 
 
@@ -470,12 +552,16 @@ def fit(
     n_runner_ups: int = 5,
     seed: int = 0,
     gtol: float = DEFAULT_GTOL,
+    n_final: int = 3,
+    lm_iters: int = 60,
 ) -> FitResult:
     """Fits `law` to losses y (nats/token) at inputs X. See the module docstring for the method.
 
     `fixed`: parameters held at given values (natural units). `init`: starting values included in
     the search (e.g. τ from a transfer matrix; for DCSL the base law). `weights`: per-point
     multiplicities (bootstrap). With every parameter fixed this only evaluates.
+    `n_polish` grid candidates go through `lm_iters` vectorised IRLS steps; the best `n_final`
+    distinct basins are then polished by L-BFGS-B at tolerance `gtol`.
     """
     obj = objective if isinstance(objective, Objective) else get_objective(objective)
     X, y = check_data(law, X, y)
@@ -487,8 +573,8 @@ def fit(
         # every target; names are mapped back on the way out.
         ren = lambda d: {to_canon.get(k, k): v for k, v in d.items()}  # noqa: E731
         res = fit.__wrapped__(canon, ren(X), y, obj, ren(fixed), weights, ren(init),
-                  ren(bounds) if bounds else None, allow_negative_tau, grid_budget, n_polish,
-                  n_runner_ups, seed, gtol)
+                              ren(bounds) if bounds else None, allow_negative_tau, grid_budget, n_polish,
+                              n_runner_ups, seed, gtol, n_final, lm_iters)
         back = {v: k for k, v in to_canon.items()}
         res.law = law
         res.params = {back.get(k, k): v for k, v in res.params.items()}
@@ -530,9 +616,26 @@ def fit(
             Z[i, j] = math.log(obj.best_sigma(r, w))
 
     Xp, yp, wp = pad_points(X, y, w)
+    candidates = [Z[i].copy() for i in starts]
+    if obj.name in ("huber", "lsq") and len(candidates) > 1:
+        # Bring every start to its basin in one vectorised IRLS call, then polish only the
+        # distinct basins with L-BFGS-B (few iterations from there).
+        n_cand = len(candidates)
+        # a fixed row count (n_polish) keeps one compilation per problem structure
+        S = np.stack(candidates + [candidates[0]] * (max(n_polish, n_cand) - n_cand))
+        Zl, _ = batched_lm(problem, S, X, y, np.tile(w, (S.shape[0], 1)), lm_iters)
+        Zl = Zl[:n_cand]
+        f_lm = np.array([float(problem.value(z, X, y, w)) for z in Zl])
+        f_lm = np.where(np.isfinite(f_lm), f_lm, np.inf)
+        candidates = []
+        for i in np.argsort(f_lm):
+            if len(candidates) >= n_final:
+                break
+            if all(np.max(np.abs(Zl[i] - c)) > 1e-2 for c in candidates):
+                candidates.append(Zl[i])
     polished = []
-    for i in starts:
-        z, v, ok, why = polish(problem, Z[i].copy(), Xp, yp, wp, gtol=gtol)
+    for z0 in candidates:
+        z, v, ok, why = polish(problem, z0, Xp, yp, wp, gtol=gtol)
         polished.append((v, z, ok, why))
     polished.sort(key=lambda t: t[0])
     best_v, best_z, ok, why = polished[0]
@@ -553,11 +656,10 @@ def fit(
 
 
 def pad_points(X: Mapping[str, np.ndarray], y: np.ndarray, w: np.ndarray):
-    """Pads points with zero-weight copies of the first one to a size bucket (4 per octave), so
+    """Pads points with zero-weight copies of the first one to the next power of two (≥ 32), so
     compiled objectives are reused across targets, splits and bootstrap sets."""
     n = y.size
-    step = max(8, 2 ** max(int(math.floor(math.log2(max(n, 1)))) - 2, 0))
-    size = int(math.ceil(n / step) * step)
+    size = max(32, 2 ** int(math.ceil(math.log2(max(n, 1)))))
     if size == n:
         return X, y, w
     extra = size - n
