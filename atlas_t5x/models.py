@@ -33,6 +33,8 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from atlas_t5x import losses
+
 Array = jax.Array
 
 VOCAB_SIZE = 64512  # 64k SentencePiece pieces + 512 special rows (spec §3).
@@ -345,3 +347,18 @@ class DecoderLM(nn.Module):
         """
         return self.logits_from_hidden(
             self.hidden_states(tokens, positions, segment_ids, deterministic))
+
+    def token_loss(self, tokens: Array, targets: Array, weights: Array, positions: Optional[Array] = None,
+                   segment_ids: Optional[Array] = None, deterministic: bool = True,
+                   chunk_size: int = 64) -> tuple[Array, Array]:
+        """(sum_nll nats, n_tokens) of the next-token loss without materialising [B, T, V] logits.
+
+        Equals ``losses.token_cross_entropy(self(tokens, ...), targets, weights)``; the tied
+        output projection and the cross-entropy run fused, ``chunk_size`` positions at a
+        time (``losses.tied_cross_entropy``). The fast path for training steps:
+        ``model.apply(variables, tokens, targets, weights, ..., method=DecoderLM.token_loss)``.
+        """
+        cfg = self.config
+        hidden = self.hidden_states(tokens, positions, segment_ids, deterministic)
+        return losses.tied_cross_entropy(hidden, self.embedding.astype(_dtype(cfg.dtype)), targets, weights,
+                                         logit_scale=cfg.d_model ** -0.5, chunk_size=chunk_size)

@@ -1,0 +1,153 @@
+"""Training-step throughput and MFU of the DecoderLM on the local device.
+
+Builds a full training step (forward, backward, global-norm clipping, AdamW update,
+donated state), times it after warm-up, and compares the achieved model FLOP/s with
+the same process's measured matmul peak for the compute dtype:
+
+    MFU = (tokens/s · models.flops_per_token) / measured matmul FLOP/s
+
+Example (the CPU target configuration):
+
+    python benchmarks/train_throughput.py --scale=scale0 --batch=8 --seq=512 --dtype=float32
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from atlas_t5x import losses, models, optim
+
+
+def measure_matmul_peak(dtype: str, size: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of a square ``size``×``size`` matmul in ``dtype`` (f32 accumulation)."""
+    key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
+    a = jax.random.normal(key_a, (size, size), jnp.dtype(dtype))
+    b = jax.random.normal(key_b, (size, size), jnp.dtype(dtype))
+    matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
+    matmul(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def make_train_step(model: models.DecoderLM, optimizer: optax.GradientTransformation,
+                    loss: str = "fused", chunk_size: int = 64):
+    """A jitted (params, opt_state, batch, rng) -> (params, opt_state, loss) with donated state.
+
+    ``loss="fused"`` uses ``DecoderLM.token_loss`` (no [B, T, V] logits buffer);
+    ``loss="logits"`` materialises the logits and calls ``losses.token_cross_entropy``.
+    """
+
+    def loss_fn(params, batch, rng):
+        inputs = dict(positions=batch["positions"], segment_ids=batch["segments"], deterministic=False,
+                      rngs={"dropout": rng})
+        if loss == "fused":
+            sum_nll, n_tokens = model.apply({"params": params}, batch["inputs"], batch["targets"],
+                                            batch["weights"], chunk_size=chunk_size,
+                                            method=models.DecoderLM.token_loss, **inputs)
+        else:
+            logits = model.apply({"params": params}, batch["inputs"], **inputs)
+            sum_nll, n_tokens = losses.token_cross_entropy(logits, batch["targets"], batch["weights"])
+        return sum_nll / n_tokens
+
+    def step(params, opt_state, batch, rng):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch, rng)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def synthetic_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict:
+    """Random tokens, two packed segments per row, all weights 1."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, vocab, (batch, seq + 1)).astype(np.int32)
+    half = seq // 2
+    segments = np.where(np.arange(seq) < half, 1, 2)[None].repeat(batch, 0).astype(np.int32)
+    positions = np.where(segments == 1, np.arange(seq), np.arange(seq) - half).astype(np.int32)
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segments": segments,
+            "positions": positions, "weights": np.ones((batch, seq), np.float32)}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="scale0", help="model scale name (scale0..46, tiny0..3)")
+    parser.add_argument("--batch", type=int, default=8, help="sequences per step")
+    parser.add_argument("--seq", type=int, default=512, help="tokens per sequence")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
+    parser.add_argument("--vocab_size", type=int, default=models.VOCAB_SIZE)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--loss", default="fused", choices=["fused", "logits"],
+                        help="fused projection+loss (DecoderLM.token_loss) or materialised logits")
+    parser.add_argument("--chunk_size", type=int, default=64, help="positions per fused-loss chunk")
+    args = parser.parse_args(argv)
+    if min(args.batch, args.seq, args.steps, args.vocab_size) <= 0 or args.warmup < 0:
+        parser.error("batch, seq, steps and vocab_size must be positive, warmup >= 0")
+    try:
+        models.get_model_config(args.scale)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = models.get_model_config(args.scale, vocab_size=args.vocab_size, dtype=args.dtype,
+                                  dropout_rate=args.dropout, remat=args.remat)
+    model = models.DecoderLM(cfg)
+    optimizer = optim.make_optimizer(optim.make_schedule("constant", total_steps=1, warmup_steps=0))
+    batch = jax.device_put(synthetic_batch(args.batch, args.seq, cfg.vocab_size))
+    params = jax.jit(lambda k: model.init(k, batch["inputs"])["params"])(jax.random.PRNGKey(0))
+    params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x, params,
+                          is_leaf=lambda x: hasattr(x, "unbox"))
+    opt_state = optimizer.init(params)
+    step = make_train_step(model, optimizer, args.loss, args.chunk_size)
+
+    peak_before = measure_matmul_peak(args.dtype)
+    rng = jax.random.PRNGKey(1)
+    start = time.perf_counter()
+    params, opt_state, loss = step(params, opt_state, batch, rng)
+    loss.block_until_ready()
+    compile_s = time.perf_counter() - start
+    for i in range(args.warmup):
+        params, opt_state, loss = step(params, opt_state, batch, jax.random.fold_in(rng, i))
+    loss.block_until_ready()
+    times = []
+    for i in range(args.steps):
+        start = time.perf_counter()
+        params, opt_state, loss = step(params, opt_state, batch, jax.random.fold_in(rng, 100 + i))
+        loss.block_until_ready()
+        times.append(time.perf_counter() - start)
+    peak = max(peak_before, measure_matmul_peak(args.dtype))
+
+    tokens = args.batch * args.seq
+    flops_token = models.flops_per_token(cfg, args.seq)
+    best, median = min(times), statistics.median(times)
+    print(f"scale={cfg.name} N={models.param_count(cfg):,} V={cfg.vocab_size} batch={args.batch} "
+          f"seq={args.seq} dtype={args.dtype} device={jax.devices()[0].device_kind} "
+          f"x{jax.device_count()} loss={args.loss} steps={args.steps} compile={compile_s:.1f}s final_loss={float(loss):.3f}")
+    print(f"model FLOPs/token       {flops_token:.4e}")
+    print(f"matmul peak ({args.dtype})  {peak / 1e9:.1f} GFLOP/s")
+    for label, t in (("best", best), ("median", median)):
+        achieved = tokens * flops_token / t
+        print(f"{label:6s} step {t * 1e3:8.1f} ms  tokens/s {tokens / t:10.1f}  "
+              f"achieved {achieved / 1e9:7.1f} GFLOP/s  MFU {achieved / peak:6.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
