@@ -427,12 +427,26 @@ def polish(problem: _Problem, z0: np.ndarray, X, y, w, gtol: float = DEFAULT_GTO
     pg = np.where((z <= lo) & (grad > 0) | (z >= hi) & (grad < 0), 0.0, grad)
     pg_norm = float(np.max(np.abs(pg))) if pg.size else 0.0
     tol = max(1e-7 * max(abs(value), 1e-3), 1e-10)
-    converged = bool(res.success) or pg_norm <= tol
     msg = res.message if isinstance(res.message, str) else res.message.decode()
     reason = f"{msg.strip()} after {res.nit} iterations; max |projected gradient| = {pg_norm:.2e}"
-    if not converged and pg_norm > tol:
+    converged = bool(res.success) or pg_norm <= tol
+    if not converged and pg_norm > 0 and _no_descent(fun, z, value, pg, lo, hi):
+        # The Huber objective has kinks at |r| = δ, so its gradient need not vanish at a
+        # minimum; a line-search failure where no step along −g lowers it is a minimum.
+        converged = True
+        reason += "; no step along the negative gradient lowers the objective (kinked minimum)"
+    elif not converged:
         reason += f" > tolerance {tol:.1e}"
     return z, float(value), converged, reason
+
+
+def _no_descent(fun, z, value, g, lo, hi) -> bool:
+    direction = -g / np.max(np.abs(g))
+    for t in np.geomspace(1e-12, 1e-3, 10):
+        trial = np.clip(z + t * direction, lo, hi)
+        if fun(trial)[0] < value - 1e-15 * abs(value):
+            return False
+    return True
 
 
 # -------------------------------------------------------------------------------------------------
@@ -465,6 +479,9 @@ def batched_lm(problem: _Problem, Z0: np.ndarray, X, y, W: np.ndarray, max_iter:
     return Z, conv
 
 
+STALL_STEPS = 4  # LM iterations without relative progress > 1e-10 that count as converged
+
+
 def _make_lm(problem, max_iter: int):
     import jax
     import jax.numpy as jnp
@@ -478,16 +495,20 @@ def _make_lm(problem, max_iter: int):
         return obj.value(residual(z, fv, X, y), w, None, jnp)
 
     def solve_all(Z0, fv, X, y, W, lo, hi):
-        res_b = jax.vmap(residual, in_axes=(0, None, None, None))
-        jac_b = jax.vmap(jax.jacfwd(residual), in_axes=(0, None, None, None))
         val_b = jax.vmap(value, in_axes=(0, None, None, None, 0))
         p = Z0.shape[1]
         eye = jnp.eye(p)
 
-        def body(_, state):
-            Z, mu, f = state
-            r = res_b(Z, fv, X, y)
-            J = jac_b(Z, fv, X, y)
+        def res_and_jac(z):
+            # linearize evaluates the residuals once and reuses them for all p tangents
+            r, tangent = jax.linearize(lambda zz: residual(zz, fv, X, y), z)
+            return r, jax.vmap(tangent, out_axes=1)(eye)
+
+        res_jac_b = jax.vmap(res_and_jac)
+
+        def body(state):
+            it, Z, mu, f, stall = state
+            r, J = res_jac_b(Z)
             om = W * obj.irls_weight(r, jnp)
             H = jnp.einsum("rnp,rn,rnq->rpq", J, om, J)
             g = jnp.einsum("rnp,rn->rp", J, om * r)
@@ -497,17 +518,22 @@ def _make_lm(problem, max_iter: int):
             Zn = jnp.clip(Z + dz, lo, hi)
             fn = val_b(Zn, fv, X, y, W)
             ok = jnp.isfinite(fn) & (fn <= f)
+            progress = ok & (f - fn > 1e-10 * jnp.abs(f))
             Z = jnp.where(ok[:, None], Zn, Z)
             f = jnp.where(ok, fn, f)
-            mu = jnp.where(ok, mu * 0.3, mu * 4.0)
-            return Z, jnp.clip(mu, 1e-10, 1e10), f
+            mu = jnp.clip(jnp.where(ok, mu * 0.3, mu * 4.0), 1e-10, 1e10)
+            stall = jnp.where(progress, 0, stall + 1)
+            return it + 1, Z, mu, f, stall
 
+        def keep_going(state):
+            it, _, _, _, stall = state
+            return (it < max_iter) & jnp.any(stall < STALL_STEPS)
+
+        R = Z0.shape[0]
         f0 = val_b(Z0, fv, X, y, W)
-        tail = min(10, max_iter // 2)
-        state = jax.lax.fori_loop(0, max_iter - tail, body, (Z0, jnp.full(Z0.shape[0], 1e-3), f0))
-        f_before_tail = state[2]
-        Z, _, f = jax.lax.fori_loop(0, tail, body, state)
-        stalled = (f_before_tail - f) <= 1e-10 * jnp.abs(f)
+        init = (0, Z0, jnp.full(R, 1e-3), f0, jnp.zeros(R, dtype=jnp.int32))
+        n_iter, Z, _, f, stall = jax.lax.while_loop(keep_going, body, init)
+        stalled = stall >= STALL_STEPS
         grad = jax.vmap(jax.grad(value), in_axes=(0, None, None, None, 0))(Z, fv, X, y, W)
         at_lo = (Z <= lo) & (grad > 0)
         at_hi = (Z >= hi) & (grad < 0)
