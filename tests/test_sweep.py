@@ -137,6 +137,7 @@ def smoke(tmp_path_factory, compile_cache):
         smoke_spec(
             {"family": "monolingual", "languages": ["en"], "scales": ["tiny0"]},
             {"family": "bilingual", "pairs": [["en", "cy"]], "scales": ["tiny0"]},
+            {"family": "finetune", "from": "mono-en-tiny0", "languages": ["cy"], "tokens": 16 * 8 * 2},
         ),
         corpus_languages=madlad.available_languages(),
     )
@@ -149,16 +150,17 @@ def test_smoke_sweep_logs_pass_the_schema_and_match_planned_tokens(smoke) -> Non
     from atlas_t5x.eval import export
 
     sweep, out, status = smoke
-    assert status == {"mono-en-tiny0": "finished", "bi-en_cy-tiny0": "finished"}
+    assert status == {"mono-en-tiny0": "finished", "bi-en_cy-tiny0": "finished",
+                      "ft-mono-en-tiny0-to-cy": "finished"}
     rows = export.gather_rows(export.find_eval_logs([out]))  # validates every row
-    assert {schema_key[:2] for schema_key in ((r["run"], r["step"], r["target"]) for r in rows)} == {
-        (run, step) for run in status for step in (2, 4, 6)
-    }
+    assert {(r["run"], r["step"]) for r in rows} == {
+        (run, step) for run in ("mono-en-tiny0", "bi-en_cy-tiny0") for step in (2, 4, 6)
+    } | {("ft-mono-en-tiny0-to-cy", 2)}
     unique = {
         lang: accounting.count_unique_tokens(madlad.resolve_madlad_dir(), lang, vocab.get_vocabulary("corpus_spm"))
         for lang in ("en", "cy")
     }
-    for run in sweep.runs:
+    for run in sweep.runs[:2]:
         mixture = mixtures.get_mixture(run.mixture)
         run_rows = [r for r in rows if r["run"] == run.name]
         assert sorted({r["target"] for r in run_rows}) == sorted(SMOKE_EVAL)
@@ -175,8 +177,36 @@ def test_smoke_sweep_logs_pass_the_schema_and_match_planned_tokens(smoke) -> Non
             assert r["eval_tokens"] == eval_set.n_tokens > 0
         final = max(run_rows, key=lambda r: r["step"])
         assert final["tokens"] == run.tokens
+    # The finetune starts from the source's final checkpoint with a reset schedule; its logs say so.
+    ft_rows = [r for r in rows if r["run"] == "ft-mono-en-tiny0-to-cy"]
+    source = sweep.run("mono-en-tiny0").model_dir(out)
+    assert {r["init"] for r in ft_rows} == {str(source / "checkpoints" / "6")}
+    assert {r["step"]: r["tokens_by_lang"] for r in ft_rows} == {2: {"cy": 2 * 8 * 16}}
     # Finished runs are skipped on a second pass.
     assert set(sweeps.run_locally(sweep, out, progress=False).values()) == {"skipped"}
+
+
+def test_logged_unigram_normalised_loss_matches_an_independent_recount(smoke) -> None:
+    import numpy as np
+
+    from atlas_t5x.data import accounting, madlad, pipeline, vocab
+
+    sweep, out, _ = smoke
+    from atlas_t5x import logio
+
+    row = logio.read_jsonl(sweep.run("mono-en-tiny0").model_dir(out) / "logs" / "eval.jsonl")[-1]
+    target = row["target"]
+    spm = vocab.get_vocabulary("corpus_spm")
+    train_ids = accounting.encode_documents(madlad.load_split(None, target, "train"), spm).tokens
+    counts = np.bincount(train_ids, minlength=row["vocab_size"]).astype(np.float64)
+    log_p_uni = np.log((counts + 1.0) / (counts.sum() + row["vocab_size"]))  # add-one smoothing
+    eval_set = pipeline.make_eval_set(target, spm, 16, 8, 64)
+    mean_log_p_uni = sum(
+        float((log_p_uni[b["decoder_target_tokens"]] * b["decoder_loss_weights"]).sum()) for b in eval_set.batches
+    ) / eval_set.n_tokens
+    assert row["loss_unigram_norm"] == pytest.approx(row["loss"] + mean_log_p_uni, rel=1e-9)
+    assert row["bits_per_byte"] == pytest.approx(
+        row["loss"] * eval_set.n_tokens / (np.log(2) * eval_set.n_bytes), rel=1e-9)
 
 
 def test_a_run_killed_mid_evaluation_resumes_without_duplicate_or_missing_rows(smoke, monkeypatch) -> None:
