@@ -180,3 +180,32 @@ def test_scaling_never_imports_tensorflow_or_flax():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')) == []
+
+
+@pytest.mark.parametrize("name, true", [
+    ("curse", {"E": 1.7, "A": 420.0, "B": 1900.0, "alpha": 0.33, "beta": 0.30, "phi": 0.11, "psi": -0.04}),
+    ("msl", {"E": 1.7, "A": 420.0, "B": 1900.0, "alpha": 0.33, "beta": 0.30, "gamma": 0.05}),
+])
+def test_curse_and_msl_recover_their_parameters(name, true):
+    rng = np.random.default_rng(7)
+    n = 96
+    X = {"N": rng.choice(np.geomspace(1e7, 3e9, 6), n), "D": np.exp(rng.uniform(np.log(1e9), np.log(3e11), n)),
+         "K": rng.choice([1.0, 2, 4, 8, 16], n), "p": rng.choice([1.0, 0.5, 0.25, 0.125], n)}
+    y = LAWS[name].predict(true, X) * np.exp(0.001 * rng.standard_normal(n))
+    res = engine.fit(LAWS[name], X, y, n_polish=3)
+    assert res.converged
+    for k in ("alpha", "beta", "phi", "psi", "gamma"):
+        if k in true:
+            assert res.params[k] == pytest.approx(true[k], abs=0.01), k
+
+
+def test_dcsl_one_stage_reaches_at_most_the_two_stage_objective(shared_data):
+    points = data.load_table(shared_data / "datablations_182runs.csv",
+                             data.parse_map("N=params,D=tokens,U=unique_tokens,loss=val_loss"))
+    fits = {stage: engine.fit_points(engine.FitSpec("dcsl", tied=True, dcsl_stage=stage, grid_budget=400,
+                                                    n_polish=2), points).fits["all"]
+            for stage in ("two", "one")}
+    assert set(fits["two"].free_names) == {"R_D", "R_N"}          # base law fixed by stage one
+    assert len(fits["one"].free_names) == 6                        # E, A, B, alpha, R_D, R_N
+    assert fits["one"].objective <= fits["two"].objective + 1e-12
+    assert engine.r2_score(points["loss"], fits["one"].predict(data.law_inputs(fits["one"].law, points))) > 0.9

@@ -643,7 +643,7 @@ def fit(
 
     Xp, yp, wp = pad_points(X, y, w)
     candidates = [Z[i].copy() for i in starts]
-    if obj.name in ("huber", "lsq") and len(candidates) > 1:
+    if obj.name in ("huber", "lsq") and len(candidates) > n_final:
         # Bring every start to its basin in one vectorised IRLS call, then polish only the
         # distinct basins with L-BFGS-B (few iterations from there).
         n_cand = len(candidates)
