@@ -490,6 +490,8 @@ def gin_config(run: RunSpec, out_dir: str | os.PathLike) -> str:
         f"PerLanguageEval.every_steps = {int(s['eval_every'])}",
         f"PerLanguageEval.languages = {_gin_value(list(s['eval_languages']) if s['eval_languages'] else None)}",
         f"PerLanguageEval.token_budget = {int(s['eval_token_budget'])}",
+        # Unigram counts of each target's training split, shared by all runs of the sweep.
+        f"PerLanguageEval.cache_dir = {_gin_value(str(Path(out_dir) / 'cache' / 'unigram'))}",
     ]
     if run.init_from is not None:
         lines.append(f"train.init_from = {_gin_value(str(finetune_source_dir(run, out_dir)))}")

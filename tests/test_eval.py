@@ -84,3 +84,30 @@ def test_writer_mirrors_losses_to_tensorboard(tmp_path: Path) -> None:
     import tensorflow as tf
 
     assert float(tf.make_ndarray(event.tensor_proto)) == pytest.approx(2.5)
+
+
+def test_training_unigram_counts_are_cached_in_memory_and_on_disk(tmp_path: Path, monkeypatch) -> None:
+    from atlas_t5x.data import accounting, madlad, vocab
+
+    monkeypatch.setattr(eval_callback, "_UNIGRAM_CACHE", {})
+    counts = eval_callback.training_unigram_counts("yi", "corpus_spm", 8192, cache_dir=str(tmp_path))
+    spm = vocab.get_vocabulary("corpus_spm")
+    split = accounting.encode_documents(madlad.load_split(None, "yi", "train"), spm)
+    assert counts.sum() == split.num_tokens  # every training token counted once, EOS included
+    np.testing.assert_array_equal(counts, np.bincount(split.tokens, minlength=8192))
+    (cached,) = tmp_path.glob("unigram_yi_*.npy")
+
+    # A new process (empty in-memory cache) reads the file instead of re-encoding the split.
+    monkeypatch.setattr(eval_callback, "_UNIGRAM_CACHE", {})
+    monkeypatch.setattr(accounting, "encode_documents", lambda *a, **k: pytest.fail("re-encoded"))
+    again = eval_callback.training_unigram_counts("yi", "corpus_spm", 8192, cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(again, counts)
+    assert eval_callback.training_unigram_counts("yi", "corpus_spm", 8192) is again  # in memory now
+
+
+def test_callback_rejects_languages_missing_from_the_corpus() -> None:
+    evaluator = eval_callback.PerLanguageEval(every_steps=5, languages=["en", "sw"])
+    with pytest.raises(ValueError, match=r"\['sw'\] not in corpus"):
+        evaluator.eval_languages()
+    with pytest.raises(ValueError, match="every_steps must be positive"):
+        eval_callback.PerLanguageEval(every_steps=0)
