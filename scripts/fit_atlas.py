@@ -114,6 +114,16 @@ def run(args) -> dict:
         if missing:
             raise UsageError(f"--target {missing} not in the data; targets present: {present}")
         points = points[points["target"].isin(targets)].reset_index(drop=True)
+    notes = []
+    if args.law != "atlas":
+        # Only ATLAS explains a target the run never trained on (through transfer terms).
+        untrained = (points["D"] <= 0).to_numpy()
+        if untrained.any():
+            notes.append(f"dropped {int(untrained.sum())} point(s) whose target had no training tokens "
+                         f"(law {args.law} reads the target's own tokens D_t)")
+            points = points[~untrained].reset_index(drop=True)
+            if points.empty:
+                raise UsageError("no points left: no target was trained on in these runs")
     spec = engine.FitSpec(
         law=args.law, objective=args.objective, tied=args.tied, fixed=tuple(sorted(fixed.items())),
         n_transfer=args.n_transfer, transfer_rule=args.transfer_rule, transfer_matrix=args.transfer_matrix,
@@ -167,6 +177,7 @@ def run(args) -> dict:
         "runner_ups": only["runner_ups"] if single else {t: e["runner_ups"] for t, e in per_target.items()},
         "per_target": per_target,
         "fit_seconds": fit_seconds,
+        "notes": notes,
         "options": {"tied": args.tied, "fixed": fixed, "dcsl_stage": args.dcsl_stage,
                     "n_transfer": args.n_transfer, "transfer_rule": args.transfer_rule,
                     "loss_field": args.loss_field if (args.logs or not args.map) else "table",
@@ -234,6 +245,7 @@ def summary(out: dict) -> str:
         if "profiles" in e:
             weak = [k for k, v in e["profiles"].items() if v["weakly_identified"]]
             lines.append(f"  [{target}] weakly identified: {', '.join(weak) or 'none'}")
+    lines.extend(f"note: {n}" for n in out["notes"])
     lines.append(f"R² in sample (pooled) {out['r2_in_sample']:.4f}")
     for split, m in out["heldout"].items():
         lines.append(f"held out {split:>6}: R² {m['r2']:.4f}  MAE {m['mae']:.4f}  MAPE {m['mape']:.2f}%  n={m['n']}")

@@ -140,3 +140,32 @@ def test_holdout_leaving_nothing_to_fit_exits_2(tmp_path, capsys):
     assert rc == 2
     assert "holds out every point" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_exported_table_from_logs(tmp_path, fmt):
+    root = _write_logs(tmp_path)
+    rows = data.read_log_rows(str(root))
+    # an evaluation of a language the run never trained on: dropped for CSL, with a note
+    extra = dict(rows[0], target="sw", step=rows[0]["step"])
+    rows.append(extra)
+    if fmt == "csv":
+        path = tmp_path / "logs.csv"
+        pd.DataFrame([schema.flatten_row(r) for r in rows]).to_csv(path, index=False)
+    else:
+        path = tmp_path / "logs.parquet"
+        frame = pd.DataFrame([{k: (json.dumps(v) if k in schema.DICT_FIELDS else v) for k, v in r.items()}
+                              for r in rows])
+        frame.to_parquet(path)
+    out = tmp_path / "fit"
+    rc = fit_atlas.main(["--table", str(path), "--law", "csl", "--target", "en,fr", "--out", str(out),
+                         "--no_plots", "--loss_field", "loss"])
+    assert rc == 0
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["targets"] == ["en", "fr"] and set(fit["params"]) == {"en", "fr"}
+    n_expected = sum(1 for r in rows if r["target"] in ("en", "fr"))
+    assert fit["n_points"] == n_expected
+    assert fit["options"]["loss_field"] == "loss"
+    assert fit["per_target"]["en"]["converged"]
+    rc = fit_atlas.main(["--table", str(path), "--law", "csl", "--target", "sw", "--out", str(tmp_path / "sw")])
+    assert rc == 2 and not (tmp_path / "sw").exists()
