@@ -521,7 +521,7 @@ def _make_lm(problem, max_iter: int):
             progress = ok & (f - fn > 1e-10 * jnp.abs(f))
             Z = jnp.where(ok[:, None], Zn, Z)
             f = jnp.where(ok, fn, f)
-            mu = jnp.clip(jnp.where(ok, mu * 0.3, mu * 4.0), 1e-10, 1e10)
+            mu = jnp.clip(jnp.where(ok, mu * 0.1, mu * 10.0), 1e-10, 1e10)
             stall = jnp.where(progress, 0, stall + 1)
             return it + 1, Z, mu, f, stall
 
@@ -531,7 +531,7 @@ def _make_lm(problem, max_iter: int):
 
         R = Z0.shape[0]
         f0 = val_b(Z0, fv, X, y, W)
-        init = (0, Z0, jnp.full(R, 1e-3), f0, jnp.zeros(R, dtype=jnp.int32))
+        init = (0, Z0, jnp.full(R, 1e-6), f0, jnp.zeros(R, dtype=jnp.int32))
         n_iter, Z, _, f, stall = jax.lax.while_loop(keep_going, body, init)
         stalled = stall >= STALL_STEPS
         grad = jax.vmap(jax.grad(value), in_axes=(0, None, None, None, 0))(Z, fv, X, y, W)
