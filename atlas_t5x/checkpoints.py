@@ -155,7 +155,13 @@ class TrainCheckpointer:
         step = self.latest_step()
         if step is not None:
             meta = read_metadata(self.directory, step)
-            check_param_shapes(expected_shapes, meta["param_shapes"], str(self.directory / str(step)))
+            where = self.directory / str(step)
+            try:
+                check_param_shapes(expected_shapes, meta["param_shapes"], str(where))
+            except CheckpointMismatchError as err:
+                raise CheckpointMismatchError(
+                    f"{err}. Nothing was written; give this model its own model_dir"
+                ) from None
         return step
 
     def _open(self) -> ocp.CheckpointManager:

@@ -12,8 +12,19 @@ where the kept losses are checked for NaN/Inf and logged. A non-finite loss stop
 the step; because every checkpoint is preceded by a flush, no checkpoint ever holds a state that
 came from a non-finite loss or gradient.
 
-Outputs under MODEL_DIR: `logs/train.jsonl` (one row per flush, see `_log_row`), TensorBoard events
-in `tb/`, `checkpoints/` (see atlas_t5x/checkpoints.py), `config.gin` (the operative gin config).
+Outputs under MODEL_DIR: `logs/train.jsonl`, TensorBoard scalars in `tb/`, `checkpoints/` (see
+atlas_t5x/checkpoints.py) and `config.gin` (the operative gin config, written once the run has
+started). One train.jsonl row per flush:
+
+  run, step (train steps done), loss (mean over the steps since the last row of the per-step
+  token-mean cross-entropy, nats/token), grad_norm (last step, before clipping), lr (applied at
+  the last step), schedule_phase (of the last step: warmup|stable|decay), tokens (non-padding
+  training tokens so far, all languages), tokens_by_lang, tokens_per_s (non-padding tokens per
+  second of train steps since the last row), steps_per_s, flops_per_s (model FLOPs per second:
+  models.flops_per_token × global_batch × seq_len per step, padding positions included), mfu
+  (flops_per_s / (peak FLOP/s per device × devices); omitted when the peak is unknown).
+
+A restarted run drops the rows logged after its checkpoint, so each step appears once.
 """
 
 from __future__ import annotations
@@ -99,20 +110,29 @@ def _model_inputs(batch: Mapping[str, Any]) -> dict:
 
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    accumulation_steps: int = 1) -> Callable:
-    """(state, batch, dropout_key) -> (new state, metrics); metrics are scalars (loss in nats/token)."""
+                    accumulation_steps: int = 1, loss_chunk_size: int | None = None) -> Callable:
+    """(state, batch, dropout_key) -> (new state, metrics); metrics are scalars (loss in nats/token).
+
+    loss_chunk_size: None computes the [B, T, V] logits and `losses.token_cross_entropy`; an int
+    uses the model's fused projection + cross-entropy (`DecoderLM.token_loss`), that many
+    positions at a time, which never holds the full logits (same loss, less memory at V = 64512).
+    """
 
     def train_step(state: TrainState, batch: Mapping[str, jax.Array], dropout_key: jax.Array):
         step_key = jax.random.fold_in(dropout_key, state.step)
 
         def loss_fn(params):
-            logits = model.apply(
-                {"params": params}, batch["decoder_input_tokens"], **_model_inputs(batch),
-                deterministic=False, rngs={"dropout": step_key},
-            )
-            sum_nll, n_tokens = losses.token_cross_entropy(
-                logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-            )
+            variables, rngs = {"params": params}, {"dropout": step_key}
+            tokens, targets, weights = (batch["decoder_input_tokens"], batch["decoder_target_tokens"],
+                                        batch["decoder_loss_weights"])
+            if loss_chunk_size is None:
+                logits = model.apply(variables, tokens, **_model_inputs(batch), deterministic=False, rngs=rngs)
+                sum_nll, n_tokens = losses.token_cross_entropy(logits, targets, weights)
+            else:
+                sum_nll, n_tokens = model.apply(
+                    variables, tokens, targets, weights, **_model_inputs(batch), deterministic=False,
+                    chunk_size=loss_chunk_size, rngs=rngs, method=models.DecoderLM.token_loss,
+                )
             return sum_nll / jnp.maximum(n_tokens, 1.0), n_tokens
 
         (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -226,6 +246,7 @@ class TrainResult:
     state: TrainState
     step: int
     preempted: bool
+    last_log: dict | None = None  # the last train.jsonl row this call wrote
 
 
 @gin.configurable(denylist=["model_dir"])
@@ -245,6 +266,7 @@ def train(
     run_name: str | None = None,
     peak_flops_per_device: float | None = None,
     tensorboard: bool = True,
+    loss_chunk_size: int | None = None,
 ) -> TrainResult:
     """Trains `model_config` on `pipeline_factory()` for `total_steps`, resuming from model_dir.
 
@@ -271,6 +293,9 @@ def train(
       peak_flops_per_device: peak FLOP/s per device for MFU; None = look up the accelerator
         (bf16 dense peak), no MFU when unknown (CPU).
       tensorboard: also write scalars to MODEL_DIR/tb.
+      loss_chunk_size: None = full logits + losses.token_cross_entropy (default); an int = the
+        model's fused tied-projection cross-entropy over chunks of this many positions (saves
+        the [B, T, V] float32 logits; use at large vocabularies and sequence lengths).
 
     Returns:
       TrainResult(state, step, preempted). On SIGTERM the run checkpoints at the next step
@@ -383,7 +408,7 @@ def train(
     batch_sh = partitioning.batch_sharding(mesh)
     metric_sh = {k: replicated for k in ("loss", "n_tokens", "grad_norm", "lr")}
     step_fn = jax.jit(
-        make_train_step(model, optimizer, schedule, accumulation_steps),
+        make_train_step(model, optimizer, schedule, accumulation_steps, loss_chunk_size),
         in_shardings=(state_sh, {k: batch_sh for k in MODEL_INPUT_KEYS}, replicated),
         out_shardings=(state_sh, metric_sh),
         donate_argnums=(0,),
@@ -411,6 +436,7 @@ def train(
                            schedule_phase=phase_of(step), run_info=run_info, eval_step=eval_step)
 
     pending: list[tuple[int, dict]] = []
+    row = None
     step = start_step
     preempted = False
     logger.start(step, pipeline.accounting())
@@ -447,7 +473,7 @@ def train(
         progress.close()
         ckpt.close()  # waits for the last (good) checkpoint to commit
         logger.close()
-    return TrainResult(state=state, step=step, preempted=preempted)
+    return TrainResult(state=state, step=step, preempted=preempted, last_log=row)
 
 
 def _progress_bar(total: int, initial: int, is_chief: bool):

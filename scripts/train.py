@@ -127,6 +127,11 @@ def main(argv: list[str]) -> int:
     if jax.process_index() == 0:
         status = "preempted (SIGTERM): checkpoint saved at" if result.preempted else "finished at"
         print(f"{status} step {result.step}; logs in {Path(FLAGS.model_dir) / 'logs' / 'train.jsonl'}")
+        if result.last_log:
+            row = result.last_log
+            mfu = f", MFU {row['mfu']:.1%}" if "mfu" in row else ""
+            print(f"  loss {row['loss']:.4f} nats/token, {row['tokens']:,} tokens, "
+                  f"{row['tokens_per_s']:,.0f} tokens/s, {row['flops_per_s']:.3g} FLOP/s{mfu}")
     return 0
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
@@ -208,3 +209,21 @@ def test_paper_base_config_binds_the_paper_recipe():
     assert models.param_count(config) == 9_044_352
     assert optim.paper_batch_size() == 256  # bound to %MODEL_SCALE = scale0 (N < 150M)
     assert gin.query_parameter("train.pipeline_factory").selector == "make_train_pipeline"
+
+
+def test_fused_loss_step_matches_the_logits_step():
+    model = models.DecoderLM(TINY)
+    batch = {k: jnp.asarray(v) for k, v in next(_pipeline_factory()()).items()}
+    params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), batch["decoder_input_tokens"])["params"])
+    schedule = optim.make_schedule(kind="constant", peak_lr=1e-2, warmup_steps=0, total_steps=10)
+    optimizer = optim.make_optimizer(schedule)
+    state = trainer.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+    key = jax.random.PRNGKey(1)
+    plain_state, plain = jax.jit(trainer.make_train_step(model, optimizer, schedule))(state, batch, key)
+    fused_state, fused = jax.jit(trainer.make_train_step(model, optimizer, schedule, loss_chunk_size=8))(
+        state, batch, key)
+    np.testing.assert_allclose(fused["loss"], plain["loss"], rtol=1e-5)
+    np.testing.assert_allclose(fused["grad_norm"], plain["grad_norm"], rtol=1e-4)
+    assert float(plain["n_tokens"]) == float(batch["decoder_loss_weights"].sum())
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6),
+                 fused_state.params, plain_state.params)
