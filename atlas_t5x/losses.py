@@ -125,21 +125,23 @@ def _tied_sum_nll_fwd(hidden, embedding, targets, weights, scale, chunk):
     compute = embedding.dtype
 
     def body(carry, xs):
-        total, d_embedding = carry
+        total, d_embedding_t = carry
         h, t, w = xs
         logits = _chunk_logits(h, embedding, scale)
         log_z = _log_normalizer(logits)
         nll = (log_z - jnp.take_along_axis(logits, t[..., None], axis=-1))[..., 0]
         dlogits = ((jnp.exp(logits - log_z) - _one_hot(t, logits.shape)) * w[..., None]).astype(compute)
         d_h = jnp.einsum("bcv,vd->bcd", dlogits, embedding, preferred_element_type=jnp.float32) * scale
-        d_embedding = d_embedding + jnp.einsum("bcv,bcd->vd", dlogits, h,
-                                               preferred_element_type=jnp.float32) * scale
-        return (total + jnp.sum(nll * w), d_embedding), d_h.astype(h.dtype)
+        # Accumulate the transposed gradient [d, V]: this keeps dlogits in its row-major
+        # [tokens, V] layout as the matmul's right operand (no transpose copy of the chunk).
+        d_embedding_t = d_embedding_t + jnp.einsum("bcd,bcv->dv", h, dlogits,
+                                                   preferred_element_type=jnp.float32) * scale
+        return (total + jnp.sum(nll * w), d_embedding_t), d_h.astype(h.dtype)
 
-    init = (jnp.zeros((), jnp.float32), jnp.zeros(embedding.shape, jnp.float32))
+    init = (jnp.zeros((), jnp.float32), jnp.zeros(embedding.shape[::-1], jnp.float32))
     xs = (_chunks(hidden, chunk), _chunks(targets, chunk), _chunks(weights, chunk))
-    (total, d_embedding), d_hidden = jax.lax.scan(body, init, xs)
-    return total, (_unchunk(d_hidden), d_embedding.astype(embedding.dtype))
+    (total, d_embedding_t), d_hidden = jax.lax.scan(body, init, xs)
+    return total, (_unchunk(d_hidden), d_embedding_t.T.astype(embedding.dtype))
 
 
 def _tied_sum_nll_bwd(scale, chunk, residuals, g):
