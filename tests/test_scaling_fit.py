@@ -209,3 +209,15 @@ def test_dcsl_one_stage_reaches_at_most_the_two_stage_objective(shared_data):
     assert len(fits["one"].free_names) == 6                        # E, A, B, alpha, R_D, R_N
     assert fits["one"].objective <= fits["two"].objective + 1e-12
     assert engine.r2_score(points["loss"], fits["one"].predict(data.law_inputs(fits["one"].law, points))) > 0.9
+
+
+def test_atlas_tau_starts_from_the_transfer_matrix(shared_data):
+    points, _ = data.synthetic_study(languages=("en", "es", "ca", "pt"), sizes=(1e8, 1e9), evals_per_run=2)
+    matrix = data.load_transfer_matrix(shared_data / "atlas_bts_38x38.csv")
+    law, init = engine.build_law(engine.FitSpec("atlas"), points, "es")
+    transfer = law.option("transfer_langs")
+    assert len(transfer) == 3 and law.option("with_other")
+    for lang in transfer:
+        expected = max(matrix.loc["es", lang] / (2 - matrix.loc["es", lang]), 0.0)
+        assert init[f"tau_{lang}"] == pytest.approx(expected)
+    assert any(v > 0 for v in init.values())

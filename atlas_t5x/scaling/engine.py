@@ -104,6 +104,7 @@ class FitResult:
     runner_ups: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     n_grid: int = 0
     n_polished: int = 0
+    initial_values: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def predict(self, X: Mapping[str, Any]) -> np.ndarray:
         return np.asarray(self.law.predict(self.params, X), dtype=np.float64)
@@ -123,6 +124,7 @@ class FitResult:
             "runner_ups": self.runner_ups,
             "n_grid": self.n_grid,
             "n_polished": self.n_polished,
+            "initial_values": {k: float(v) for k, v in self.initial_values.items()},
         }
 
 
@@ -295,9 +297,14 @@ def _grid_points(problem: _Problem, names: Sequence[str], budget: int, init: Map
             out[n] = np.exp(lo + unit[:, j] * (hi - lo))
         else:
             out[n] = axis[0] + unit[:, j] * (axis[-1] - axis[0])
-    if all(n in init for n in names):
+    given = [n for n in names if n in init]
+    if given:
+        # A quarter more points hold the given initial values (e.g. τ from the transfer matrix)
+        # while the other parameters keep their Sobol values.
+        k = max(1, len(unit) // 4)
         for n in names:
-            out[n] = np.concatenate([[init[n]], out[n]])
+            block = np.full(k, float(init[n])) if n in given else out[n][:k]
+            out[n] = np.concatenate([block, out[n]])
     return out
 
 
@@ -855,6 +862,7 @@ def fit_points(spec: FitSpec, points, targets: Sequence[str] | None = None) -> T
         fits[target] = fit(law, X, y, spec.objective, fixed, init=init,
                            allow_negative_tau=spec.allow_negative_tau,
                            grid_budget=spec.grid_budget, n_polish=spec.n_polish)
+        fits[target].initial_values = dict(init)
     return TableFit(spec, fits)
 
 
