@@ -252,3 +252,30 @@ def test_a_run_killed_mid_evaluation_resumes_without_duplicate_or_missing_rows(s
     for r in rows:
         assert r["loss"] == pytest.approx(reference[schema.row_key(r)]["loss"], rel=1e-5)
         assert r["tokens_by_lang"] == reference[schema.row_key(r)]["tokens_by_lang"]
+
+
+def test_demo_plan_shrinks_every_budget_by_one_factor_to_fit_the_time() -> None:
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location("demo_cli", REPO / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(demo)
+    sweep = sweeps.expand_sweep(spec(
+        {"family": "monolingual", "languages": ["en", "yi"], "scales": ["tiny0", "tiny1"]},
+        tokens=16 * 8 * 400, eval_every=50,
+    ))
+    timings = {
+        "tiny0": {"steps_per_s": 20.0, "eval_s_per_language": 0.01, "n_eval_languages": 10},
+        "tiny1": {"steps_per_s": 10.0, "eval_s_per_language": 0.02, "n_eval_languages": 10},
+    }
+    full = sum(demo.estimate_seconds(r, timings[r.scale]) for r in sweep.runs)
+    same, factor, estimate = demo.plan(sweep, timings, seconds_left=full + 1)
+    assert (same, factor, estimate) == (sweep, 1.0, full)
+    scaled, factor, estimate = demo.plan(sweep, timings, seconds_left=full / 2)
+    assert factor < 0.5  # per-run overheads do not shrink with the budget
+    steps = [r.total_steps for r in scaled.runs]
+    assert len(set(steps)) == 1 and demo.MIN_STEPS < steps[0] < 200
+    assert all(r.tokens == r.total_steps * 16 * 8 for r in scaled.runs)
+    assert full / 2 * 0.9 < estimate <= full / 2
+    tiny, _, _ = demo.plan(sweep, timings, seconds_left=1.0)
+    assert [r.total_steps for r in tiny.runs] == [demo.MIN_STEPS] * 4
