@@ -857,13 +857,29 @@ def fit_points(spec: FitSpec, points, targets: Sequence[str] | None = None) -> T
                            f"its parameters: {list(law.param_names)}")
         X = data_lib.law_inputs(law, sub)
         y = sub["loss"].to_numpy(np.float64)
+        unidentified = _unidentified_taus(law, X, fixed)
+        fixed.update(unidentified)
         if law.name == "dcsl" and spec.dcsl_stage == "two":
             fixed = {**_dcsl_base_fit(spec, sub, law, fixed), **fixed}
         fits[target] = fit(law, X, y, spec.objective, fixed, init=init,
                            allow_negative_tau=spec.allow_negative_tau,
                            grid_budget=spec.grid_budget, n_polish=spec.n_polish)
         fits[target].initial_values = dict(init)
+        if unidentified:
+            fits[target].message += (f"; {sorted(unidentified)} fixed at 0: their languages have no "
+                                     f"training tokens in these points")
     return TableFit(spec, fits)
+
+
+def _unidentified_taus(law: Law, X: Mapping[str, np.ndarray], fixed: Mapping[str, float]) -> dict[str, float]:
+    """τ whose source tokens are zero at every point cannot be fitted: fix them at 0 [our choice]."""
+    out = {}
+    for name in law.param_names:
+        if name.startswith("tau_") and name not in fixed:
+            column = X.get("D_" + name[len("tau_"):])
+            if column is not None and not np.any(column > 0):
+                out[name] = 0.0
+    return out
 
 
 def _dcsl_base_fit(spec: FitSpec, sub, law: Law, fixed: Mapping[str, float]) -> dict[str, float]:
