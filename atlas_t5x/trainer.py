@@ -253,7 +253,7 @@ class TrainResult:
 def train(
     model_dir: str,
     model_config: models.ModelConfig = gin.REQUIRED,
-    mesh_config: partitioning.MeshConfig = partitioning.MeshConfig(),
+    mesh_config: partitioning.MeshConfig | None = None,
     pipeline_factory: Callable[[], Any] = gin.REQUIRED,
     total_steps: int = gin.REQUIRED,
     seed: int = 0,
@@ -274,7 +274,7 @@ def train(
       model_dir: run folder (logs/, tb/, checkpoints/, config.gin). If it holds a checkpoint, the
         run resumes from the newest complete one (state, step and pipeline position).
       model_config: the decoder (`@ModelConfig()` in gin).
-      mesh_config: device mesh axis sizes.
+      mesh_config: device mesh axis sizes; None = `MeshConfig()` with its gin bindings.
       pipeline_factory: zero-argument callable returning the train pipeline
         (`@make_train_pipeline` or `@make_synthetic_pipeline`); its `seq_len` and `global_batch`
         are the run's.
@@ -315,7 +315,7 @@ def train(
     callbacks = validate_callbacks(callbacks)
     is_chief = jax.process_index() == 0
 
-    mesh = partitioning.make_mesh(mesh_config)
+    mesh = partitioning.make_mesh(mesh_config or partitioning.MeshConfig())
     pipeline = pipeline_factory()
     seq_len, global_batch = int(pipeline.seq_len), int(pipeline.global_batch)
     partitioning.check_batch_divisible(global_batch, mesh)

@@ -149,7 +149,7 @@ def test_sigterm_checkpoints_at_next_step_and_exits_0(uninterrupted, tmp_path):
     assert _losses(model_dir) == reference
 
 
-def test_half_written_checkpoint_is_skipped(uninterrupted, tmp_path):
+def test_half_written_checkpoint_is_skipped_and_restore_reshards_to_the_current_mesh(uninterrupted, tmp_path):
     model_dir = tmp_path / "half"
     shutil.copytree(uninterrupted[0], model_dir)
     folder = model_dir / "checkpoints"
@@ -158,8 +158,12 @@ def test_half_written_checkpoint_is_skipped(uninterrupted, tmp_path):
     (folder / "10" / "state" / "garbage").write_bytes(b"\x00" * 10)
     assert checkpoints.complete_steps(folder) == [6, 8]
 
-    result = _train_in_process(model_dir, ["train.total_steps = 10"])
+    # Also restores onto another mesh: written with data=8, resumed with data=2 x fsdp=4.
+    result = _train_in_process(model_dir, ["train.total_steps = 10", "MeshConfig.fsdp = 4"])
     assert result.step == 10
+    embedding = result.state.params["embedding"]
+    assert dict(embedding.sharding.mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
+    assert embedding.sharding.spec[1] == "fsdp"  # [vocab, embed]: embed sharded over fsdp
     rows = logio.read_jsonl(model_dir / "logs" / "train.jsonl")
     assert [r["step"] for r in rows] == list(range(1, 11))  # resumed from 8, not from the garbage
     assert checkpoints.complete_steps(folder) == [9, 10]
