@@ -6,6 +6,10 @@ The trainer builds one `RunInfo` per run and, at every step where a callback is 
 final step (if that step was not already a multiple). Callbacks run on every process of a
 multi-host job (they see the same globally sharded `state`); writing files is up to the callback
 (typically only on `jax.process_index() == 0`).
+
+Callbacks must be idempotent per step: a run restarted from a checkpoint at step s calls the
+callbacks due at s again (the previous process may have died before or while running them), so
+a callback that logs should skip rows it has already written (as atlas_t5x.eval does).
 """
 
 from __future__ import annotations

@@ -442,6 +442,12 @@ def train(
     logger.start(step, pipeline.accounting())
     try:
         with partitioning.axis_rules(mesh):
+            if resume_step is not None:
+                # A run killed between a checkpoint and that step's callbacks never ran them;
+                # callbacks are idempotent per step (see atlas_t5x.callbacks), so run them again.
+                for cb in due_callbacks(callbacks, step, total_steps):
+                    cb(context(step))
+                logger.restart_clock()
             while step < total_steps:
                 batch = global_batch_from_host_rows(next(pipeline), batch_sh)
                 state, metrics = compiled_step(state, batch, dropout_key)

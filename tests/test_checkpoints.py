@@ -159,8 +159,17 @@ def test_half_written_checkpoint_is_skipped_and_restore_reshards_to_the_current_
     assert checkpoints.complete_steps(folder) == [6, 8]
 
     # Also restores onto another mesh: written with data=8, resumed with data=2 x fsdp=4.
-    result = _train_in_process(model_dir, ["train.total_steps = 10", "MeshConfig.fsdp = 4"])
+    called = []
+
+    class EveryFour:
+        every_steps = 4
+
+        def __call__(self, ctx):
+            called.append(ctx.step)
+
+    result = _train_in_process(model_dir, ["train.total_steps = 10", "MeshConfig.fsdp = 4"], callbacks=[EveryFour()])
     assert result.step == 10
+    assert called == [8, 10]  # the restored step's callbacks run again (idempotent), then the final step
     embedding = result.state.params["embedding"]
     assert dict(embedding.sharding.mesh.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
     assert embedding.sharding.spec[1] == "fsdp"  # [vocab, embed]: embed sharded over fsdp
