@@ -523,6 +523,25 @@ def command(run: RunSpec, out_dir: str | os.PathLike, python: str = "python") ->
     ]
 
 
+def check_runnable(sweep: Sweep, local: bool = True) -> None:
+    """Checks what expansion cannot: gin files exist; locally, every vocabulary loads.
+
+    Raises SweepError naming the run and the missing file or vocabulary, before anything trains.
+    """
+    for run in sweep.runs:
+        for f in gin_files(run):
+            if not (Path(f) if os.path.isabs(f) else REPO_ROOT / f).is_file():
+                raise SweepError(f"{sweep.source}: run {run.name!r}: gin file {f!r} not found")
+    if local:
+        from atlas_t5x.data import vocab as vocab_lib
+
+        for name in sorted({r.settings["vocab"] for r in sweep.runs}):
+            try:
+                vocab_lib.get_vocabulary(name)
+            except (ValueError, OSError) as err:
+                raise SweepError(f"{sweep.source}: vocabulary {name!r} cannot be loaded: {err}") from None
+
+
 # ------------------------------------------------------------------------------------------
 # Running locally
 

@@ -284,6 +284,7 @@ def main(argv=None) -> int:
     try:
         corpus = madlad.available_languages(madlad.resolve_madlad_dir())
         sweep = sweeps.load_sweep(args.spec, corpus_languages=corpus)
+        sweeps.check_runnable(sweep)
     except (sweeps.SweepError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

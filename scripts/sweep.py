@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
             corpus_languages = madlad.available_languages(madlad.resolve_madlad_dir(args.corpus))
         sweep = sweeps.load_sweep(args.spec, corpus_languages=corpus_languages)
+        sweeps.check_runnable(sweep, local=not args.print_only)
         only = None
         if args.only:
             only = [name.strip() for name in args.only.split(",") if name.strip()]

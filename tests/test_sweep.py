@@ -92,6 +92,7 @@ def test_corpus_languages_are_checked_for_local_runs() -> None:
 def test_shipped_specs_expand(name: str) -> None:
     path = REPO / "gin" / "sweeps" / name
     sweep = sweeps.load_sweep(path)
+    sweeps.check_runnable(sweep, local=name != "paper.yaml")  # gin files exist, vocabularies load
     families = {r.family for r in sweep.runs}
     assert {"monolingual", "bilingual"} <= families
     if name == "paper.yaml":
@@ -279,3 +280,22 @@ def test_demo_plan_shrinks_every_budget_by_one_factor_to_fit_the_time() -> None:
     assert full / 2 * 0.9 < estimate <= full / 2
     tiny, _, _ = demo.plan(sweep, timings, seconds_left=1.0)
     assert [r.total_steps for r in tiny.runs] == [demo.MIN_STEPS] * 4
+
+
+def test_cli_refuses_a_bad_spec_before_training(tmp_path: Path, capsys) -> None:
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location("sweep_cli", REPO / "scripts" / "sweep.py")
+    cli = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(cli)
+    bad = tmp_path / "bad.yaml"
+    for families, message in (
+        ([{"family": "monolingual", "languages": ["en", "sw"], "scales": ["tiny0"]}], "'sw' is not in the corpus"),
+        ([{"family": "capacity", "mixtures": ["4v7"], "scales": ["tiny0"]}], "unknown mixture '4v7'"),
+        ([{"family": "monolingual", "languages": ["en"], "scales": ["tiny0"], "vocab": "nope"}],
+         "vocabulary 'nope' cannot be loaded"),
+    ):
+        bad.write_text(yaml.safe_dump(spec(*families)))
+        assert cli.main([str(bad), "--out", str(tmp_path / "out")]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()  # nothing trained, nothing written
