@@ -460,36 +460,56 @@ def _no_descent(fun, z, value, g, lo, hi) -> bool:
 # Vectorised IRLS polish (many starts or many bootstrap weightings at once)
 
 
-def batched_lm(problem: _Problem, Z0: np.ndarray, X, y, W: np.ndarray, max_iter: int = 200):
+def batched_lm(problem: _Problem, Z0: np.ndarray, X, y, W: np.ndarray, max_iter: int = 200,
+               round_iters: int = 25):
     """Vectorised damped IRLS–Gauss–Newton (Levenberg–Marquardt on the objective's quadratic
-    majoriser) from every start row of Z0 with point weights W (rows), all in one compiled call.
+    majoriser) from every start row of Z0 with point weights W (rows). Huber and least squares.
 
-    Returns (Z, converged). Huber and least-squares objectives only."""
+    Runs in rounds of `round_iters` compiled iterations; after each round only the rows still
+    making progress continue, packed into a smaller batch (one extra compiled size), so a few
+    slow bootstrap replicates do not keep the whole batch busy. Returns (Z, converged).
+    """
     import jax
     import jax.numpy as jnp
 
     Xp, yp, _ = pad_points(X, y, np.ones_like(y))
     pad = yp.size - y.size
-    Wp = np.concatenate([W, np.zeros((W.shape[0], pad))], axis=1) if pad else W
-    key = ("lm", problem.law, problem.objective, problem.free, problem.fixed_names, max_iter)
+    Wp = np.concatenate([W, np.zeros((W.shape[0], pad))], axis=1) if pad else np.asarray(W, float)
+    key = ("lm", problem.law, problem.objective, problem.free, problem.fixed_names, round_iters)
     if key not in _JIT_CACHE:
-        _JIT_CACHE[key] = jax.jit(_make_lm(problem, max_iter))
+        _JIT_CACHE[key] = jax.jit(_make_lm(problem, round_iters))
+    step = _JIT_CACHE[key]
     lo = np.array([b[0] if b[0] is not None else -np.inf for b in problem.z_bounds])
     hi = np.array([b[1] if b[1] is not None else np.inf for b in problem.z_bounds])
+    R = Z0.shape[0]
+    Z = np.array(Z0, dtype=np.float64)
+    mu = np.full(R, 1e-6)
+    stall = np.zeros(R, dtype=np.int32)
+    f = np.full(R, np.inf)
+    pg = np.full(R, np.inf)
+    small = min(R, max(16, 2 ** int(math.ceil(math.log2(max(R // 4, 1))))))
+    active = np.arange(R)
+    done = 0
     with jax.enable_x64(True):
-        Z, gnorm, fval, stalled = _JIT_CACHE[key](
-            jnp.asarray(Z0), problem.fixed_vec, Xp, yp, jnp.asarray(Wp), lo, hi)
-        Z, gnorm, fval, stalled = (np.asarray(a) for a in (Z, gnorm, fval, stalled))
-    # Converged: the objective stopped decreasing over the last iterations (the Huber objective's
-    # kinks keep its gradient from vanishing exactly), or the projected gradient is tiny.
-    conv = np.isfinite(fval) & (stalled | (gnorm <= np.maximum(1e-8 * np.abs(fval), 1e-12)))
+        while active.size and done < max_iter:
+            size = small if active.size <= small else R
+            idx = np.concatenate([active, np.full(size - active.size, active[0])])
+            out = step(jnp.asarray(Z[idx]), jnp.asarray(mu[idx]), jnp.asarray(stall[idx]),
+                       problem.fixed_vec, Xp, yp, jnp.asarray(Wp[idx]), lo, hi)
+            out = [np.asarray(o)[: active.size] for o in out]
+            Z[active], mu[active], f[active], stall[active], pg[active] = out
+            active = active[stall[active] < STALL_STEPS]
+            done += round_iters
+    # Converged: the objective stopped decreasing (the Huber objective's kinks keep its gradient
+    # from vanishing exactly), or the projected gradient is tiny.
+    conv = np.isfinite(f) & ((stall >= STALL_STEPS) | (pg <= np.maximum(1e-8 * np.abs(f), 1e-12)))
     return Z, conv
 
 
 STALL_STEPS = 4  # LM iterations without relative progress > 1e-10 that count as converged
 
 
-def _make_lm(problem, max_iter: int):
+def _make_lm(problem, n_iter: int):
     import jax
     import jax.numpy as jnp
 
@@ -501,7 +521,7 @@ def _make_lm(problem, max_iter: int):
     def value(z, fv, X, y, w):
         return obj.value(residual(z, fv, X, y), w, None, jnp)
 
-    def solve_all(Z0, fv, X, y, W, lo, hi):
+    def solve_all(Z0, mu0, stall0, fv, X, y, W, lo, hi):
         val_b = jax.vmap(value, in_axes=(0, None, None, None, 0))
         p = Z0.shape[1]
         eye = jnp.eye(p)
@@ -534,18 +554,15 @@ def _make_lm(problem, max_iter: int):
 
         def keep_going(state):
             it, _, _, _, stall = state
-            return (it < max_iter) & jnp.any(stall < STALL_STEPS)
+            return (it < n_iter) & jnp.any(stall < STALL_STEPS)
 
-        R = Z0.shape[0]
         f0 = val_b(Z0, fv, X, y, W)
-        init = (0, Z0, jnp.full(R, 1e-6), f0, jnp.zeros(R, dtype=jnp.int32))
-        n_iter, Z, _, f, stall = jax.lax.while_loop(keep_going, body, init)
-        stalled = stall >= STALL_STEPS
+        _, Z, mu, f, stall = jax.lax.while_loop(keep_going, body, (0, Z0, mu0, f0, stall0))
         grad = jax.vmap(jax.grad(value), in_axes=(0, None, None, None, 0))(Z, fv, X, y, W)
         at_lo = (Z <= lo) & (grad > 0)
         at_hi = (Z >= hi) & (grad < 0)
         pg = jnp.where(at_lo | at_hi, 0.0, grad)
-        return Z, jnp.max(jnp.abs(pg), axis=1), f, stalled
+        return Z, mu, f, stall, jnp.max(jnp.abs(pg), axis=1)
 
     return solve_all
 
