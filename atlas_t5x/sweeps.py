@@ -474,7 +474,8 @@ def gin_config(run: RunSpec, out_dir: str | os.PathLike) -> str:
         f"make_train_pipeline.seed = {int(s['seed'])}",
     ]
     if run.mixture in ("uniform", "unimax"):
-        lines.append(f"get_mixture.languages = {_gin_value(list(run.mixture_languages) if run.mixture_languages else None)}")
+        langs = list(run.mixture_languages) if run.mixture_languages else None  # None: whole corpus
+        lines.append(f"get_mixture.languages = {_gin_value(langs)}")
     if run.mixture == "unimax":
         lines.append(f"get_mixture.token_budget = {float(run.tokens)}")
         lines.append(f"get_mixture.max_epochs = {float(run.max_epochs)}")

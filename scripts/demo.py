@@ -326,7 +326,8 @@ def main(argv=None) -> int:
               f" ({', '.join(langs)})")
     train_start = time.perf_counter()
     status = sweeps.run_locally(sweep, out, progress=True)
-    print(f"  trained {sum(v == 'finished' for v in status.values())} runs in {time.perf_counter() - train_start:.0f} s")
+    trained = sum(v == "finished" for v in status.values())
+    print(f"  trained {trained} runs in {time.perf_counter() - train_start:.0f} s")
 
     # 3. export
     from atlas_t5x.eval import export

@@ -32,7 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="print the train commands instead of running them")
     parser.add_argument("--subprocess", action="store_true", help="one scripts/train.py process per run")
     parser.add_argument("--only", default=None, help="comma-separated run names to run")
-    parser.add_argument("--corpus", default=None, help="MADLAD-layout corpus root (default: $MADLAD_DIR or embedded)")
+    parser.add_argument("--corpus", default=None,
+                        help="MADLAD-layout corpus root (default: $MADLAD_DIR or embedded)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 

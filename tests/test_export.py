@@ -118,7 +118,8 @@ def test_duplicate_keys_are_dropped_with_a_warning(study: Path) -> None:
 
 def test_mixed_schema_versions_are_refused(study: Path, tmp_path: Path) -> None:
     write_run(study, "c", [make_row("c", 0, "en", schema_version=2)])
-    with pytest.raises(schema.SchemaError, match=r"mixed schema versions.*schema_version 2 in .*c/logs/eval.jsonl"):
+    mixed = r"mixed schema versions.*schema_version 2 in .*c/logs/eval.jsonl"
+    with pytest.raises(schema.SchemaError, match=mixed):
         export.export_logs([study])
     cli = _load_cli()
     assert cli.main([str(study), "--out", str(tmp_path / "t")]) == 2

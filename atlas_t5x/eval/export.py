@@ -54,7 +54,9 @@ def find_eval_logs(sources: Sequence[str | os.PathLike]) -> list[Path]:
             elif path.is_dir():
                 hits.extend(sorted(path.rglob(EVAL_LOG_RELPATH)))
         if not hits:
-            raise ExportError(f"{source}: no eval log found (expected a file, MODEL_DIR/{EVAL_LOG_RELPATH} or a folder of runs)")
+            raise ExportError(
+                f"{source}: no eval log found (expected a file, MODEL_DIR/{EVAL_LOG_RELPATH} or a folder of runs)"
+            )
         for hit in hits:
             found[hit.resolve()] = None
     return sorted(found)
