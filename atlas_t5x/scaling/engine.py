@@ -422,10 +422,14 @@ def polish(problem: _Problem, z0: np.ndarray, X, y, w, gtol: float = DEFAULT_GTO
         return v, g
 
     bounds = problem.z_bounds
-    res = optimize.minimize(
-        fun, z0, jac=True, method="L-BFGS-B", bounds=bounds,
-        options={"maxiter": maxiter, "maxfun": maxiter * 2, "ftol": 1e-15, "gtol": gtol, "maxcor": 30},
-    )
+    options = {"maxiter": maxiter, "maxfun": maxiter * 2, "ftol": 1e-15, "gtol": gtol, "maxcor": 30}
+    res = optimize.minimize(fun, z0, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+    if not res.success:
+        # a failed line search often recovers with a fresh curvature memory
+        retry = optimize.minimize(fun, res.x, jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+        if retry.fun <= res.fun:
+            retry.nit += res.nit
+            res = retry
     z = np.asarray(res.x, dtype=np.float64)
     value, grad = fun(z)
     # projected gradient: components pushing against an active bound do not count
@@ -451,7 +455,8 @@ def _no_descent(fun, z, value, g, lo, hi) -> bool:
     direction = -g / np.max(np.abs(g))
     for t in np.geomspace(1e-12, 1e-3, 10):
         trial = np.clip(z + t * direction, lo, hi)
-        if fun(trial)[0] < value - 1e-15 * abs(value):
+        # improvements below 1e-12 (relative) are rounding noise of a float64 sum
+        if fun(trial)[0] < value - 1e-12 * abs(value):
             return False
     return True
 
