@@ -7,9 +7,10 @@ final step (if that step was not already a multiple). Callbacks run on every pro
 multi-host job (they see the same globally sharded `state`); writing files is up to the callback
 (typically only on `jax.process_index() == 0`).
 
-Callbacks must be idempotent per step: a run restarted from a checkpoint at step s calls the
-callbacks due at s again (the previous process may have died before or while running them), so
-a callback that logs should skip rows it has already written (as atlas_t5x.eval does).
+The callbacks due at step s run before checkpoint s is written, so a run that dies inside a
+callback resumes from an earlier checkpoint and calls it again at s: callbacks should be
+idempotent per step (a callback that logs skips rows it has already written, as atlas_t5x.eval
+does).
 """
 
 from __future__ import annotations

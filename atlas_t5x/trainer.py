@@ -239,6 +239,30 @@ class _StopFlag:
             self._previous = None
 
 
+def state_layout(model: nn.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh,
+                 example_tokens: jax.Array) -> tuple[TrainState, TrainState]:
+    """(abstract TrainState of ShapeDtypeStructs carrying their shardings, TrainState of shardings).
+
+    Parameter shardings follow the model's logical axis names (partitioning rules); optimizer
+    slots shaped like the parameters (Adam moments) share them; scalars (counts, step) are
+    replicated. Nothing is allocated.
+    """
+    with partitioning.axis_rules(mesh):
+        boxed = jax.eval_shape(lambda k: model.init(k, example_tokens)["params"], jax.random.PRNGKey(0))
+    params_sh = partitioning.params_shardings(boxed, mesh)
+    abstract_params = nn.meta.unbox(boxed)
+    replicated = partitioning.replicated(mesh)
+    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+    opt_sh = optax.tree_map_params(optimizer, lambda _, sharding: sharding, abstract_opt, params_sh,
+                                   transform_non_params=lambda _: replicated)
+    state_sh = TrainState(step=replicated, params=params_sh, opt_state=opt_sh)
+    abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params,
+                                opt_state=abstract_opt)
+    abstract_state = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+                                  abstract_state, state_sh)
+    return abstract_state, state_sh
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What `train` returns: the final state, the step reached, and whether it was preempted."""
@@ -341,26 +365,14 @@ def train(
         return optim.schedule_phase(last_update(step), update_steps, schedule_args["warmup_steps"],
                                     schedule_args["kind"], schedule_args["decay_fraction"])
 
-    # Shapes and shardings of the whole state, without allocating it.
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
     dummy_tokens = jnp.zeros((1, seq_len), jnp.int32)
-    with partitioning.axis_rules(mesh):
-        boxed = jax.eval_shape(lambda k: model.init(k, dummy_tokens)["params"], init_key)
-    params_sh = partitioning.params_shardings(boxed, mesh)
-    abstract_params = nn.meta.unbox(boxed)
-    replicated = partitioning.replicated(mesh)
-    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
-    opt_sh = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, params_sh,
-                                   transform_non_params=lambda _: replicated)
-    state_sh = TrainState(step=replicated, params=params_sh, opt_state=opt_sh)
-    abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params,
-                                opt_state=abstract_opt)
-    abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                  abstract_state, state_sh)
+    abstract_state, state_sh = state_layout(model, optimizer, mesh, dummy_tokens)
+    params_sh, replicated = state_sh.params, partitioning.replicated(mesh)
 
     # Everything that can fail on a bad model_dir fails here, before anything is written.
     ckpt = checkpoints.TrainCheckpointer(model_dir_path, keep=keep_checkpoints, async_save=async_checkpointing)
-    shapes = checkpoints.param_shapes(abstract_params)
+    shapes = checkpoints.param_shapes(abstract_state.params)
     resume_step = ckpt.check_compatible(shapes)
 
     def fresh_state(params):
@@ -442,12 +454,6 @@ def train(
     logger.start(step, pipeline.accounting())
     try:
         with partitioning.axis_rules(mesh):
-            if resume_step is not None:
-                # A run killed between a checkpoint and that step's callbacks never ran them;
-                # callbacks are idempotent per step (see atlas_t5x.callbacks), so run them again.
-                for cb in due_callbacks(callbacks, step, total_steps):
-                    cb(context(step))
-                logger.restart_clock()
             while step < total_steps:
                 batch = global_batch_from_host_rows(next(pipeline), batch_sh)
                 state, metrics = compiled_step(state, batch, dropout_key)
