@@ -1,7 +1,6 @@
 """Held-out splits (spec §5) and the law comparison table."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from atlas_t5x.scaling import data, engine, heldout
