@@ -169,3 +169,30 @@ def test_exported_table_from_logs(tmp_path, fmt):
     assert fit["per_target"]["en"]["converged"]
     rc = fit_atlas.main(["--table", str(path), "--law", "csl", "--target", "sw", "--out", str(tmp_path / "sw")])
     assert rc == 2 and not (tmp_path / "sw").exists()
+
+
+def test_log_sources_file_folder_glob_and_bad_rows(tmp_path):
+    root = _write_logs(tmp_path)
+    files = sorted(root.rglob("eval.jsonl"))
+    by_folder = data.load_logs(str(root))
+    by_glob = data.load_logs(str(root / "*" / "logs" / "eval.jsonl"))
+    one = data.load_logs(str(files[0]))
+    assert len(by_folder) == len(by_glob) > len(one) > 0
+    assert set(one["run"]) == {files[0].parents[1].name}
+    assert {"N", "D", "U", "D_total", "C", "p", "K", "mixture", "run", "step", "target", "loss"} <= set(one.columns)
+    raw = data.load_logs(str(files[0]), loss_field="loss")
+    np.testing.assert_allclose(raw["loss"], one["loss"] + 0.3)
+    # a crash-truncated last line is dropped with a warning, the complete rows are kept
+    with open(files[0], "a") as f:
+        f.write('{"schema_version": 1, "run": "trunc')
+    with pytest.warns(UserWarning, match="truncated"):
+        assert len(data.load_logs(str(files[0]))) == len(one)
+    # a row missing a schema field is an error naming the file and line
+    bad = tmp_path / "bad" / "eval.jsonl"
+    row = logio.read_jsonl(files[1])[0]
+    del row["params"]
+    logio.append_jsonl(bad, [row])
+    with pytest.raises(schema.SchemaError, match=r"eval.jsonl:1: missing field 'params'"):
+        data.load_logs(str(bad))
+    with pytest.raises(data.DataError, match="no such file, folder or matching glob"):
+        data.load_logs(str(tmp_path / "nothing*"))
