@@ -8,7 +8,8 @@
       --map N=params,D=tokens,U=unique_tokens,loss=val_loss --law dcsl --tied \\
       --fix E=1.8691 --fix A=520.82 --fix B=1487.72 --fix alpha=0.35266 --profile --out fit/
 
-One law per target language. fit.json holds {"law", "params", "objective", "converged",
+`--compare csl,dcsl,atlas` adds a law × split table (R², MAE, MAPE) scored on the same
+--holdout splits. One law per target language. fit.json holds {"law", "params", "objective", "converged",
 "n_points", "heldout": {split: {"r2", "mae", "mape", "n"}}, "r2_in_sample"} plus runner-up
 optima, bootstrap intervals and profiles when asked ("params" maps target → parameters when
 several targets are fitted). Bad input exits with code 2 and writes nothing.
@@ -17,6 +18,7 @@ several targets are fitted). Bad input exits with code 2 and writes nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -53,6 +55,8 @@ def parse_args(argv):
     p.add_argument("--holdout", nargs="+", default=[], help=f"held-out splits: {' '.join(heldout.SPLITS)}")
     p.add_argument("--bootstrap", type=int, default=0, metavar="K", help="bootstrap replicates (by run)")
     p.add_argument("--profile", action="store_true", help="objective profiles along each parameter")
+    p.add_argument("--compare", help="comma-separated laws scored on the same --holdout splits "
+                                     "(a law x split table of R², MAE, MAPE)")
     p.add_argument("--out", required=True, help="output folder (fit.json, fit_curves.png, residuals.png)")
     p.add_argument("--loss_field", default="loss_unigram_norm", choices=["loss_unigram_norm", "loss"],
                    help="which logged loss to fit (logs only)")
@@ -105,6 +109,10 @@ def run(args) -> dict:
             raise UsageError(f"unknown held-out split {split!r}; choose from {', '.join(heldout.SPLITS)}")
     if args.bootstrap < 0:
         raise UsageError("--bootstrap must be ≥ 0")
+    compare = [c.strip() for c in (args.compare or "").split(",") if c.strip()]
+    for name in compare:
+        if name not in LAW_NAMES:
+            raise UsageError(f"--compare: unknown law {name!r}; known laws: {', '.join(LAW_NAMES)}")
     fixed = parse_fixed(args.fix)
     points = load_points(args)
     targets = [t.strip() for item in (args.target or []) for t in item.split(",") if t.strip()] or None
@@ -142,6 +150,12 @@ def run(args) -> dict:
         held[split] = res.to_dict()
         masks[split] = res.held_out
 
+    comparison = []
+    if compare:
+        specs = {name: dataclasses.replace(spec, law=name, fixed=()) for name in compare}
+        table = heldout.compare_laws(specs, points, splits=args.holdout, seed=args.seed)
+        comparison = table.to_dict(orient="records")
+
     per_target = {}
     for target, res in table_fit.fits.items():
         sub = points[points["target"] == target]
@@ -178,6 +192,7 @@ def run(args) -> dict:
         "per_target": per_target,
         "fit_seconds": fit_seconds,
         "notes": notes,
+        "comparison": comparison,
         "options": {"tied": args.tied, "fixed": fixed, "dcsl_stage": args.dcsl_stage,
                     "n_transfer": args.n_transfer, "transfer_rule": args.transfer_rule,
                     "loss_field": args.loss_field if (args.logs or not args.map) else "table",
@@ -245,6 +260,12 @@ def summary(out: dict) -> str:
         if "profiles" in e:
             weak = [k for k, v in e["profiles"].items() if v["weakly_identified"]]
             lines.append(f"  [{target}] weakly identified: {', '.join(weak) or 'none'}")
+    if out["comparison"]:
+        lines.append("comparison on the same splits:")
+        lines.append(f"  {'law':>8} {'split':>10} {'R²':>9} {'MAE':>8} {'MAPE%':>7} {'n':>5}")
+        for row in out["comparison"]:
+            lines.append(f"  {row['law']:>8} {row['split']:>10} {row['r2']:9.4f} {row['mae']:8.4f} "
+                         f"{row['mape']:7.2f} {row['n']:5d}")
     lines.extend(f"note: {n}" for n in out["notes"])
     lines.append(f"R² in sample (pooled) {out['r2_in_sample']:.4f}")
     for split, m in out["heldout"].items():

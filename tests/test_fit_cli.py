@@ -89,9 +89,13 @@ def test_logs_folder_multilingual_atlas(tmp_path):
     root = _write_logs(tmp_path)
     out = tmp_path / "fit"
     rc = fit_atlas.main(["--logs", str(root), "--law", "atlas", "--target", "de", "--holdout", "M",
-                         "--out", str(out), "--no_plots"])
+                         "--compare", "csl,atlas", "--out", str(out), "--no_plots"])
     assert rc == 0
     fit = json.loads((out / "fit.json").read_text())
+    table = {(r["law"], r["split"]): r for r in fit["comparison"]}
+    assert set(table) == {(law, split) for law in ("csl", "atlas") for split in ("in_sample", "M")}
+    assert table["atlas", "M"]["r2"] == pytest.approx(fit["heldout"]["M"]["r2"])
+    assert table["atlas", "M"]["mape"] < table["csl", "M"]["mape"]
     assert set(fit["params"]) == {"E", "A", "B", "alpha", "beta", "lambda", "tau_en", "tau_fr", "tau_other"}
     assert fit["r2_in_sample"] > 0.99 and fit["heldout"]["M"]["r2"] > 0.9
     assert fit["options"]["loss_field"] == "loss_unigram_norm"
@@ -103,6 +107,7 @@ def test_logs_folder_multilingual_atlas(tmp_path):
     (["--map", "N=params,C=flops,loss=val", "--law", "csl", "--fix", "gamma=1"], "unknown parameter"),
     (["--map", "N=params,C=flops,loss=val", "--law", "csl", "--holdout", "sideways"], "unknown held-out split"),
     (["--map", "N=params,C=flops,loss=val", "--objective", "l1"], "unknown objective"),
+    (["--map", "N=params,C=flops,loss=val", "--compare", "csl,gpt"], "--compare: unknown law 'gpt'"),
     (["--map", "N=params,C=flops,loss=val,bogus=x"], "--map key 'bogus' unknown"),
     (["--map", "N=params,loss=val"], "D (tokens) or C (FLOPs)"),
 ])
