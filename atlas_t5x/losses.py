@@ -97,9 +97,10 @@ def _unchunk(x: Array) -> Array:
 
 
 def _chunk_logits(h: Array, embedding: Array, scale: float) -> Array:
-    logits = jnp.einsum("bcd,vd->bcv", h * jnp.asarray(scale, h.dtype), embedding,
-                        preferred_element_type=jnp.float32)
-    return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+    """[B, c, d] × [V, d] → [B, c, V] float32 logits, as one 2-D matmul over B·c rows."""
+    rows = (h * jnp.asarray(scale, h.dtype)).reshape((-1, h.shape[-1]))
+    logits = jnp.einsum("nd,vd->nv", rows, embedding, preferred_element_type=jnp.float32)
+    return nn.with_logical_constraint(logits.reshape(h.shape[:-1] + (-1,)), ("batch", "length", "vocab"))
 
 
 def _pick_chunk(length: int, chunk_size: int) -> int:
@@ -131,10 +132,12 @@ def _tied_sum_nll_fwd(hidden, embedding, targets, weights, scale, chunk):
         log_z = _log_normalizer(logits)
         nll = (log_z - jnp.take_along_axis(logits, t[..., None], axis=-1))[..., 0]
         dlogits = ((jnp.exp(logits - log_z) - _one_hot(t, logits.shape)) * w[..., None]).astype(compute)
-        d_h = jnp.einsum("bcv,vd->bcd", dlogits, embedding, preferred_element_type=jnp.float32) * scale
+        rows, d_rows = h.reshape((-1, h.shape[-1])), dlogits.reshape((-1, dlogits.shape[-1]))
+        d_h = (jnp.einsum("nv,vd->nd", d_rows, embedding, preferred_element_type=jnp.float32)
+               * scale).reshape(h.shape)
         # Accumulate the transposed gradient [d, V]: this keeps dlogits in its row-major
         # [tokens, V] layout as the matmul's right operand (no transpose copy of the chunk).
-        d_embedding_t = d_embedding_t + jnp.einsum("bcd,bcv->dv", h, dlogits,
+        d_embedding_t = d_embedding_t + jnp.einsum("nd,nv->dv", rows, d_rows,
                                                    preferred_element_type=jnp.float32) * scale
         return (total + jnp.sum(nll * w), d_embedding_t), d_h.astype(h.dtype)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from typing import Optional
 
 import flax.linen as nn
@@ -233,6 +234,19 @@ def _kernel(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[st
     return module.param(name, init, shape, _dtype(module.config.param_dtype)).astype(dtype)
 
 
+def _dense(x: Array, kernel: Array, n_in: int = 1) -> Array:
+    """Contract x's last ``n_in`` axes with the kernel's first ``n_in`` as one 2-D matmul.
+
+    Flattening the batch and length axes first matters on CPU: XLA lays out the weight
+    gradient of a 2-D matmul without transposing the large activation operand, which it
+    does for the equivalent 3-D einsum (measured: 0.91 vs 0.64 of matmul peak for the MLP).
+    """
+    in_shape, out_shape = kernel.shape[:n_in], kernel.shape[n_in:]
+    x2 = x.reshape((-1, math.prod(in_shape)))
+    y = x2 @ kernel.reshape((math.prod(in_shape), math.prod(out_shape)))
+    return y.reshape(x.shape[:x.ndim - n_in] + out_shape)
+
+
 class SelfAttention(nn.Module):
     """Multi-head causal self-attention with rotary positions, no biases."""
 
@@ -246,7 +260,7 @@ class SelfAttention(nn.Module):
         act_axes = ("batch", "length", "heads", "kv")
 
         def project(name):
-            return jnp.einsum("btd,dhk->bthk", x, _kernel(self, name, shape, axes, cfg.d_model, dtype))
+            return _dense(x, _kernel(self, name, shape, axes, cfg.d_model, dtype))
 
         q = nn.with_logical_constraint(apply_rotary(project("query"), positions), act_axes)
         k = nn.with_logical_constraint(apply_rotary(project("key"), positions), act_axes)
@@ -260,7 +274,7 @@ class SelfAttention(nn.Module):
 
         out = _kernel(self, "out", (cfg.num_heads, cfg.d_kv, cfg.d_model), ("heads", "kv", "embed"),
                       cfg.num_heads * cfg.d_kv, dtype)
-        return jnp.einsum("bthk,hkd->btd", context, out)
+        return _dense(context, out, n_in=2)
 
 
 class GatedMLP(nn.Module):
@@ -273,10 +287,10 @@ class GatedMLP(nn.Module):
         cfg = self.config
         dtype = _dtype(cfg.dtype)
         d, f = cfg.d_model, cfg.d_ff
-        gate = x @ _kernel(self, "wi_0", (d, f), ("embed", "mlp"), d, dtype)
-        up = x @ _kernel(self, "wi_1", (d, f), ("embed", "mlp"), d, dtype)
+        gate = _dense(x, _kernel(self, "wi_0", (d, f), ("embed", "mlp"), d, dtype))
+        up = _dense(x, _kernel(self, "wi_1", (d, f), ("embed", "mlp"), d, dtype))
         hidden = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "length", "mlp"))
-        return hidden @ _kernel(self, "wo", (f, d), ("mlp", "embed"), f, dtype)
+        return _dense(hidden, _kernel(self, "wo", (f, d), ("mlp", "embed"), f, dtype))
 
 
 class DecoderBlock(nn.Module):
@@ -329,8 +343,9 @@ class DecoderLM(nn.Module):
         """Tied output projection: hidden [..., d] → float32 logits [..., V]."""
         cfg = self.config
         emb = self.embedding.astype(_dtype(cfg.dtype))
-        logits = jnp.einsum("...d,vd->...v", hidden * (cfg.d_model ** -0.5), emb,
-                            preferred_element_type=jnp.float32)
+        rows = (hidden * (cfg.d_model ** -0.5)).reshape((-1, hidden.shape[-1]))
+        logits = jnp.einsum("nd,vd->nv", rows, emb, preferred_element_type=jnp.float32)
+        logits = logits.reshape(hidden.shape[:-1] + (cfg.vocab_size,))
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
     def __call__(self, tokens: Array, positions: Optional[Array] = None,
