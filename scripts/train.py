@@ -18,6 +18,7 @@ Exit codes: 0 finished or preempted (SIGTERM → checkpoint saved), 1 NaN/Inf lo
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -60,11 +61,15 @@ def rewrite_gin_shorthand(argv: list[str]) -> list[str]:
     return out
 
 
+# Configurables of these modules load TensorFlow, so they are imported only when a config names
+# them: by a gin `import` line (t5x convention, e.g. gin/runs/paper_base.gin) or, failing that, on
+# demand when parsing finds a configurable it does not know.
+ON_DEMAND_MODULES = ("atlas_t5x.data.pipeline", "atlas_t5x.eval.callback")
+
+
 def register_configurables() -> None:
-    """Imports every module that defines gin configurables a run config may name."""
-    import atlas_t5x.data.pipeline  # noqa: F401  make_train_pipeline
+    """Imports the trainer's own gin configurables."""
     import atlas_t5x.data.synthetic  # noqa: F401  make_synthetic_pipeline
-    import atlas_t5x.eval.callback  # noqa: F401  PerLanguageEval
     import atlas_t5x.trainer  # noqa: F401  train, ModelConfig, MeshConfig, make_schedule, ...
 
 
@@ -75,20 +80,38 @@ def check_gin_files(files: list[str], search_paths: list[str]) -> None:
             raise BadInput(f"gin file {f!r} not found (looked in {os.getcwd()}, {REPO_ROOT} and --gin_search_paths)")
 
 
+class _UnknownConfigurable(BadInput):
+    pass
+
+
+def _parse(files: list[str], bindings: list[str]) -> None:
+    def fail(where: str, err: Exception):
+        kind = _UnknownConfigurable if "No configurable matching" in str(err) else BadInput
+        raise kind(f"{where}: {err}") from err
+
+    try:
+        gin.parse_config_files_and_bindings(files, None, finalize_config=False)
+    except (ValueError, OSError, SyntaxError) as err:  # gin's unknown name / missing file / parse errors
+        fail("gin file", err)
+    for binding in bindings:  # one at a time, so an error names the binding
+        try:
+            gin.parse_config(binding)
+        except (ValueError, SyntaxError) as err:
+            fail(f"gin binding {binding!r}", err)
+
+
 def parse_gin(files: list[str], bindings: list[str], search_paths: list[str]) -> None:
     """Parses gin files then bindings; unknown files/configurables/parameters → BadInput naming them."""
     for path in [os.getcwd(), str(REPO_ROOT), *search_paths]:
         gin.add_config_file_search_path(path)
     check_gin_files(files, search_paths)
     try:
-        gin.parse_config_files_and_bindings(files, None, finalize_config=False)
-    except (ValueError, OSError, SyntaxError) as err:  # gin's unknown name / missing file / parse errors
-        raise BadInput(f"gin file: {err}") from err
-    for binding in bindings:  # one at a time, so an error names the binding
-        try:
-            gin.parse_config(binding)
-        except (ValueError, SyntaxError) as err:
-            raise BadInput(f"gin binding {binding!r}: {err}") from err
+        _parse(files, bindings)
+    except _UnknownConfigurable:
+        for module in ON_DEMAND_MODULES:
+            importlib.import_module(module)
+        gin.clear_config()
+        _parse(files, bindings)
     gin.finalize()
 
 

@@ -18,10 +18,8 @@ import os
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from atlas_t5x import logio
-from atlas_t5x.data import madlad
 
 COUNT_VERSION = 1  # bump when the encoding rule above changes: invalidates every cached count
 
@@ -93,6 +91,10 @@ def vocab_fingerprint(vocab) -> str:
 def source_fingerprint(root: str, lang: str) -> dict:
     """What U depends on besides the vocabulary: every shard's (name, bytes, mtime in ns) and the
     split rule of `madlad` (salt and budgets)."""
+    import tensorflow as tf  # noqa: PLC0415  (lazy: TokenAccounting users need no TensorFlow)
+
+    from atlas_t5x.data import madlad  # noqa: PLC0415
+
     files = []
     for path in madlad.shard_paths(root, lang):
         stat = tf.io.gfile.stat(path)
@@ -104,6 +106,8 @@ def source_fingerprint(root: str, lang: str) -> dict:
 
 def count_unique_tokens(root: str, lang: str, vocab) -> int:
     """U for one language: tokens of its training split with `vocab`, EOS included."""
+    from atlas_t5x.data import madlad  # noqa: PLC0415
+
     return encode_documents(madlad.load_split(root, lang, "train"), vocab).num_tokens
 
 
