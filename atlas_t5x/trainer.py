@@ -30,7 +30,6 @@ A restarted run drops the rows logged after its checkpoint, so each step appears
 from __future__ import annotations
 
 import dataclasses
-import functools
 import inspect
 import json
 import logging
@@ -214,15 +213,18 @@ class _StopFlag:
 
     def __init__(self):
         self.requested = False
+        self._installed = False
         self._previous = None
 
     def install(self) -> None:
         if jax.process_count() > 1:
             return  # jax.distributed's preemption notifier owns SIGTERM; see should_stop.
         try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread: no preemption handling
-            self._previous = None
+            return
+        self._installed = True
+        self._previous = signal.SIG_DFL if previous is None else previous  # None: set outside Python
 
     def _handle(self, signum, frame):
         logging.warning("SIGTERM received: checkpointing at the next step boundary and exiting")
@@ -234,9 +236,9 @@ class _StopFlag:
         return self.requested
 
     def uninstall(self) -> None:
-        if self._previous is not None:
+        if self._installed:
             signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+            self._installed = False
 
 
 def state_layout(model: nn.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh,

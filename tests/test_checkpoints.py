@@ -7,7 +7,6 @@ process, via XLA_FLAGS from conftest), the rest call `trainer.train` in-process.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal

@@ -57,12 +57,15 @@ class Recorder:
     def __call__(self, ctx):
         batch = next(_pipeline_factory()())
         sum_nll, n_tokens = jax.device_get(ctx.eval_step(ctx.state.params, batch))
-        # Same quantities from an unsharded forward pass.
-        params = jax.device_get(ctx.state.params)
-        logits = ctx.model.apply({"params": params}, batch["decoder_input_tokens"],
-                                 positions=batch["decoder_positions"], segment_ids=batch["decoder_segment_ids"])
-        ref_nll, ref_n = losses.token_cross_entropy_per_example(
-            logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"])
+        # Same quantities from an unsharded forward pass on one device.
+        @jax.jit
+        def reference(params, batch):
+            logits = ctx.model.apply({"params": params}, batch["decoder_input_tokens"],
+                                     positions=batch["decoder_positions"], segment_ids=batch["decoder_segment_ids"])
+            return losses.token_cross_entropy_per_example(
+                logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"])
+
+        ref_nll, ref_n = reference(jax.device_get(ctx.state.params), batch)
         self.calls.append(dict(step=ctx.step, lr=ctx.lr, phase=ctx.schedule_phase, run_info=ctx.run_info,
                                nll=np.asarray(sum_nll), n=np.asarray(n_tokens), ref_nll=np.asarray(ref_nll),
                                ref_n=np.asarray(ref_n), weights=batch["decoder_loss_weights"]))
@@ -227,3 +230,11 @@ def test_fused_loss_step_matches_the_logits_step():
     assert float(plain["n_tokens"]) == float(batch["decoder_loss_weights"].sum())
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6),
                  fused_state.params, plain_state.params)
+
+
+def test_peak_flops_lookup_by_device_kind():
+    assert trainer.lookup_peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert trainer.lookup_peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert trainer.lookup_peak_flops("TPU v5 lite") == 197e12
+    assert trainer.lookup_peak_flops("TPU v4") == 275e12
+    assert trainer.lookup_peak_flops("cpu") is None  # no MFU on CPU
