@@ -12,6 +12,11 @@ Flags:
   --coordinator_address / --num_processes / --process_id: multi-host start
   (partitioning.maybe_initialize_distributed).
 
+The trainer's own configurables (train, ModelConfig, MeshConfig, make_schedule, make_optimizer,
+make_synthetic_pipeline) are always known. Those of atlas_t5x.data.pipeline and
+atlas_t5x.eval.callback load TensorFlow, so they are imported by a gin `import` line or, when a
+config names them without one, on demand.
+
 Exit codes: 0 finished or preempted (SIGTERM → checkpoint saved), 1 NaN/Inf loss, 2 bad input
 (unknown gin file or binding, mesh/batch mismatch, checkpoint of another model, ...).
 """
