@@ -44,6 +44,7 @@ LAWS = ("csl", "dcsl", "atlas")
 HELDOUT_SPLITS = ("random", "N", "D", "C")
 CALIBRATION_STEPS = 6
 MIN_STEPS = 32
+MIN_POINTS_PER_TARGET = 20  # twice the 10 parameters of the multilingual ATLAS law
 RUN_OVERHEAD_S = 5.0  # pipeline set-up, first eval, checkpoint write, per run [measured on this machine]
 SAFETY = 1.2  # estimates ran ~15% short on a shared, loaded 2-core machine [measured]
 
@@ -113,6 +114,17 @@ def estimate_seconds(run: sweeps.RunSpec, timing: dict[str, float]) -> float:
                      + evals * timing["n_eval_languages"] * timing["eval_s_per_language"] + RUN_OVERHEAD_S)
 
 
+def _scaled_run(run: sweeps.RunSpec, factor: float) -> sweeps.RunSpec:
+    """The run with `factor` × its steps; warmup and evaluation period shrink alike, so the
+    curve keeps the same number of post-warmup evaluation points."""
+    steps = max(MIN_STEPS, int(run.total_steps * factor))
+    ratio = steps / run.total_steps
+    settings = dict(run.settings)
+    settings["warmup_steps"] = max(1, int(settings["warmup_steps"] * ratio))
+    settings["eval_every"] = max(1, int(round(settings["eval_every"] * ratio)))
+    return dataclasses.replace(run, total_steps=steps, tokens=steps * run.batch * run.seq_len, settings=settings)
+
+
 def plan(sweep: sweeps.Sweep, timings, seconds_left: float | None) -> tuple[sweeps.Sweep, float, float]:
     """Scales every run's token budget by one factor ≤ 1 so the estimate fits `seconds_left`.
 
@@ -129,10 +141,7 @@ def plan(sweep: sweeps.Sweep, timings, seconds_left: float | None) -> tuple[swee
     factor, scaled = 1.0, sweep
     for _ in range(20):
         factor *= max(seconds_left, 1.0) / estimate
-        scaled = sweeps.Sweep(sweep.name, tuple(
-            dataclasses.replace(r, total_steps=max(MIN_STEPS, int(r.total_steps * factor)),
-                                tokens=max(MIN_STEPS, int(r.total_steps * factor)) * r.batch * r.seq_len)
-            for r in sweep.runs), sweep.source)
+        scaled = sweeps.Sweep(sweep.name, tuple(_scaled_run(r, factor) for r in sweep.runs), sweep.source)
         estimate = total(scaled)
         if estimate <= seconds_left or all(r.total_steps == MIN_STEPS for r in scaled.runs):
             break
@@ -157,7 +166,10 @@ def heldout_table(rows):
 
     points = fdata.rows_to_points(trained_target_rows(rows), loss_field="loss")
     targets = sorted(t for t in points["target"].unique()
-                     if points.loc[points["target"] == t, "N"].nunique() >= 2)
+                     if points.loc[points["target"] == t, "N"].nunique() >= 2
+                     and (points["target"] == t).sum() >= MIN_POINTS_PER_TARGET)
+    if not targets:
+        raise ValueError(f"no target has {MIN_POINTS_PER_TARGET} points from two or more model sizes")
     points = points[points["target"].isin(targets)].reset_index(drop=True)
     frames = []
     for law in LAWS:
@@ -236,7 +248,8 @@ def plot_fitted_laws(points, fits, targets, path: Path) -> None:
         ax.set_xlabel(f"D_t, tokens of {target} (monolingual runs)")
         ax.set_ylabel("loss (nats/token)")
         ax.set_title(f"{target}: data and fitted laws (per-target fits)")
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -342,11 +355,20 @@ def main(argv=None) -> int:
         print("4/5 the fitter (atlas_t5x.scaling) is not available: stopping after the export.")
         return 0
     print("4/5 fitting csl, dcsl and atlas per target with held-out R² ...")
-    table, points, targets = heldout_table(rows)
+    try:
+        table, points, targets = heldout_table(rows)
+    except ValueError as err:
+        print(f"  cannot fit: {err}; the logs are exported in {out}. Stopping before the report.")
+        return 1
     logio.write_atomic(out / "heldout.csv", table.to_csv(index=False))
     fits = fit_per_target(points, targets)
-    pretty = table.pivot_table(index="law", columns="split", values="r2", aggfunc="first")
-    print(pretty.to_string(float_format=lambda v: f"{v:.3f}"))
+    for rec in table[table["split"] == "all"].itertuples():
+        print(f"  {rec.law}: {rec.note}")
+    scored = table[table["split"] != "all"]
+    if len(scored):
+        pretty = scored.pivot_table(index="law", columns="split", values="r2", aggfunc="first")
+        print(f"  held-out R² (targets {', '.join(targets)}):")
+        print(pretty.to_string(float_format=lambda v: f"{v:.3f}"))
 
     # 5. report
     report_dir = out / "report"

@@ -278,6 +278,9 @@ def test_demo_plan_shrinks_every_budget_by_one_factor_to_fit_the_time() -> None:
     assert len(set(steps)) == 1 and demo.MIN_STEPS < steps[0] < 200
     assert all(r.tokens == r.total_steps * 16 * 8 for r in scaled.runs)
     assert full / 2 * 0.9 < estimate <= full / 2
+    # The evaluation period and warmup shrink with the steps: the curves keep their points.
+    assert all(abs(r.total_steps / r.settings["eval_every"] - 8) < 0.5 for r in scaled.runs)  # 400 / 50
+    assert all(r.settings["warmup_steps"] < sweep.runs[0].settings["warmup_steps"] for r in scaled.runs)
     tiny, _, _ = demo.plan(sweep, timings, seconds_left=1.0)
     assert [r.total_steps for r in tiny.runs] == [demo.MIN_STEPS] * 4
 
