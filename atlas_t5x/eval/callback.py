@@ -256,7 +256,15 @@ class PerLanguageEval:
     def __call__(self, ctx: StepContext) -> None:
         info = ctx.run_info
         writer = self._get_writer(info.model_dir)
-        todo = [t for t in self.eval_languages() if not writer.has(info.run, ctx.step, t)]
+        languages = self.eval_languages()
+        missing = np.array([not writer.has(info.run, ctx.step, t) for t in languages])
+        if jax.process_count() > 1:
+            # eval_step is a collective: every process must score the same languages, and only
+            # process 0 has read the log.
+            from jax.experimental import multihost_utils
+
+            missing = np.asarray(multihost_utils.broadcast_one_to_all(missing))
+        todo = [t for t, m in zip(languages, missing) if m]
         if not todo:
             return
         shared = run_fields(ctx)
