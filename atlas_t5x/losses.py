@@ -129,9 +129,15 @@ def _tied_sum_nll_fwd(hidden, embedding, targets, weights, scale, chunk):
         total, d_embedding_t = carry
         h, t, w = xs
         logits = _chunk_logits(h, embedding, scale)
-        log_z = _log_normalizer(logits)
+        peak = jnp.max(logits, axis=-1, keepdims=True)
+        # exp once, materialised: otherwise XLA:CPU recomputes it inside a slow fused
+        # reduction (measured 0.45 → 0.68 of matmul peak for the fused loss at d=128).
+        unnormalised = jax.lax.optimization_barrier(jnp.exp(logits - peak))
+        total_exp = jnp.sum(unnormalised, axis=-1, keepdims=True)
+        log_z = jnp.log(total_exp) + peak
+        probs = unnormalised * (1.0 / total_exp)
         nll = (log_z - jnp.take_along_axis(logits, t[..., None], axis=-1))[..., 0]
-        dlogits = ((jnp.exp(logits - log_z) - _one_hot(t, logits.shape)) * w[..., None]).astype(compute)
+        dlogits = ((probs - _one_hot(t, logits.shape)) * w[..., None]).astype(compute)
         rows, d_rows = h.reshape((-1, h.shape[-1])), dlogits.reshape((-1, dlogits.shape[-1]))
         d_h = (jnp.einsum("nv,vd->nd", d_rows, embedding, preferred_element_type=jnp.float32)
                * scale).reshape(h.shape)
