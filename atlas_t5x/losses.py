@@ -44,14 +44,20 @@ def token_nll(logits: Array, targets: Array) -> Array:
 def _token_nll_fwd(logits, targets):
     logits = logits.astype(jnp.float32)
     targets = targets.astype(jnp.int32)
-    log_z = _log_normalizer(logits)
+    peak = jnp.max(logits, axis=-1, keepdims=True)
+    # exp materialised once and kept for the backward pass (XLA:CPU is slow when it
+    # fuses the exp into the reduction and recomputes it later).
+    unnormalised = jax.lax.optimization_barrier(jnp.exp(logits - peak))
+    total_exp = jnp.sum(unnormalised, axis=-1, keepdims=True)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)
-    return (log_z - target_logit)[..., 0], (logits, log_z, targets)
+    nll = (jnp.log(total_exp) + peak - target_logit)[..., 0]
+    return nll, (unnormalised, total_exp, targets)
 
 
 def _token_nll_bwd(residuals, g):
-    logits, log_z, targets = residuals
-    dlogits = (jnp.exp(logits - log_z) - _one_hot(targets, logits.shape)) * g[..., None]
+    unnormalised, total_exp, targets = residuals
+    probs = unnormalised * (1.0 / total_exp)
+    dlogits = (probs - _one_hot(targets, unnormalised.shape)) * g[..., None]
     return dlogits, None
 
 

@@ -23,23 +23,29 @@ def _batch(rows=8, length=16, seed=0):
                 positions=positions, weights=weights)
 
 
-def _loss_fn(model):
+def _loss_fn(model, fused):
     def loss(params, batch):
-        logits = model.apply({"params": params}, batch["inputs"], positions=batch["positions"],
-                             segment_ids=batch["segments"])
-        sum_nll, n_tokens = losses.token_cross_entropy(logits, batch["targets"], batch["weights"])
+        inputs = dict(positions=batch["positions"], segment_ids=batch["segments"])
+        if fused:
+            sum_nll, n_tokens = model.apply({"params": params}, batch["inputs"], batch["targets"],
+                                            batch["weights"], chunk_size=4,
+                                            method=models.DecoderLM.token_loss, **inputs)
+        else:
+            logits = model.apply({"params": params}, batch["inputs"], **inputs)
+            sum_nll, n_tokens = losses.token_cross_entropy(logits, batch["targets"], batch["weights"])
         return sum_nll / n_tokens
     return jax.value_and_grad(loss)
 
 
-def test_loss_and_grads_on_8_device_mesh_match_one_device():
+@pytest.mark.parametrize("fused", [False, True], ids=["logits", "fused_loss"])
+def test_loss_and_grads_on_8_device_mesh_match_one_device(fused):
     assert jax.device_count() >= 8, "conftest should force 8 host CPU devices"
     cfg = models.get_model_config("tiny1", vocab_size=VOCAB, dropout_rate=0.0)
     model = models.DecoderLM(cfg)
     batch = _batch()
     boxed = jax.jit(model.init)(jax.random.PRNGKey(0), batch["inputs"])["params"]
     params = nn.meta.unbox(boxed)
-    value_and_grad = _loss_fn(model)
+    value_and_grad = _loss_fn(model, fused)
 
     single = partitioning.make_mesh(partitioning.MeshConfig(data=1), devices=jax.devices()[:1])
     with partitioning.axis_rules(single):
