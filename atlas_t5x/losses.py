@@ -168,7 +168,7 @@ _tied_sum_nll.defvjp(_tied_sum_nll_fwd, _tied_sum_nll_bwd)
 
 
 def tied_cross_entropy(hidden: Array, embedding: Array, targets: Array, weights: Array,
-                       logit_scale: float = 1.0, chunk_size: int = 64) -> tuple[Array, Array]:
+                       logit_scale: float = 1.0, chunk_size: int = 128) -> tuple[Array, Array]:
     """``token_cross_entropy`` of ``logits = logit_scale · hidden · embeddingᵀ`` without materialising them.
 
     Args:

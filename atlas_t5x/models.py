@@ -365,7 +365,7 @@ class DecoderLM(nn.Module):
 
     def token_loss(self, tokens: Array, targets: Array, weights: Array, positions: Optional[Array] = None,
                    segment_ids: Optional[Array] = None, deterministic: bool = True,
-                   chunk_size: int = 64) -> tuple[Array, Array]:
+                   chunk_size: int = 128) -> tuple[Array, Array]:
         """(sum_nll nats, n_tokens) of the next-token loss without materialising [B, T, V] logits.
 
         Equals ``losses.token_cross_entropy(self(tokens, ...), targets, weights)``; the tied
