@@ -20,6 +20,10 @@ Architecture (spec §3, with the [our choice] items marked):
 Parameters are created in ``param_dtype`` and annotated with logical axis names
 (``vocab, embed, heads, kv, mlp``); activations carry ``batch, length, embed, heads, kv,
 mlp, vocab`` constraints. ``atlas_t5x.partitioning`` maps these names to mesh axes.
+
+Training steps should prefer ``DecoderLM.token_loss`` (fused, chunked output projection
+and cross-entropy, no [B, T, V] logits buffer) over ``__call__`` + ``token_cross_entropy``;
+figures in benchmarks/README.md.
 """
 
 from __future__ import annotations
