@@ -24,6 +24,7 @@ CORE = [
     "pyarrow>=16,<30",
     "matplotlib>=3.9,<4",
     "scikit-learn>=1.5,<2",
+    "threadpoolctl>=3.1,<4",
     "tqdm>=4.66,<5",
     "pyyaml>=6,<7",
 ]
