@@ -87,7 +87,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, int]:
     Raises:
       FileNotFoundError: no committed checkpoint at `path`.
     """
-    path = Path(path)
+    path = Path(path).absolute()  # orbax requires absolute checkpoint paths
     if path.name.isdigit() and _is_committed(path):
         return path.parent, int(path.name)
     for folder in (path / CHECKPOINT_SUBDIR, path):
@@ -136,7 +136,7 @@ class TrainCheckpointer:
     def __init__(self, model_dir: str | os.PathLike, keep: int = 3, async_save: bool = True):
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
-        self.directory = Path(model_dir) / CHECKPOINT_SUBDIR
+        self.directory = Path(model_dir).absolute() / CHECKPOINT_SUBDIR  # orbax wants absolute paths
         self._keep = keep
         self._async = async_save
         self._manager: ocp.CheckpointManager | None = None
