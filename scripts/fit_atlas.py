@@ -162,12 +162,21 @@ def run(args) -> dict:
         X = data_lib.law_inputs(res.law, sub)
         entry = res.to_dict()
         entry["r2_in_sample"] = engine.r2_score(sub["loss"], res.predict(X))
+        # the fitted range (scripts/plan.py warns when a plan leaves it): N, D = D_t, epochs = D_t/U_t
+        epochs = (sub["D"] / sub["U"]).to_numpy(float)
+        entry["fit_range"] = {"N": [float(sub["N"].min()), float(sub["N"].max())],
+                              "D": [float(sub["D"].min()), float(sub["D"].max())],
+                              "epochs": [float(epochs.min()), float(epochs.max())]}
         if args.bootstrap and res.free_names:
             from atlas_t5x.scaling import bootstrap
 
             boot = bootstrap.bootstrap(res, X, sub["loss"].to_numpy(float), sub["run"].to_numpy(),
                                        n_boot=args.bootstrap, seed=args.seed)
             entry["bootstrap"] = boot.to_dict()
+            # converged parameter samples: scripts/plan.py compute turns them into a bootstrap band
+            entry["bootstrap"]["samples"] = [
+                {k: float(boot.samples[k][i]) for k in res.law.param_names if k in boot.samples}
+                for i in np.flatnonzero(boot.converged)]
         if args.profile and res.free_names:
             from atlas_t5x.scaling import profiles
 

@@ -121,6 +121,11 @@ def cmd_compute(args) -> dict:
     if args.unique:
         unique = (parse_pairs(args.unique, "--unique") if "=" in args.unique
                   else parse_number(args.unique, "--unique"))
+    if isinstance(unique, dict):
+        missing = [t for t in laws if t not in unique]
+        if missing:
+            raise InputError(f"--unique gives no U for target(s) {missing} (has {sorted(unique)}); "
+                             "give every target, or one number for all")
     plans = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pl.ExtrapolationWarning)  # printed with the plan instead
@@ -141,17 +146,26 @@ def _plot_compute(path, laws, plans) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for plan in plans:
         fl = laws[plan.target]
         n = np.geomspace(plan.params / 30, plan.params * 30, 200)
-        ax.plot(n, fl.loss(n, plan.flops / (6 * n), plan.unique_tokens), label=plan.target or "law")
-        ax.plot(plan.params, plan.loss, "o", color="black")
+        u = "U unlimited" if math.isinf(plan.unique_tokens) else f"U = {plan.unique_tokens:.3g} tokens"
+        line, = ax.plot(n, fl.loss(n, plan.flops / (6 * n), plan.unique_tokens),
+                        label=f"{plan.target or 'law'} ({u}): N* = {plan.params:.3g}, "
+                              f"{plan.tokens_per_param:.0f} tok/param, {plan.epochs:.2g} epochs")
+        ax.plot(plan.params, plan.loss, "o", color=line.get_color(), mec="black")
+        if plan.band:
+            ax.axvspan(*plan.band["params"], color=line.get_color(), alpha=0.15, lw=0)
+        if fl.fit_range and "N" in fl.fit_range:
+            ax.axvline(fl.fit_range["N"][1], color=line.get_color(), ls=":", lw=1)
     ax.set_xscale("log")
-    ax.set_xlabel("parameters N (D = C / 6N)")
+    ax.set_xlabel("parameters N (tokens D = C / 6N)")
     ax.set_ylabel("predicted loss (nats/token)")
-    ax.set_title(f"Loss along the budget C = {plans[0].flops:.3g} FLOPs; dots: optimum", fontsize=9)
-    ax.legend()
+    ax.set_title(f"Predicted loss at a fixed budget C = {plans[0].flops:.3g} FLOPs\n"
+                 "dot: optimum; shaded: 95% bootstrap N*; dotted: largest fitted N", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
 
 

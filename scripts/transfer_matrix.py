@@ -6,20 +6,25 @@
   # statistics and heatmap of an existing matrix (rows target, columns source)
   python scripts/transfer_matrix.py --matrix ../shared/data/atlas_bts_38x38.csv --out out/paper
 
-Writes OUT/bts_matrix.csv (rows target, columns source), OUT/bts_heatmap.png (top-5 sources per
-target marked), OUT/transfer.json (measurements, statistics, forest quality) and, when finetunes
-are present, OUT/fas_matrix.csv and OUT/bts_estimated.csv. Exits with code 2 on bad input.
+Writes OUT/bts_matrix.csv (measured scores; rows target, columns source), OUT/bts_heatmap.png
+(top-5 sources per target marked; estimated cells hatched), OUT/transfer.json (measurements,
+statistics of the measured scores, forest quality) and, when single-language finetunes of one
+checkpoint are present, OUT/fas_matrix.csv and OUT/bts_estimated.csv (measured + random-forest
+estimates). Everything is computed before anything is written; exits with code 2 on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
 
 from atlas_t5x import logio  # noqa: E402
 from atlas_t5x.scaling import curves as cv  # noqa: E402
@@ -38,9 +43,8 @@ def _jsonable(obj):
     return obj
 
 
-def _write_csv(frame, path: Path) -> None:
-    logio.write_atomic(path, frame.to_csv(float_format="%.4f"))
-    print(f"wrote {path}")
+def _fmt(value: float) -> str:
+    return f"{value:+.3f}" if math.isfinite(value) else "n/a"
 
 
 def parse_args(argv):
@@ -60,9 +64,12 @@ def parse_args(argv):
 
 
 def run(args) -> dict:
+    """Computes everything first, then writes the outputs (nothing is written on bad input)."""
     out = Path(args.out)
     payload: dict = {}
-    estimated = None
+    files: dict[str, str | bytes] = {}   # name -> content, written at the end
+    estimated = shown = None
+    title = "Bilingual transfer score (row: target, column: source)"
     if args.matrix:
         matrix = tr.read_matrix(args.matrix)
         payload["matrix_source"] = str(args.matrix)
@@ -72,42 +79,73 @@ def run(args) -> dict:
         if not meas:
             raise tr.TransferError(f"{args.logs}: no 50/50 bilingual from-scratch runs found")
         matrix = tr.bts_matrix(meas, params=args.params)
+        size = matrix.attrs["params"]
         payload["measurements"] = [m.__dict__ for m in meas]
-        payload["matrix_params"] = matrix.attrs["params"]
-        print(f"{len(meas)} BTS measurements from {len({m.bilingual_run for m in meas})} bilingual runs:")
-        for m in meas:
+        payload["matrix_params"] = size
+        payload["matrix_runs_averaged"] = matrix.attrs["n_runs"]
+        print(f"{len(meas)} BTS measurements from {len({m.bilingual_run for m in meas})} bilingual runs "
+              f"(loss field {args.loss_field!r}):")
+        for m in sorted(meas, key=lambda m: (m.params, m.target, m.source)):
             value = f"{m.bts:+.3f}" if math.isfinite(m.bts) else "undefined"
             print(f"  BTS({m.source}->{m.target}) = {value}  [N={m.params:.3g}, {m.status}; "
-                  f"d_mono={m.d_mono:.3g}, sigma={m.sigma:.3g}]")
-        print(f"matrix: model size N = {matrix.attrs['params']:.3g}")
+                  f"d_mono={m.d_mono:.3g} tokens, sigma_bi={m.sigma:.3g} tokens, "
+                  f"L_mono={m.target_loss:.4f}]")
+        sizes = sorted({m.params for m in meas})
+        print(f"matrix: model size N = {size:.3g} (sizes measured: {', '.join(f'{n:.3g}' for n in sizes)}; "
+              "choose one with --params)")
+        title = f"Bilingual transfer score at N = {size:.3g} (row: target, column: source)"
         try:
             scores = tr.finetune_scores(rows, loss_field=args.loss_field)
         except tr.TransferError as err:
             print(f"FAS / estimated pairs: skipped ({err})")
         else:
-            _write_csv(scores.fas, out / "fas_matrix.csv")
-            feats = tr.pair_features(scores.self_gain, scores.delta)
-            codes = sorted(set(matrix.index) | set(scores.fas.index) | set(scores.fas.columns))
-            full = matrix.reindex(index=codes, columns=codes)
-            est = tr.estimate_pairs(full, feats, n_trees=args.trees)
-            print(f"random forest ({args.trees} trees) on {est.n_train} measured pairs: "
-                  f"5-fold CV R² = {est.cv_r2:.3f}, Spearman = {est.cv_spearman:.3f}")
-            payload["forest"] = {"cv_r2": est.cv_r2, "cv_spearman": est.cv_spearman, "n_train": est.n_train,
-                                 "fas_d_max": scores.d_max, "fas_base": scores.base}
-            _write_csv(est.matrix, out / "bts_estimated.csv")
-            matrix, estimated = est.matrix, est.estimated
+            files["fas_matrix.csv"] = scores.fas.to_csv(float_format="%.4f")
+            payload["fas"] = {"d_max": scores.d_max, "base": scores.base,
+                              "self_gain": scores.self_gain.to_dict()}
+            print(f"FAS from {scores.fas.shape[1]} single-language finetunes over d_max = "
+                  f"{scores.d_max:.3g} tokens (baseline: {scores.base})")
+            try:
+                feats = tr.pair_features(scores.self_gain, scores.delta)
+                codes = sorted(set(matrix.index) | set(scores.fas.index) | set(scores.fas.columns))
+                full = matrix.reindex(index=codes, columns=codes)
+                est = tr.estimate_pairs(full, feats, n_trees=args.trees)
+            except tr.TransferError as err:
+                print(f"estimated pairs: skipped ({err})")
+            else:
+                print(f"random forest ({args.trees} trees, features {', '.join(tr.FEATURE_NAMES)}) on "
+                      f"{est.n_train} measured pairs: 5-fold CV R² = {est.cv_r2:.3f}, "
+                      f"Spearman = {est.cv_spearman:.3f}; "
+                      f"{int(np.isfinite(est.estimated.to_numpy(dtype=float)).sum())} pairs estimated")
+                payload["forest"] = {"cv_r2": est.cv_r2, "cv_spearman": est.cv_spearman,
+                                     "n_train": est.n_train, "n_trees": args.trees}
+                files["bts_estimated.csv"] = est.matrix.to_csv(float_format="%.4f")
+                shown, estimated = est.matrix, est.estimated
+                payload["stats_with_estimates"] = tr.transfer_stats(shown, k=args.top).to_dict()
+    # statistics describe the measured scores; the estimates are reported beside them
     stats = tr.transfer_stats(matrix, k=args.top)
     payload["stats"] = stats.to_dict()
-    print(f"same-script mean {stats.same_script_mean:+.3f} vs different-script {stats.diff_script_mean:+.3f}; "
-          f"same-family {stats.same_family_mean:+.3f} vs different-family {stats.diff_family_mean:+.3f}")
-    print(f"A->B vs B->A Pearson r = {stats.asymmetry_pearson:+.3f} over {stats.n_symmetric_pairs} pairs")
+    print(f"statistics of the {int(np.isfinite(matrix.to_numpy(dtype=float)).sum())} measured scores:")
+    cells, counts = stats.script_family_means, stats.script_family_counts
+    print(f"same-script mean {_fmt(stats.same_script_mean)} vs different-script {_fmt(stats.diff_script_mean)}; "
+          f"same-family {_fmt(stats.same_family_mean)} vs different-family {_fmt(stats.diff_family_mean)}")
+    print("  mean BTS by (script, family):       same family      different family")
+    for sc, label in ((1, "same script"), (0, "different script")):
+        print(f"  {label:<32}" + "".join(
+            f"  {_fmt(cells[f'script={sc},family={fa}'])} (n={counts[f'script={sc},family={fa}']:>4})"
+            for fa in (1, 0)))
+    print(f"A->B vs B->A Pearson r = {_fmt(stats.asymmetry_pearson)} over {stats.n_symmetric_pairs} pairs "
+          "with both directions")
     top = ", ".join(f"{s} ({n})" for s, n in list(stats.top5_source_counts.items())[:5])
     print(f"most frequent top-{args.top} sources (number of targets): {top}")
-    _write_csv(matrix, out / "bts_matrix.csv")
-    tr.plot_matrix(matrix, out / "bts_heatmap.png", k=args.top, estimated=estimated)
-    print(f"wrote {out / 'bts_heatmap.png'}")
-    logio.write_atomic(out / "transfer.json", json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
-    print(f"wrote {out / 'transfer.json'}")
+    files["bts_matrix.csv"] = matrix.to_csv(float_format="%.4f")
+    buf = io.BytesIO()
+    tr.plot_matrix(shown if estimated is not None else matrix, buf, k=args.top, estimated=estimated,
+                   title=title)
+    files["bts_heatmap.png"] = buf.getvalue()
+    files["transfer.json"] = json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n"
+    for name, content in files.items():
+        logio.write_atomic(out / name, content)
+        print(f"wrote {out / name}")
     return payload
 
 

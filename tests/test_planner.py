@@ -140,3 +140,24 @@ def test_reads_fit_atlas_output_and_warns_outside_the_logged_range(tmp_path):
     assert ranged["de"].fit_range["N"] == (1e7, 1e8)
     with pytest.warns(pl.ExtrapolationWarning, match="far outside the fitted range"):
         pl.plan_compute(ranged["de"], 1e22)
+
+
+def test_fit_json_samples_give_a_band_and_repetition_beyond_the_fitted_epochs_warns(tmp_path):
+    # one per_target entry as scripts/fit_atlas.py writes it (bootstrap samples + fitted range)
+    rng = np.random.default_rng(1)
+    samples = [{**ATLAS, "alpha": ATLAS["alpha"] * f} for f in rng.normal(1, 0.02, 20)]
+    entry = {"law": "atlas", "params": ATLAS, "fit_range": {"N": [1e7, 1e10], "D": [1e8, 1e12],
+                                                            "epochs": [0.01, 2.0]},
+             "bootstrap": {"n_boot": 20, "intervals": {}, "samples": samples}}
+    (tmp_path / "fit.json").write_text(json.dumps({"law": "atlas", "targets": ["sw"], "params": ATLAS,
+                                                   "per_target": {"sw": entry}}))
+    fl = pl.load_fitted_laws(tmp_path / "fit.json")["sw"]
+    assert len(fl.samples) == 20 and fl.fit_range["epochs"] == (0.01, 2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan = pl.plan_compute(fl, 1e21, 1e11)   # D* ≈ 6e10 < U: no repetition, Chinchilla holds
+    assert plan.band["params"][0] < plan.params < plan.band["params"][1]
+    assert plan.closed_form[0] == pytest.approx(plan.params, rel=1e-3)
+    with pytest.warns(pl.ExtrapolationWarning, match=r"repeats the data .* fitted on 0.01–2 epochs"):
+        plan = pl.plan_compute(fl, 1e21, 3e9)
+    assert plan.epochs > 4 and plan.closed_form is None

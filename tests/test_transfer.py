@@ -138,3 +138,40 @@ def test_fas_baseline_from_a_continued_multilingual_run():
     assert scores.fas.loc["en", "sw"] == pytest.approx(0.1, abs=1e-9)
     with pytest.raises(tr.TransferError, match="no monolingual finetune runs"):
         tr.finetune_scores([r for r in rows if r["run"] == "cont"])
+
+
+def test_repeated_runs_are_averaged_and_the_default_size_has_the_most_scores():
+    rows = _pair_rows(0.5, 0.25)
+    seed2 = [dict(r, run=r["run"] + "_seed2") for r in _pair_rows(0.0, 0.25) if r["run"] == "bi_ab"]
+    tiny = [dict(r, run=r["run"] + "_tiny", params=10) for r in _pair_rows(0.5, 0.25)
+            if r["run"] != "mono_b"]  # at N=10 only b->a is measurable ... and that partner is missing
+    meas = tr.measure_bts(rows + seed2, d_mono=1e8)
+    mat = tr.bts_matrix(meas)
+    # two bilingual runs of (a, b): BTS(a->b) averages 2 - 2/1.5 and 0
+    assert mat.loc["b", "a"] == pytest.approx((2 - 2 / 1.5) / 2, abs=0.02)
+    assert mat.attrs["n_runs"]["b"]["a"] == 2
+    with pytest.raises(tr.TransferError, match=r"'bi_ab_tiny'.*monolingual 'b' run with N=10"):
+        tr.measure_bts(rows + tiny, d_mono=1e8)
+    small = [dict(r, run=r["run"] + "_small", params=10) for r in _pair_rows(0.0, 0.0)]
+    never = [m for m in tr.measure_bts(small, d_mono=3.9e9)]  # the bilingual run ends before 2·d_mono
+    assert all(m.status == "never_reached" for m in never)
+    assert tr.bts_matrix(meas + never).attrs["params"] == 100_000_000  # N=10 has no defined score
+
+
+def test_cli_writes_nothing_when_languages_lack_metadata(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from atlas_t5x import logio
+
+    rows = _pair_rows(0.5, 0.25)  # languages "a" and "b" have no script/family
+    for run in {r["run"] for r in rows}:
+        logio.append_jsonl(tmp_path / "runs" / run / "logs" / "eval.jsonl", [r for r in rows if r["run"] == run])
+    path = Path(__file__).resolve().parents[1] / "scripts" / "transfer_matrix.py"
+    spec = importlib.util.spec_from_file_location("_tm_cli", path)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--d-mono", "1e8"]) == 2
+    err = capsys.readouterr().err
+    assert "no script/family metadata for 2 language(s): 'a'" in err and "'b'" in err
+    assert not (tmp_path / "out").exists()

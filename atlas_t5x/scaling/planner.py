@@ -57,7 +57,8 @@ def law_for_params(name: str, params: Mapping[str, float]) -> Law:
 class FittedLaw:
     """A law with fitted parameters, optional bootstrap samples and the range it was fitted on.
 
-    `fit_range` maps "N" / "D" to (min, max) of the fitted points (parameters, target tokens).
+    `fit_range` maps "N" / "D" / "epochs" to (min, max) of the fitted points (parameters, target
+    tokens, target epochs D_t/U_t), e.g. the "fit_range" scripts/fit_atlas.py writes per target.
     """
 
     law: Law
@@ -69,7 +70,8 @@ class FittedLaw:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], target: str = "") -> "FittedLaw":
         """From {"law": name, "params": {...}, optional "bootstrap"/"samples": [{...}],
-        optional "fit_range": {"N": [lo, hi], "D": [lo, hi]}} (e.g. a FitResult.to_dict())."""
+        optional "fit_range": {"N": [lo, hi], "D": [lo, hi], "epochs": [lo, hi]}} (e.g. one
+        `per_target` entry of scripts/fit_atlas.py's fit.json, whose "bootstrap" holds "samples")."""
         if "law" not in d or "params" not in d:
             raise PlanError(f"fitted law {target or ''!s}: expected keys 'law' and 'params', got {sorted(d)}")
         params = {k: float(v) for k, v in dict(d["params"]).items()}
@@ -135,17 +137,23 @@ def load_fitted_laws(path: str | os.PathLike) -> dict[str, FittedLaw]:
 
 
 def with_fit_ranges(laws: Mapping[str, FittedLaw], rows: Sequence[Mapping[str, Any]]) -> dict[str, FittedLaw]:
-    """Adds each target's fitted (N, D_t) range, taken from exported-log rows, to its law."""
+    """Adds each target's fitted (N, D_t, epochs D_t/U_t) range, taken from exported-log rows."""
     out = {}
     for target, fl in laws.items():
-        pts = [(float(r["params"]), float(dict(r.get("tokens_by_lang", {})).get(target, 0)))
-               for r in rows if r.get("target") == target]
-        pts = [(n, d) for n, d in pts if d > 0]
+        pts = []
+        for r in rows:
+            if r.get("target") != target:
+                continue
+            d = float(dict(r.get("tokens_by_lang", {})).get(target, 0))
+            u = float(dict(r.get("unique_by_lang", {})).get(target, 0))
+            if d > 0:
+                pts.append((float(r["params"]), d, d / u if u > 0 else 0.0))
         if not pts:
             out[target] = fl
             continue
-        n, d = zip(*pts)
-        out[target] = dataclasses.replace(fl, fit_range={"N": (min(n), max(n)), "D": (min(d), max(d))})
+        n, d, e = zip(*pts)
+        out[target] = dataclasses.replace(
+            fl, fit_range={"N": (min(n), max(n)), "D": (min(d), max(d)), "epochs": (min(e), max(e))})
     return out
 
 
@@ -184,7 +192,7 @@ class ComputePlan:
     loss: float                   # predicted loss at (N*, D*), nats/token
     tokens_per_param: float
     epochs: float                 # D*/U (0 when U is unlimited)
-    closed_form: tuple[float, float] | None   # Chinchilla (N*, D*) when U is unlimited
+    closed_form: tuple[float, float] | None   # Chinchilla (N*, D*) when its D* needs no repetition (≤ U)
     band: dict[str, tuple[float, float]] | None  # 2.5–97.5 % of N, D, loss over bootstrap samples
     warnings: tuple[str, ...] = ()
     at_bound: str = ""            # "min_params"/"max_params" if the optimum sits on a bound
@@ -236,7 +244,9 @@ def plan_compute(
         tokens per parameter, or bad numbers.
     Warns:
       ExtrapolationWarning: the plan's N or D lies more than `extrapolation_factor` outside the
-        fitted range (the message states the range).
+        fitted range, or it repeats the data for more epochs than `extrapolation_factor` × the
+        most epochs fitted (at least one epoch): the repetition term S_λ is then an
+        extrapolation (a λ fitted on ≤ 1-epoch data is not identified). Messages state the range.
     """
     if not (isinstance(flops, (int, float)) and math.isfinite(flops) and flops > 0):
         raise PlanError(f"FLOP budget must be a finite number > 0, got {flops!r}")
@@ -258,10 +268,13 @@ def plan_compute(
     d = flops / (6.0 * n)
     at_bound = "min_params" if n <= min_params * 1.0001 else ("max_params" if n >= hi * 0.9999 else "")
 
+    # Chinchilla closed form: exact when nothing is repeated (U unlimited, or its D* fits in U)
     closed = None
     p = fitted.law.full_params(fitted.params)
-    if math.isinf(U) and all(k in p for k in ("A", "B", "alpha", "beta")) and fitted.law.name in ("csl", "atlas"):
-        closed = chinchilla_optimum(flops, p["A"], p["B"], p["alpha"], p["beta"])
+    if all(k in p for k in ("A", "B", "alpha", "beta")) and fitted.law.name in ("csl", "atlas"):
+        cf = chinchilla_optimum(flops, p["A"], p["B"], p["alpha"], p["beta"])
+        if cf[1] <= U or "U" not in fitted.law.inputs:
+            closed = cf
 
     band = None
     if fitted.samples:
@@ -288,6 +301,13 @@ def plan_compute(
                 if value > hi_r * extrapolation_factor or value < lo_r / extrapolation_factor:
                     notes.append(f"plan {key} = {value:.3g} {unit} is far outside the fitted range "
                                  f"[{lo_r:.3g}, {hi_r:.3g}]: the law is extrapolated")
+        epochs = d / U
+        if "epochs" in fitted.fit_range and "U" in fitted.law.inputs:
+            lo_e, hi_e = fitted.fit_range["epochs"]
+            if epochs > max(hi_e, 1.0) * extrapolation_factor:
+                notes.append(f"plan repeats the data {epochs:.3g} times but the law was fitted on "
+                             f"{lo_e:.3g}–{hi_e:.3g} epochs: the repetition term (lambda = "
+                             f"{fitted.params.get('lambda', math.nan):.3g}) is extrapolated")
     if notes:
         warnings.warn("; ".join(notes), ExtrapolationWarning, stacklevel=2)
     return ComputePlan(

@@ -133,20 +133,31 @@ def bts_matrix(measurements: Iterable[BTSMeasurement], languages: Sequence[str] 
                params: int | None = None) -> pd.DataFrame:
     """Rows = target, columns = source; NaN where unmeasured or undefined.
 
-    Scores depend on model size, so one matrix holds one size: `params`, or by default the largest
-    size measured [our choice]. `matrix.attrs["params"]` records it.
+    Scores depend on model size, so one matrix holds one size: `params`, or by default the size
+    with the most defined scores, the largest on a tie [our choice]. Several bilingual runs of one
+    (source, target, size), e.g. seeds, are averaged over their defined scores [our choice].
+    `matrix.attrs` records "params" and "n_runs" (target -> source -> runs averaged).
     """
     meas = list(measurements)
-    sizes = sorted({m.params for m in meas})
-    size = params if params is not None else (sizes[-1] if sizes else None)
+    defined: dict[int, int] = {}
+    for m in meas:
+        defined[m.params] = defined.get(m.params, 0) + int(math.isfinite(m.bts))
+    size = params if params is not None else (
+        max(defined, key=lambda n: (defined[n], n)) if defined else None)
     meas = [m for m in meas if m.params == size]
     codes = list(languages) if languages is not None else sorted(
         {m.source for m in meas} | {m.target for m in meas})
     mat = pd.DataFrame(np.nan, index=pd.Index(codes, name="target"), columns=pd.Index(codes, name="source"))
+    values: dict[tuple[str, str], list[float]] = {}
     for m in meas:
-        if m.target in mat.index and m.source in mat.columns:
-            mat.loc[m.target, m.source] = m.bts
+        if m.target in mat.index and m.source in mat.columns and math.isfinite(m.bts):
+            values.setdefault((m.target, m.source), []).append(m.bts)
+    n_runs: dict[str, dict[str, int]] = {}
+    for (t, s), v in values.items():
+        mat.loc[t, s] = float(np.mean(v))
+        n_runs.setdefault(t, {})[s] = len(v)
     mat.attrs["params"] = size
+    mat.attrs["n_runs"] = n_runs
     return mat
 
 
@@ -407,8 +418,10 @@ def transfer_stats(matrix: pd.DataFrame, k: int = 5) -> TransferStats:
 def plot_matrix(matrix: pd.DataFrame, path, title: str = "Bilingual transfer score (row: target, column: source)",
                 k: int = 5, estimated: pd.DataFrame | None = None) -> None:
     """Heatmap PNG (diverging colours centred at 0), the top-k sources per target marked with a dot;
-    estimated cells (if given) hatched. Written atomically."""
+    estimated cells (if given) hatched. `path`: a file path (written atomically) or a binary file
+    object."""
     import io
+    import textwrap
 
     import matplotlib
 
@@ -419,10 +432,11 @@ def plot_matrix(matrix: pd.DataFrame, path, title: str = "Bilingual transfer sco
 
     values = matrix.to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
-    lim = float(np.max(np.abs(finite))) if finite.size else 1.0
+    lim = float(np.max(np.abs(finite))) if finite.size and np.max(np.abs(finite)) > 0 else 1.0
     n_t, n_s = values.shape
     fig, ax = plt.subplots(figsize=(max(6, 0.28 * n_s + 2), max(5, 0.28 * n_t + 1.5)))
-    im = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#d9d9d9")  # grey: no score, not BTS = 0
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-lim, vmax=lim, aspect="auto")
     ax.set_xticks(range(n_s), matrix.columns, rotation=90, fontsize=7)
     ax.set_yticks(range(n_t), matrix.index, fontsize=7)
     ax.set_xlabel("source")
@@ -435,10 +449,17 @@ def plot_matrix(matrix: pd.DataFrame, path, title: str = "Bilingual transfer sco
         est = estimated.reindex(index=matrix.index, columns=matrix.columns).to_numpy(dtype=float)
         for i, j in zip(*np.nonzero(np.isfinite(est))):
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", lw=0))
-    fig.colorbar(im, ax=ax, shrink=0.8, label="BTS")
-    ax.set_title(title + f"; dots: top-{k} sources", fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="BTS (> 0: the source helps the target)")
+    notes = f"dots: top-{k} sources per target; grey: not measured or undefined"
+    if estimated is not None and np.isfinite(estimated.to_numpy(dtype=float)).any():
+        notes += "; hatched: random-forest estimate"
+    width = int(fig.get_figwidth() * 11)   # characters that fit at this font size
+    ax.set_title(textwrap.fill(title, width) + "\n" + textwrap.fill(notes, width), fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    logio.write_atomic(path, buf.getvalue())
+    if hasattr(path, "write"):   # a binary file object
+        path.write(buf.getvalue())
+    else:
+        logio.write_atomic(path, buf.getvalue())
