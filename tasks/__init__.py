@@ -6,13 +6,10 @@
 * Mixtures over those Tasks (tasks/mixtures.py).
 """
 
-import importlib.util
-
 from tasks.madlad import TASK_PREFIX, register_madlad_task, register_madlad_tasks, task_name
 
 MADLAD_TASKS: list[str] = register_madlad_tasks()
 
-if importlib.util.find_spec("tasks.mixtures") is not None:   # optional until it lands
-    from tasks import mixtures  # noqa: F401  pylint: disable=unused-import
+from tasks import mixtures  # noqa: E402,F401  pylint: disable=unused-import,wrong-import-position
 
 __all__ = ["MADLAD_TASKS", "TASK_PREFIX", "register_madlad_task", "register_madlad_tasks", "task_name"]

@@ -4,24 +4,56 @@
   * bilingual 50/50 pairs:          madlad_bilingual_{a}_{b}  (a < b)
   * monolingual:                    madlad_monolingual_{lang}
 
-The rates are those of `atlas_t5x.data.mixtures` (token shares). A mixture is registered only when
-every one of its Tasks is registered (with the embedded corpus, e.g. 4v0, 4v1 and 6v0 but not
-12v0); `register_mixtures` can be called again after registering more Tasks. The repository's own
-train stream (`atlas_t5x.data.pipeline`) uses the same rates with a deterministic row schedule;
-these registrations make the mixtures available to any seqio-based consumer too.
+The weights of `atlas_t5x.data.mixtures` are TOKEN shares, but a seqio Mixture samples whole
+examples (documents) at its rates. Each Task's rate is therefore a callable that seqio evaluates
+lazily: weight / mean tokens per document, the mean taken over the first SAMPLE_DOCUMENTS
+documents of the Task's train split with its vocabulary (EOS included) [our choice: an estimate
+from a sample, so large MADLAD languages are not read in full]. Sampled documents then carry
+tokens in the mixture's proportions (before any trimming to a sequence length).
+
+A mixture is registered only when every one of its Tasks is registered (with the embedded corpus,
+e.g. 4v0, 4v1 and 6v0 but not 12v0); `register_mixtures` can be called again after registering
+more Tasks. The repository's own train stream (`atlas_t5x.data.pipeline`) realises the same token
+shares exactly with a deterministic row schedule; these registrations make the mixtures available
+to any seqio-based consumer too (`seqio.get_mixture_or_task("madlad_4v0").get_dataset(...)`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import gin
+import numpy as np
 import seqio
 
 from atlas_t5x.data import mixtures as mixtures_lib
 from tasks.madlad import task_name
 
 MIXTURE_PREFIX = "madlad_"
+SAMPLE_DOCUMENTS = 1000  # documents per Task for the mean-tokens-per-document estimate
+
+_mean_tokens_cache: dict[int, tuple[seqio.Task, float]] = {}
+
+
+def mean_document_tokens(task: seqio.Task, max_documents: int = SAMPLE_DOCUMENTS) -> float:
+    """Mean tokens per example of a Task's train split (first `max_documents`, untrimmed, EOS
+    included), computed once per registered Task object."""
+    cached = _mean_tokens_cache.get(id(task))
+    if cached is not None and cached[0] is task:
+        return cached[1]
+    ds = task.get_dataset(sequence_length=None, split="train", shuffle=False, use_cached=False)
+    lengths = [len(ex["targets"]) for ex in ds.take(max_documents).as_numpy_iterator()]
+    if not lengths or not sum(lengths):
+        raise ValueError(f"seqio Task {task.name!r}: its train split yields no tokens")
+    mean = float(np.mean(lengths))
+    _mean_tokens_cache[id(task)] = (task, mean)
+    return mean
+
+
+def token_share_rate(token_share: float, task: seqio.Task) -> float:
+    """seqio example rate giving `token_share` of the tokens: share / mean tokens per document."""
+    return token_share / mean_document_tokens(task)
 
 
 def mixture_name(mixture: mixtures_lib.Mixture) -> str:
@@ -31,6 +63,8 @@ def mixture_name(mixture: mixtures_lib.Mixture) -> str:
 
 def register_mixture(mixture: mixtures_lib.Mixture) -> str:
     """Registers (or re-registers) one mixture over madlad_{lang} Tasks; returns its name.
+
+    Task rates are `token_share_rate` callables (see the module docstring).
 
     Raises ValueError naming the languages whose Task is not registered.
     """
@@ -42,7 +76,8 @@ def register_mixture(mixture: mixtures_lib.Mixture) -> str:
     name = mixture_name(mixture)
     if name in seqio.MixtureRegistry.names():
         seqio.MixtureRegistry.remove(name)
-    seqio.MixtureRegistry.add(name, [(task_name(lang), rate) for lang, rate in mixture.weights.items()])
+    seqio.MixtureRegistry.add(name, [(task_name(lang), functools.partial(token_share_rate, share))
+                                     for lang, share in mixture.weights.items()])
     return name
 
 

@@ -10,6 +10,7 @@ import struct
 import sys
 import uuid
 
+import gin
 import pytest
 import tensorflow as tf
 
@@ -137,6 +138,16 @@ def test_resolve_madlad_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv(madlad.MADLAD_DIR_ENV, str(tmp_path))
     assert madlad.resolve_madlad_dir() == str(tmp_path)
     assert madlad.resolve_madlad_dir("gs://bucket/madlad") == "gs://bucket/madlad"
+    gin_root = str(tmp_path / "from_gin")
+    with gin.unlock_config():
+        gin.bind_parameter("resolve_madlad_dir.root", gin_root)
+    try:  # the binding wins over $MADLAD_DIR, also where callers pass root=None explicitly
+        assert madlad.resolve_madlad_dir() == madlad.resolve_madlad_dir(None) == gin_root
+        assert madlad.resolve_madlad_dir("gs://bucket/madlad") == "gs://bucket/madlad"
+        with pytest.raises(madlad.CorpusError, match="from_gin does not exist"):
+            madlad.available_languages(None)
+    finally:
+        gin.clear_config()
 
 
 def test_language_aliases_resolve_to_madlad_codes(tmp_path):

@@ -299,10 +299,13 @@ def test_seqio_mixtures_registered_over_madlad_tasks():
     names = task_mixtures.MADLAD_MIXTURES
     assert {"madlad_4v0", "madlad_bilingual_es_pt", "madlad_monolingual_en"} <= set(names)
     assert "madlad_12v0" not in names  # pl, vi are not in the embedded corpus
-    rates = lambda name: {t.name: seqio.get_mixture_or_task(name).get_rate(t)  # noqa: E731
-                          for t in seqio.get_mixture_or_task(name).tasks}
-    assert rates("madlad_4v0") == {f"madlad_{lang}": 0.25 for lang in ("de", "es", "fr", "pt")}
-    assert rates("madlad_bilingual_es_pt") == {"madlad_es": 0.5, "madlad_pt": 0.5}
+    # seqio samples documents, so each rate is the token share / mean tokens per document
+    token_shares = lambda name: {  # noqa: E731
+        t.name: seqio.get_mixture_or_task(name).get_rate(t) * task_mixtures.mean_document_tokens(t)
+        for t in seqio.get_mixture_or_task(name).tasks}
+    assert token_shares("madlad_4v0") == pytest.approx(
+        {f"madlad_{lang}": 0.25 for lang in ("de", "es", "fr", "pt")})
+    assert token_shares("madlad_bilingual_es_pt") == pytest.approx({"madlad_es": 0.5, "madlad_pt": 0.5})
     n = len(tasks.MADLAD_TASKS)
     assert len([m for m in names if "_bilingual_" in m]) == n * (n - 1) // 2
     with pytest.raises(ValueError, match="vi"):

@@ -3,10 +3,12 @@
 import gzip
 import json
 
+import numpy as np
 import pytest
 import seqio
 
 import tasks
+from atlas_t5x.data import mixtures as mixtures_lib
 from atlas_t5x.data import madlad
 from atlas_t5x.data import vocab as vocab_lib
 
@@ -64,3 +66,32 @@ def test_register_rejects_unknown_or_absent_languages(tmp_path):
         tasks.register_madlad_task("qqz")
     with pytest.raises(madlad.CorpusError, match=f"{tmp_path}/sw does not exist"):
         tasks.register_madlad_task("sw", str(tmp_path))
+
+
+def test_seqio_mixture_samples_documents_in_token_proportions(tmp_path):
+    """sw documents are ~10x longer than ha ones: a 50/50 token mixture draws ~10 ha per sw."""
+    for lang, words in (("sw", 40), ("ha", 4)):
+        (tmp_path / lang).mkdir()
+        with gzip.open(tmp_path / lang / f"{lang}_clean_0000.jsonl.gz", "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps({"text": f"{i} " + " ".join(["maneno"] * words)}) + "\n"
+                         for i in range(200))
+    try:
+        for lang in ("ha", "sw"):
+            tasks.register_madlad_task(lang, str(tmp_path), vocab_name="byte")
+        name = tasks.mixtures.register_mixture(mixtures_lib.bilingual("ha", "sw"))
+        mixture = seqio.get_mixture_or_task(name)
+        rates = {t.name: mixture.get_rate(t) for t in mixture.tasks}
+        assert rates["madlad_ha"] / rates["madlad_sw"] == pytest.approx(
+            tasks.mixtures.mean_document_tokens(seqio.get_mixture_or_task("madlad_sw"))
+            / tasks.mixtures.mean_document_tokens(seqio.get_mixture_or_task("madlad_ha")))
+        ds = mixture.get_dataset(sequence_length=None, split="train", shuffle=True, seed=0)
+        lengths = [len(ex["targets"]) for ex in ds.take(1500).as_numpy_iterator()]
+        assert 1200 < sum(n < 100 for n in lengths) < 1450       # ha documents, not 50%
+        long_tokens = sum(n for n in lengths if n >= 100)
+        assert long_tokens / sum(lengths) == pytest.approx(0.5, abs=0.05)
+    finally:
+        for name in ("madlad_bilingual_ha_sw", "madlad_ha", "madlad_sw"):
+            if name in seqio.MixtureRegistry.names():
+                seqio.MixtureRegistry.remove(name)
+            elif name in seqio.TaskRegistry.names():
+                seqio.TaskRegistry.remove(name)

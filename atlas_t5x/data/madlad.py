@@ -2,8 +2,9 @@
 
 Layout (the public release, "clean" portion): `{root}/{lang}/{lang}_clean_{shard:04d}.jsonl.gz`,
 one JSON object per line with a string field "text". Files are read through `tf.io.gfile`, so a
-local folder and a `gs://` bucket work alike. The embedded corpus (`EMBEDDED_CORPUS_DIR`, built by
-scripts/build_corpus.py) uses the same layout and is the default root.
+local folder and a `gs://` bucket work alike. The root is, in order: an explicit `root` argument,
+the gin binding `resolve_madlad_dir.root`, $MADLAD_DIR, else the embedded corpus
+(`EMBEDDED_CORPUS_DIR`, built by scripts/build_corpus.py, same layout).
 
 Splits. Every document gets a position from the SHA-256 of its UTF-8 text (salted with
 SPLIT_SALT), never from file order or Python's `hash()`, so the splits are identical on every
@@ -58,12 +59,22 @@ class CorpusError(ValueError):
     """A MADLAD root, language folder or corpus file that cannot be used as it is."""
 
 
-@gin.configurable
+@gin.configurable("resolve_madlad_dir")
+def configured_madlad_dir(root: str | None = None) -> str | None:
+    """The gin seam for the MADLAD root: `resolve_madlad_dir.root = "gs://bucket/madlad"`.
+
+    Kept apart from `resolve_madlad_dir` because callers pass `root=None` explicitly, and an
+    explicit argument would override a gin binding of the function they call.
+    """
+    return root
+
+
 def resolve_madlad_dir(root: str | None = None) -> str:
-    """The MADLAD root to read: `root` if given, else $MADLAD_DIR, else the embedded corpus."""
+    """The MADLAD root to read: `root` if given, else the gin binding `resolve_madlad_dir.root`,
+    else $MADLAD_DIR, else the embedded corpus."""
     if root:
         return str(root)
-    return os.environ.get(MADLAD_DIR_ENV) or EMBEDDED_CORPUS_DIR
+    return configured_madlad_dir() or os.environ.get(MADLAD_DIR_ENV) or EMBEDDED_CORPUS_DIR
 
 
 def check_language_code(lang: str) -> str:
