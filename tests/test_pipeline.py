@@ -270,9 +270,19 @@ def test_count_unique_cli(madlad_root, tmp_path, capsys):
     assert cli.main([f"--root={tmp_path / 'missing'}", "--vocab=byte", "--cache="]) == 2
 
 
-@pytest.mark.parametrize("gin_name,mixture_name", [
+GIN_MIXTURES = [
     ("4v0", "4v0"), ("bilingual_es_pt", "bilingual_es_pt"), ("monolingual_en", "monolingual_en"),
-    ("unimax", "unimax"), ("temperature", "temperature_T3.33")])
+    ("unimax", "unimax"), ("temperature", "temperature_T3.33"), ("explicit", "explicit"),
+    ("uniform", "uniform4_en_ru_uk_yi")]
+
+
+def test_every_gin_mixture_file_is_exercised():
+    folder = os.path.join(os.path.dirname(__file__), "..", "gin", "mixtures")
+    assert sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".gin")) == sorted(
+        name for name, _ in GIN_MIXTURES)
+
+
+@pytest.mark.parametrize("gin_name,mixture_name", GIN_MIXTURES)
 def test_gin_mixture_files_select_the_mixture(gin_name, mixture_name):
     path = os.path.join(os.path.dirname(__file__), "..", "gin", "mixtures", f"{gin_name}.gin")
     gin.clear_config()
@@ -284,6 +294,10 @@ def test_gin_mixture_files_select_the_mixture(gin_name, mixture_name):
         gin.clear_config()
     assert pipe.mixture_name == mixture_name
     assert next(pipe)["decoder_target_tokens"].shape == (2, 16)
+    if gin_name == "explicit":
+        assert pipe.mixture_weights == pytest.approx({"en": 0.5, "ru": 0.25, "uk": 0.15, "yi": 0.1})
+    if gin_name == "uniform":
+        assert pipe.mixture_weights == {lang: 0.25 for lang in ("en", "ru", "uk", "yi")}
     if gin_name in ("unimax", "temperature"):
         assert pipe.languages == madlad.available_languages()  # every embedded language
         if gin_name == "unimax":  # the file's budget, 4M tokens: yi hits the 4-epoch cap
