@@ -100,6 +100,52 @@ def test_shipped_specs_expand(name: str) -> None:
         raw = yaml.safe_load(path.read_text())
         capacity = [f for f in raw["families"] if f["family"] == "capacity"][0]["mixtures"]
         assert set(capacity) == set(__import__("atlas_t5x.data.mixtures", fromlist=["x"]).CAPACITY_MIXTURES)
+        _check_paper_inventory(sweep)
+
+
+S_FULL = {0, 1, 2, 4, 6, 8, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 42, 46}
+S_PART = {0, 4, 8, 12, 16, 20, 24, 28, 34, 42, 46}
+CROSSOVER_LANGUAGES = {"en", "ja", "pt", "de", "ru", "vi", "es", "zh"}  # spec §1.7, at 2B
+
+
+def _check_paper_inventory(sweep) -> None:
+    """gin/sweeps/paper.yaml against the spec's inventory (§4, Table B.1; §1.7; §2.2)."""
+    from collections import Counter
+
+    from atlas_t5x import models
+
+    by_family: dict[str, list] = {}
+    for r in sweep.runs:
+        by_family.setdefault(r.family, []).append(r)
+    scale_no = lambda r: int(r.scale.removeprefix("scale"))  # noqa: E731
+    mono = Counter(r.training_languages[0] for r in by_family["monolingual"])
+    seven = [lang for lang, n in mono.items() if n == len(S_FULL)]
+    assert len(seven) == 7 and all({scale_no(r) for r in by_family["monolingual"]
+                                    if r.training_languages[0] == lang} == S_FULL for lang in seven)
+    assert {scale_no(r) for r in by_family["unimax"]} == S_FULL and len(by_family["unimax"]) == 20
+    assert all(r.mixture_languages is None for r in by_family["unimax"])  # all 420 languages
+    bilingual = by_family["bilingual"]
+    assert sum(scale_no(r) == 34 for r in bilingual) >= 20  # pairs at 2B
+    assert {scale_no(r) for r in bilingual} == S_PART  # and across S_part
+    assert {len(r.training_languages) for r in by_family["capacity"]} == {4, 6, 8, 12, 16, 24, 32, 50}
+    # Finetunes of the 2B Unimax checkpoint: every source language of the 38x38 transfer matrix.
+    matrix = (REPO.parent / "shared" / "data" / "atlas_bts_38x38.csv")
+    finetunes = by_family["finetune"]
+    assert {r.init_from for r in finetunes} == {"unimax-scale34"}
+    if matrix.exists():
+        header = matrix.read_text().splitlines()[0].split(",")[1:]
+        assert {r.training_languages[0] for r in finetunes} == set(header)
+    # Crossover (spec §1.7): finetune and from-scratch 2B runs of each crossover language train
+    # past the latest crossover the paper reports at 2B (283B target tokens).
+    for lang in CROSSOVER_LANGUAGES:
+        assert sweep.run(f"ft-unimax-scale34-to-{lang}").tokens > 283e9
+        assert sweep.run(f"mono-{lang}-scale34").tokens > 283e9
+    # Every other run: at least 20 tokens per parameter or 10B tokens.
+    for r in sweep.runs:
+        n = models.param_count(models.get_model_config(r.scale))
+        assert r.tokens >= min(20 * n, 1e10) * 0.999, r.name
+    assert Counter(r.family for r in sweep.runs) == {
+        "monolingual": 145, "unimax": 20, "bilingual": 64, "capacity": 84, "finetune": 38}
 
 
 # ------------------------------------------------------------------------------------------
