@@ -176,31 +176,65 @@ def _plot_compute(path, laws, plans) -> None:
 def cmd_languages(args) -> dict:
     p = {"phi": curse.PAPER_PHI, "psi": curse.PAPER_PSI, "alpha": curse.PAPER_ALPHA, "beta": curse.PAPER_BETA}
     source = "paper exponents (phi=0.11, psi=-0.04, alpha=0.11/0.243, beta=0.04/0.272)"
+    out: dict[str, Any] = {"command": "languages"}
     if args.fit:
         try:
             doc = json.loads(Path(args.fit).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(f"{args.fit}: cannot read curse fit: {err}") from err
-        doc = doc.get("params", doc)
+        doc = doc.get("params", doc) if isinstance(doc, dict) else doc
+        if not isinstance(doc, dict) or not {"phi", "psi", "alpha"} <= set(doc):
+            keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+            raise InputError(f"{args.fit}: expected curse parameters phi, psi, alpha[, beta, E, A, B] "
+                             f"(one pooled fit), got {keys}")
         p.update({k: float(doc[k]) for k in ("E", "A", "B", "phi", "psi", "alpha", "beta") if k in doc})
+        if "beta" not in doc:  # a tied fit (alpha = beta)
+            p["beta"] = p["alpha"]
         source = f"fit {args.fit}"
     elif args.logs:
-        fit = curse.fit_curse(curse.curse_data(cv.load_rows(args.logs), args.loss_field))
-        p.update(fit.params)
-        source = f"pooled curse fit of {args.logs} ({fit.n_points} points, K in {list(fit.ks)}, R² {fit.r2:.3f})"
+        fits = curse.fit_curse_runs(cv.load_rows(args.logs), args.loss_field, per_language=args.per_language)
+        pooled = fits.pop("pooled")
+        if isinstance(pooled, str):
+            raise InputError(f"{args.logs}: no pooled curse fit: {pooled}")
+        p.update(pooled.params)
+        source = (f"pooled curse fit of {args.logs}: {pooled.n_points} points, K in {list(pooled.ks)}, "
+                  f"R² {pooled.r2:.3f}, converged {pooled.converged}")
+        print("Curse law L(K, N, D_t) = E + A·K^phi/N^alpha + B·K^psi/D_t^beta (nats/token; N parameters, "
+              "D_t tokens of the evaluated language):")
+        print(f"  {'scope':<8} {'points':>6} {'K':>12} {'E':>7} {'A':>9} {'B':>9} {'alpha':>6} {'beta':>6} "
+              f"{'phi':>7} {'psi':>7} {'R2':>6}")
+        out["fits"] = {}
+        for scope, fit in [("pooled", pooled)] + sorted(fits.items()):
+            if isinstance(fit, str):
+                print(f"  {scope:<8} not fitted: {fit}")
+                out["fits"][scope] = {"error": fit}
+                continue
+            q = fit.params
+            print(f"  {scope:<8} {fit.n_points:6d} {','.join(map(str, fit.ks)):>12} {q['E']:7.3f} {q['A']:9.4g} "
+                  f"{q['B']:9.4g} {q['alpha']:6.3f} {q['beta']:6.3f} {q['phi']:+7.3f} {q['psi']:+7.3f} "
+                  f"{fit.r2:6.3f}" + ("" if fit.converged else "  (NOT converged)"))
+            out["fits"][scope] = {"params": q, "n_points": fit.n_points, "ks": list(fit.ks), "r2": fit.r2,
+                                  "converged": fit.converged}
     for name in ("phi", "psi", "alpha", "beta"):
         if getattr(args, name) is not None:
             p[name] = float(getattr(args, name))
             source = "given exponents"
     rs = [parse_number(r, "--r") for r in args.r]
     plans = [curse.iso_loss_plan(r, p["phi"], p["psi"], p["alpha"], p["beta"]) for r in rs]
+    if args.logs and args.k:
+        fitted_ks = out["fits"]["pooled"]["ks"]
+        far = [r for r in rs if r * args.k > max(fitted_ks) * pl.EXTRAPOLATION_FACTOR]
+        if far:
+            msg = (f"r·K = {', '.join(f'{r * args.k:g}' for r in far)} languages is far outside the fitted "
+                   f"K range [{min(fitted_ks)}, {max(fitted_ks)}]: the curse law is extrapolated")
+            print(f"WARNING: {msg}")
+            out["warnings"] = [msg]
     print(f"Iso-loss growth from K to r·K languages ({source}); each loss term keeps its value:")
     print(f"{'languages':>10} {'total tokens x':>15} {'params x':>9} {'tokens/lang x':>14} {'compute x':>10}")
     for plan in plans:
         print(f"{plan.r:>9g}K {plan.total_tokens_ratio:15.2f} {plan.params_ratio:9.2f} "
               f"{plan.target_tokens_ratio:14.2f} {plan.compute_ratio:10.2f}")
-    out: dict[str, Any] = {"command": "languages", "exponents": p, "source": source,
-                           "closed_form": [pl_.to_dict() for pl_ in plans]}
+    out.update({"exponents": p, "source": source, "closed_form": [pl_.to_dict() for pl_ in plans]})
     w_N = args.w_n
     if w_N is None and args.k and args.n and args.tokens_per_lang and all(k in p for k in ("A", "B")):
         w_N = curse.term_shares(p, args.k, args.n, args.tokens_per_lang)[0]
@@ -214,7 +248,7 @@ def cmd_languages(args) -> dict:
                   f"total tokens x{best['total_tokens']:.2f}, compute x{best['compute']:.2f}")
             out["least_compute"].append({"r": r, **best})
     if args.out_png:
-        curse.plot_frontier(args.out_png, p, rs=rs, w_N=w_N if w_N is not None else 0.5)
+        curse.plot_frontier(args.out_png, p, rs=rs, w_N=w_N)
         print(f"wrote {args.out_png}")
     return out
 
@@ -225,8 +259,14 @@ def cmd_languages(args) -> dict:
 
 def cmd_crossover(args) -> dict:
     out: dict[str, Any] = {"command": "crossover"}
+    N = None
+    if args.params:
+        N = parse_number(args.params, "--params")
+        if not N > 0:
+            raise InputError(f"--params must be > 0, got {args.params}")
     law = co.CrossoverLaw(args.a, args.b)
     source = "paper C*(N) = 1,113,708·N^1.65" if (args.a, args.b) == (co.PAPER_A, co.PAPER_B) else "given a, b"
+    figures: dict[str, Any] = {}
     if args.logs:
         rows = cv.load_rows(args.logs)
         results = co.crossovers_from_runs(rows, loss_field=args.loss_field)
@@ -238,28 +278,41 @@ def cmd_crossover(args) -> dict:
                   + (f" (common range {r.common_range[0]:.3g}–{r.common_range[1]:.3g} tokens)" if r.status != "ok" else ""))
         out["crossovers"] = [r.to_dict() for r in results]
         ok = [r for r in results if r.status == "ok"]
+        censored = [r for r in results if r.status == "scratch_never_better"]
+        if censored:
+            print(f"note: {len(censored)} comparison(s) never cross within their runs (C* lies beyond the "
+                  "measured range); they are left out of the C*(N) fit, which may then run low")
         if len({r.params for r in ok}) >= 2:
             law = co.fit_crossover_law([r.params for r in ok], [r.flops for r in ok], n_boot=args.bootstrap)
-            source = f"fit over {law.n_sizes} sizes"
-        if args.out_png and results:
-            first = results[0]
-            co.plot_crossover(args.out_png,
-                              cv.curve(rows, first.scratch_run, first.target, f"lang:{first.target}", args.loss_field),
-                              cv.curve(rows, first.finetune_run, first.target, f"lang:{first.target}", args.loss_field),
-                              first)
-            print(f"wrote {args.out_png}")
+            source = (f"fit over {len(ok)} crossovers at {law.n_sizes} sizes "
+                      f"{law.size_range[0]:.3g}–{law.size_range[1]:.3g}, bootstrap over sizes")
+        if args.out_png:
+            figures["curves"] = lambda path: co.plot_crossovers(path, rows, results, args.loss_field)
+            figures["law"] = lambda path: co.plot_crossover_law(path, law, [r.params for r in ok],
+                                                                [r.flops for r in ok])
+    elif args.out_png:
+        figures["law"] = lambda path: co.plot_crossover_law(path, law, [N] if N else [],
+                                                            [float(law.flops(N))] if N else [])
     out["law"] = law.to_dict()
     print(f"C*(N) = {law.a:.6g}·N^{law.b:.4g} FLOPs ({source})")
-    if args.params:
-        N = parse_number(args.params, "--params")
-        if not N > 0:
-            raise InputError(f"--params must be > 0, got {args.params}")
+    if N is not None:
         lo, hi = law.interval([N])
         print(f"  at N = {N:.4g}: finetuning stays ahead until {float(law.tokens(N)):.4g} target tokens "
               f"({float(law.flops(N)):.4g} FLOPs of target-stage compute)"
-              + (f"; 95% interval {lo[0]:.3g}–{hi[0]:.3g} FLOPs" if np.isfinite(lo[0]) else ""))
+              + (f"; 95% interval {lo[0]:.3g}–{hi[0]:.3g} FLOPs "
+                 f"({lo[0] / (6 * N):.3g}–{hi[0] / (6 * N):.3g} tokens)" if np.isfinite(lo[0]) else ""))
         out["at"] = {"params": N, "tokens": float(law.tokens(N)), "flops": float(law.flops(N)),
                      "flops_interval": [float(lo[0]), float(hi[0])]}
+        note = law.extrapolation_note(N, pl.EXTRAPOLATION_FACTOR)
+        if note:
+            print(f"  WARNING: {note}")
+            out["warnings"] = [note]
+    if args.out_png:   # everything computed: now write
+        stem = Path(args.out_png)
+        for kind, draw in figures.items():
+            path = stem if kind == "curves" or len(figures) == 1 else stem.with_name(f"{stem.stem}_law{stem.suffix}")
+            draw(path)
+            print(f"wrote {path}")
     return out
 
 
@@ -324,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fit", help="JSON with fitted curse params (E, A, B, alpha, beta, phi, psi)")
     g.add_argument("--logs", help="fit the pooled curse law on the uniform-K runs of these logs first")
     g.add_argument("--loss-field", default="loss")
+    g.add_argument("--no-per-language", dest="per_language", action="store_false",
+                   help="with --logs: only the pooled fit (default: pooled and one fit per language)")
     for name in ("phi", "psi", "alpha", "beta"):
         g.add_argument(f"--{name}", type=float)
     g.add_argument("--w-n", type=float, help="share of the N term in the baseline's reducible loss")

@@ -77,3 +77,25 @@ def test_plots(tmp_path):
     co.plot_crossover(tmp_path / "c.png", s, f, co.find_crossover(s, f, 10))
     co.plot_crossover_law(tmp_path / "l.png", co.PAPER_LAW, [1e9], [1e21])
     assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "l.png").stat().st_size > 1000
+
+
+def test_bootstrap_resamples_sizes_and_far_sizes_are_flagged(tmp_path):
+    # many targets at each of three sizes: a size-level bootstrap keeps the interval wide
+    rng = np.random.default_rng(1)
+    N = np.repeat([1e8, 3e8, 1e9], 8)
+    C = 1e6 * N ** 1.65 * np.exp(rng.normal(0, 0.02, N.size)) * np.repeat([1.0, 1.3, 0.9], 8)
+    law = co.fit_crossover_law(N, C, n_boot=200)
+    assert law.n_sizes == 3 and law.size_range == (1e8, 1e9)
+    assert law.samples.shape[0] > 150
+    # every resample is a union of whole sizes: its slope comes from at most 3 distinct size means
+    assert np.unique(np.round(law.samples[:, 1], 9)).size <= 10
+    lo, hi = law.interval([2e9])
+    assert hi[0] / lo[0] > 1.2
+    assert law.extrapolation_note(2e8) == ""
+    assert "far outside the model sizes" in law.extrapolation_note(2.03e10)
+    x = log_grid(1e5, 1e9, 9)
+    res = co.find_crossover(_curve("s", x, 5.0 - 0.3 * np.log(x)), _curve("f", x, 3.5 - 0.2 * np.log(x)), 10)
+    rows = run_rows("s", {"ja": 1.0}, ["ja"], lambda t, by, tot: 5.0 - 0.3 * np.log(by["ja"]), x)
+    rows += run_rows("f", {"ja": 1.0}, ["ja"], lambda t, by, tot: 3.5 - 0.2 * np.log(by["ja"]), x, init="/c")
+    co.plot_crossovers(tmp_path / "all.png", rows, [res, res])
+    assert (tmp_path / "all.png").read_bytes()[:4] == b"\x89PNG"

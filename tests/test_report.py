@@ -84,6 +84,13 @@ def test_cli_plan_writes_json_and_rejects_bad_input(tmp_path, capsys):
     assert plan.main(["mixture", "--fit", str(tmp_path / "none.json"), "--targets", "sw=1", "--params", "1e9",
                       "--tokens", "1e10", "--unique", "sw=1e9"]) == 2
     assert not (tmp_path / "none.json").exists()
+    # a curse fit file without the curse parameters is named, not silently replaced by the paper's
+    (tmp_path / "multi.json").write_text(json.dumps({"law": "curse", "params": {"en": {"phi": 0.1}}}))
+    assert plan.main(["languages", "--fit", str(tmp_path / "multi.json")]) == 2
+    assert "expected curse parameters phi, psi, alpha" in capsys.readouterr().err
+    # bad --params: exit 2 before any plot is written
+    assert plan.main(["crossover", "--params", "-3", "--out-png", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_analyses_do_not_import_the_trainer_flax_or_tensorflow():

@@ -6,8 +6,8 @@ tokens of the target stage d. The crossover d* is where the from-scratch curve f
 below the finetune curve (both interpolated in log-tokens on their common range, never
 extrapolated); its compute is C* = 6·N·d* FLOPs (the target stage only).
 
-Across sizes, C*(N) = a·N^b is fitted by least squares in log–log with a bootstrap (resampling
-sizes) interval. The paper's fit: C*(N) ≈ 1,113,708·N^1.65 FLOPs.
+Across sizes, C*(N) = a·N^b is fitted by least squares in log–log (every target's crossover at
+every size) with a bootstrap interval that resamples model sizes. The paper's fit: C*(N) ≈ 1,113,708·N^1.65 FLOPs.
 """
 
 from __future__ import annotations
@@ -133,29 +133,42 @@ class CrossoverLaw:
         return {"a": self.a, "b": self.b, "n_sizes": self.n_sizes, "size_range": list(self.size_range),
                 "n_bootstrap": int(self.samples.shape[0])}
 
+    def extrapolation_note(self, N: float, factor: float = 2.0) -> str:
+        """A warning text when N lies more than `factor` outside the fitted sizes, else ""."""
+        lo, hi = self.size_range
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo / factor <= N <= hi * factor:
+            return ""
+        return (f"N = {N:.3g} is far outside the model sizes C*(N) was fitted on "
+                f"[{lo:.3g}, {hi:.3g}]: the crossover law is extrapolated")
+
 
 PAPER_LAW = CrossoverLaw(PAPER_A, PAPER_B)
 
 
 def fit_crossover_law(params: Sequence[float], flops: Sequence[float], n_boot: int = 1000,
                       seed: int = 0) -> CrossoverLaw:
-    """Least squares of log C* = log a + b·log N over the sizes with a finite crossover, and a
-    bootstrap over sizes (resamples with fewer than two distinct sizes are skipped)."""
+    """Least squares of log C* = log a + b·log N over the points with a finite crossover (several
+    targets per size allowed), and a bootstrap that resamples model sizes with replacement, each
+    drawn size bringing all its points (resamples with fewer than two distinct sizes are skipped).
+    """
     N = np.asarray(params, dtype=np.float64)
     C = np.asarray(flops, dtype=np.float64)
     ok = np.isfinite(N) & np.isfinite(C) & (N > 0) & (C > 0)
     N, C = N[ok], C[ok]
-    if np.unique(N).size < 2:
+    sizes = np.unique(N)
+    if sizes.size < 2:
         raise CrossoverError("C*(N) needs finite crossovers at two or more model sizes; "
                              f"got sizes {sorted(set(N.tolist()))}")
     lx, ly = np.log(N), np.log(C)
     b, log_a = np.polyfit(lx, ly, 1)
     rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(N == n) for n in sizes]
     samples = []
     for _ in range(n_boot):
-        idx = rng.integers(0, N.size, N.size)
-        if np.unique(lx[idx]).size < 2:
+        drawn = rng.integers(0, sizes.size, sizes.size)
+        if np.unique(drawn).size < 2:
             continue
+        idx = np.concatenate([members[i] for i in drawn])
         bb, la = np.polyfit(lx[idx], ly[idx], 1)
         samples.append((math.exp(la), bb))
     return CrossoverLaw(math.exp(log_a), float(b), np.array(samples).reshape(-1, 2), int(np.unique(N).size),
@@ -166,25 +179,58 @@ def fit_crossover_law(params: Sequence[float], flops: Sequence[float], n_boot: i
 # Plots
 
 
-def plot_crossover(path, scratch: cv.Curve, finetune: cv.Curve, result: Crossover) -> None:
-    """Loss vs target tokens of both runs, the crossover marked. Written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+def _draw_crossover(ax, scratch: cv.Curve, finetune: cv.Curve, result: Crossover, fontsize: float = 8) -> None:
     ax.plot(scratch.x, scratch.loss, "o-", ms=3, label=f"from scratch ({scratch.run})")
     ax.plot(finetune.x, finetune.loss, "s-", ms=3, label=f"finetuned ({finetune.run})")
     if result.status == "ok":
         ax.axvline(result.tokens, color="gray", ls="--")
         ax.annotate(f"d* = {result.tokens:.3g} tokens\nC* = {result.flops:.3g} FLOPs",
-                    (result.tokens, ax.get_ylim()[1]), va="top", fontsize=8)
+                    (result.tokens, ax.get_ylim()[1]), va="top", fontsize=fontsize)
     ax.set_xscale("log")
-    ax.set_xlabel(f"{result.target} tokens (target stage)")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title(f"Scratch vs finetune, {result.target}, N = {result.params:.3g}: {result.status}", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_xlabel(f"{result.target} training tokens d of the target stage", fontsize=fontsize + 1)
+    ax.set_ylabel(f"loss on {result.target} (nats/token)", fontsize=fontsize + 1)
+    six_n = 6.0 * float(result.params)
+    top = ax.secondary_xaxis("top", functions=(lambda d: d * six_n, lambda c: c / six_n))
+    top.set_xlabel("target-stage compute 6·N·d (FLOPs)", fontsize=fontsize)
+    ax.set_title(f"{result.target}, N = {result.params:.3g}: {result.status}", fontsize=fontsize + 1)
+    ax.legend(fontsize=fontsize - 1)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def plot_crossover(path, scratch: cv.Curve, finetune: cv.Curve, result: Crossover) -> None:
+    """Loss vs target tokens (compute on the top axis) of both runs, the crossover marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.3))
+    _draw_crossover(ax, scratch, finetune, result)
+    _save(fig, path)
+
+
+def plot_crossovers(path, rows: Sequence[Mapping[str, Any]], results: Sequence[Crossover],
+                    loss_field: str = "loss", max_panels: int = 9) -> None:
+    """One panel per (target, N) comparison (the first `max_panels`), crossings marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = list(results)[:max_panels]
+    if not shown:
+        raise CrossoverError("no crossover results to plot")
+    cols = min(3, len(shown))
+    nrows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.7 * nrows), squeeze=False)
+    for ax, res in zip(axes.ravel(), shown):
+        x = f"lang:{res.target}"
+        _draw_crossover(ax, cv.curve(rows, res.scratch_run, res.target, x, loss_field),
+                        cv.curve(rows, res.finetune_run, res.target, x, loss_field), res, fontsize=7)
+    for ax in axes.ravel()[len(shown):]:
+        ax.axis("off")
+    more = f" (first {len(shown)} of {len(results)})" if len(results) > len(shown) else ""
+    fig.suptitle(f"Pretrain from scratch vs finetune{more}", fontsize=10)
     _save(fig, path)
 
 
@@ -206,11 +252,15 @@ def plot_crossover_law(path, law: CrossoverLaw, params: Sequence[float] = (), fl
     ax.plot(grid, PAPER_LAW.flops(grid), "k:", label="paper 1,113,708·N^1.65")
     if len(params):
         ax.plot(params, flops, "o", label="measured")
+    if np.isfinite(law.size_range[0]):
+        ax.axvspan(*law.size_range, color="gray", alpha=0.1, lw=0, label="fitted sizes")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("parameters N")
-    ax.set_ylabel("crossover compute C* (FLOPs)")
+    ax.set_ylabel("crossover compute C* (target-stage FLOPs)")
+    ax.set_title("Finetuning beats pretraining from scratch below C*(N)", fontsize=9)
     ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
 
 

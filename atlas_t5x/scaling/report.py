@@ -180,20 +180,31 @@ def _transfer(doc: _Doc, rows, loss_field: str) -> None:
         ])
 
 
+_CURSE_PARAMS = ("E", "A", "B", "alpha", "beta", "phi", "psi")
+
+
 def _curse(doc: _Doc, rows, loss_field: str, fit_kwargs) -> None:
     data = curse.curse_data(rows, loss_field)
     ks = sorted({int(k) for k in data["K"]})
     if len(ks) < 2:
         raise _Skip(f"uniform-K from-scratch runs cover K = {ks}; the curse law needs two or more K")
-    try:
-        fit = curse.fit_curse(data, **fit_kwargs)
-    except curse.CurseError as err:
-        raise _Skip(str(err)) from err
+    fits = curse.fit_curse_runs(rows, loss_field, per_language=True, **fit_kwargs)
+    fit = fits.pop("pooled")
+    if isinstance(fit, str):
+        raise _Skip(fit)
     p = fit.params
-    doc.add(f"Pooled fit of L = L∞ + A·K^φ/N^α + B·K^ψ/D_t^β over {fit.n_points} points, "
-            f"K ∈ {list(fit.ks)} "
-            f"(R² {fit.r2:.3f}, converged: {fit.converged}).", "")
-    doc.table(("parameter", "value"), [(k, v) for k, v in p.items()])
+    doc.add(f"Fit of L = L∞ + A·K^φ/N^α + B·K^ψ/D_t^β (nats/token; N parameters, D_t tokens of the "
+            f"evaluated language) on from-scratch runs with uniform K-language mixtures. Pooled over "
+            f"languages: {fit.n_points} points, K ∈ {list(fit.ks)} (R² {fit.r2:.3f}, "
+            f"converged: {fit.converged}); one fit per language below it.", "")
+    table = [("pooled", fit.n_points, ",".join(map(str, fit.ks)), *(p[k] for k in _CURSE_PARAMS), fit.r2)]
+    for scope, f in sorted(fits.items()):
+        if isinstance(f, str):
+            table.append((scope, "–", "–", *(["–"] * len(_CURSE_PARAMS)), f"not fitted: {f}"))
+        else:
+            table.append((scope, f.n_points, ",".join(map(str, f.ks)), *(f.params[k] for k in _CURSE_PARAMS),
+                          f.r2))
+    doc.table(("scope", "points", "K", *_CURSE_PARAMS, "R²"), table)
     if p["alpha"] > 0 and p["beta"] > 0:
         plans = [curse.iso_loss_plan(r, p["phi"], p["psi"], p["alpha"], p["beta"]) for r in (2, 4, 8, 16)]
         doc.add("Iso-loss growth from K to r·K languages (each term keeps its value):", "")
@@ -211,15 +222,16 @@ def _crossover(doc: _Doc, rows, loss_field: str) -> None:
               [(r.target, f"{r.params:.3g}", r.tokens, r.flops, r.status, r.scratch_run, r.finetune_run)
                for r in results])
     if results:
-        first = results[0]
-        s = cv.curve(rows, first.scratch_run, first.target, f"lang:{first.target}", loss_field)
-        f = cv.curve(rows, first.finetune_run, first.target, f"lang:{first.target}", loss_field)
-        doc.figure("crossover.png", "scratch vs finetune", lambda p: co.plot_crossover(p, s, f, first))
+        doc.figure("crossover.png", "scratch vs finetune",
+                   lambda p: co.plot_crossovers(p, rows, results, loss_field))
     ok = [r for r in results if r.status == "ok"]
     if len({r.params for r in ok}) >= 2:
         law = co.fit_crossover_law([r.params for r in ok], [r.flops for r in ok])
-        doc.add(f"C*(N) = {law.a:.4g}·N^{law.b:.3f} FLOPs over {law.n_sizes} sizes "
-                "(paper: 1,113,708·N^1.65).", "")
+        lo, hi = law.interval([law.size_range[1]])
+        doc.add(f"C*(N) = {law.a:.4g}·N^{law.b:.3f} FLOPs over {len(ok)} crossovers at {law.n_sizes} sizes "
+                f"(paper: 1,113,708·N^1.65); at the largest size N = {law.size_range[1]:.3g}: "
+                f"{float(law.flops(law.size_range[1])):.3g} FLOPs (95% bootstrap over sizes "
+                f"{lo[0]:.3g}–{hi[0]:.3g}).", "")
         doc.figure("crossover_law.png", "C*(N)", lambda p: co.plot_crossover_law(
             p, law, [r.params for r in ok], [r.flops for r in ok]))
     else:
@@ -274,13 +286,13 @@ def build_report(
       curves.CurveError: the logs cannot be read (missing path, no eval.jsonl).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows = cv.load_rows(logs)
     if not rows:
         raise cv.CurveError(f"{logs}: no evaluation rows")
     missing = [r.get("run") for r in rows if loss_field not in r]
     if missing:
         raise cv.CurveError(f"rows of run {missing[0]!r} have no {loss_field!r} field")
+    out.mkdir(parents=True, exist_ok=True)   # only once the logs are known to be usable
     kw = {"grid_budget": 1000, "n_polish": 2, **dict(fit_kwargs or {})}
     curse_kw = {k: v for k, v in kw.items() if k in ("grid_budget", "n_polish", "objective", "seed")}
     doc = _Doc(out)
