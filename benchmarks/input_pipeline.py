@@ -6,9 +6,13 @@ Measures, in one process:
      them) for a K = 12 mixture;
   3. trainer: tokens/s of the real jitted train step (atlas_t5x.trainer.make_train_step: forward,
      backward, AdamW) of a tiny model on batches from the same stream, after compilation;
-and prints the ratio stream / trainer, which must be >= 10.
+and prints the ratio stream / trainer, which must be >= 10 at the largest size the demo trains.
 
-    python benchmarks/input_pipeline.py                       # tiny3, seq 256, batch 16
+The trainer size, sequence length, batch and vocabulary default to the largest model (by
+parameter count) of the demo sweep, gin/sweeps/demo.yaml (`make demo`); any flag overrides.
+
+    python benchmarks/input_pipeline.py                                  # make demo's largest run
+    python benchmarks/input_pipeline.py --sweep=gin/sweeps/study.yaml    # make study's largest run
     python benchmarks/input_pipeline.py --scale=tiny1 --seq_len=128 --global_batch=8
 """
 
@@ -33,19 +37,44 @@ REQUIRED_RATIO = 10.0
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="tiny3",
-                        help="model size for the trainer rate (tiny0..3, scale0..)")
-    parser.add_argument("--vocab", default="corpus_spm")
-    parser.add_argument("--seq_len", type=int, default=256)
-    parser.add_argument("--global_batch", type=int, default=16)
+    parser.add_argument("--sweep", default=str(REPO_ROOT / "gin" / "sweeps" / "demo.yaml"),
+                        help="sweep spec whose largest run sets the defaults below")
+    parser.add_argument("--scale", default=None,
+                        help="model size for the trainer rate (tiny0..3, scale0..); default: sweep's largest")
+    parser.add_argument("--vocab", default=None, help="default: the sweep's vocabulary")
+    parser.add_argument("--seq_len", type=int, default=None, help="default: that run's seq_len")
+    parser.add_argument("--global_batch", type=int, default=None, help="default: that run's batch")
     parser.add_argument("--stream_batches", type=int, default=300, help="batches timed for the stream")
     parser.add_argument("--train_steps", type=int, default=5, help="train steps timed (after warm-up)")
     parser.add_argument("--mixture", default="uniform12",
                         help='"uniform12" (the K=12 languages above) or any get_mixture name')
     args = parser.parse_args(argv)
+    if None in (args.scale, args.vocab, args.seq_len, args.global_batch):
+        try:
+            largest = largest_run(args.sweep)
+        except (OSError, ValueError) as err:
+            parser.error(f"--sweep {args.sweep}: {err}")
+        args.sweep_run = largest.name
+        args.scale = args.scale or largest.scale
+        args.vocab = args.vocab or largest.settings.get("vocab", "corpus_spm")
+        args.seq_len = args.seq_len or largest.seq_len
+        args.global_batch = args.global_batch or largest.batch
+    else:
+        args.sweep_run = None
     if min(args.seq_len, args.global_batch, args.stream_batches, args.train_steps) <= 0:
         parser.error("seq_len, global_batch, stream_batches and train_steps must be positive")
     return args
+
+
+def largest_run(sweep_path: str):
+    """The run of a sweep spec with the most model parameters (ties: the longest rows)."""
+    from atlas_t5x import models, sweeps
+
+    sweep = sweeps.load_sweep(sweep_path)
+    if not sweep.runs:
+        raise ValueError("the sweep has no runs")
+    return max(sweep.runs, key=lambda r: (models.param_count(models.get_model_config(r.scale)),
+                                          r.seq_len * r.batch))
 
 
 def stream_rate(pipe, n_batches: int) -> tuple[float, float]:
@@ -108,6 +137,9 @@ def main(argv=None) -> int:
                                         process_index=0, process_count=1)
     build_s = time.perf_counter() - start
     unique = pipe.unique_by_lang
+    if args.sweep_run:
+        print(f"trainer size from {os.path.relpath(args.sweep, REPO_ROOT)}: largest run "
+              f"{args.sweep_run} ({args.scale}, seq {args.seq_len}, batch {args.global_batch})")
     print(f"mixture {pipe.mixture_name}: K={len(pipe.languages)} languages {' '.join(pipe.languages)}")
     print(f"vocab {args.vocab} (V={pipe.vocab_size}); U total {sum(unique.values()):,} tokens "
           f"(min {min(unique.values()):,}, max {max(unique.values()):,})")
