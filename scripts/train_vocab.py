@@ -30,15 +30,13 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 from atlas_t5x.data import madlad  # noqa: E402  pylint: disable=wrong-import-position
+from atlas_t5x.data import mixtures  # noqa: E402  pylint: disable=wrong-import-position
 from atlas_t5x.data import vocab as vocab_lib  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def temperature_shares(sizes: dict[str, int], temperature: float) -> dict[str, float]:
-    """p_l ∝ n_l^(1/T), normalised to sum to 1."""
-    langs = sorted(sizes)
-    n = np.array([sizes[l] for l in langs], dtype=np.float64)
-    p = (n / n.sum()) ** (1.0 / temperature)
-    return dict(zip(langs, (p / p.sum()).tolist()))
+    """p_l ∝ n_l^(1/T), normalised to sum to 1 (the temperature mixture of the train pipeline)."""
+    return dict(mixtures.temperature(sizes, temperature).weights)
 
 
 def sample_language(docs: list[str], target_bytes: int, seed: int) -> list[str]:

@@ -101,12 +101,12 @@ def test_vocabulary_card_matches_model_and_train_splits():
 
 def test_temperature_shares():
     train_vocab = _load_script("train_vocab")
-    sizes = {"a": 900, "b": 90, "c": 10}
+    sizes = {"en": 900, "fr": 90, "yi": 10}
     proportional = train_vocab.temperature_shares(sizes, 1.0)
-    assert proportional == pytest.approx({"a": 0.9, "b": 0.09, "c": 0.01})
+    assert proportional == pytest.approx({"en": 0.9, "fr": 0.09, "yi": 0.01})
     t100 = train_vocab.temperature_shares(sizes, 100.0)
     expected = np.array([0.9, 0.09, 0.01]) ** 0.01
-    assert [t100[k] for k in "abc"] == pytest.approx(list(expected / expected.sum()))
+    assert [t100[k] for k in ("en", "fr", "yi")] == pytest.approx(list(expected / expected.sum()))
     assert max(t100.values()) / min(t100.values()) < 1.05
     picked = train_vocab.sample_language(["ab", "cde"], 11, seed=3)
     assert sum(len(d) for d in picked) >= 11 and sum(len(d) for d in picked[:-1]) < 11
