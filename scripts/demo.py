@@ -13,9 +13,11 @@ Steps:
     every `eval_every` steps → OUT/runs/<run>/logs/eval.jsonl.
  3. Export the logs → OUT/logs.csv and OUT/logs.parquet.
  4. Fit Chinchilla (csl), data-constrained (dcsl) and ATLAS per target language with held-out R²
-    (random 20%, largest N, top-20% D, top-20% C), using the fitter in atlas_t5x.scaling.
+    (random 20%, largest N, top-20% D, top-20% C), using the fitter in atlas_t5x.scaling, on the
+    from-scratch runs (a finetune's curve starts from its source; it feeds the crossover section).
  5. Write the report: OUT/report.md (atlas_t5x.scaling.report.build_report) plus this demo's
-    loss-curve, fitted-law and all-language plots, and print where it is.
+    checks (finite losses, complete evaluations, loss falling with N and D, what repetition is
+    worth), loss-curve, fitted-law and all-language plots, and print where it is.
 
 The losses fitted are token cross-entropies (nats/token, `loss`); the vocabulary-insensitive loss
 `loss_unigram_norm` is negative for models better than the unigram baseline and cannot be fitted
@@ -157,6 +159,12 @@ def trained_target_rows(rows):
     return [r for r in rows if r["target"] in r["tokens_by_lang"]]
 
 
+def scratch_rows(rows):
+    """Rows of from-scratch runs: the laws describe training from initialisation; a finetune's
+    curve starts from its source's loss and is only used for the crossover (spec §1.7)."""
+    return [r for r in rows if r["init"] == "scratch"]
+
+
 def heldout_table(rows):
     """law × split table of held-out R², MAE, MAPE (FITTER's heldout.compare_laws)."""
     import pandas as pd
@@ -164,7 +172,7 @@ def heldout_table(rows):
     from atlas_t5x.scaling import data as fdata
     from atlas_t5x.scaling import engine, heldout
 
-    points = fdata.rows_to_points(trained_target_rows(rows), loss_field="loss")
+    points = fdata.rows_to_points(trained_target_rows(scratch_rows(rows)), loss_field="loss")
     targets = sorted(t for t in points["target"].unique()
                      if points.loc[points["target"] == t, "N"].nunique() >= 2
                      and (points["target"] == t).sum() >= MIN_POINTS_PER_TARGET)
@@ -195,7 +203,106 @@ def fit_per_target(points, targets):
 
 
 # ------------------------------------------------------------------------------------------
-# 5. Plots
+# 5. What a reader checks first
+
+
+def _final_rows(rows):
+    """{(run, target): the row of the run's last evaluation of target}."""
+    last = {}
+    for r in rows:
+        key = (r["run"], r["target"])
+        if key not in last or r["step"] > last[key]["step"]:
+            last[key] = r
+    return last
+
+
+def _is_mono(row, target) -> bool:
+    return set(row["tokens_by_lang"]) == {target} and row["init"] == "scratch"
+
+
+def sanity_checks(rows, fits, targets) -> list[str]:
+    """Markdown lines: the checks a researcher makes before trusting the curves and fits.
+
+    - no non-finite loss, and every (run, step) evaluated on every evaluation language;
+    - the final loss of the monolingual runs falls with model size N, per target;
+    - loss falls with training tokens along every curve of a training language;
+    - repeated data: per monolingual target (largest size), epochs at the end, the loss drop over
+      the run's last doubling of D_t, and the fitted value of repetition: ATLAS counts the run's
+      D_t as S_λ(D_t; U_t) fresh tokens (spec §1.2), reported as "effective epochs" S_λ/U_t;
+    - fitted E at its lower bound (the runs are too short to pin the irreducible loss).
+    """
+    import numpy as np
+
+    from atlas_t5x.scaling import laws
+
+    lines = ["", "### Checks before reading the fits", "",
+             "| check | result |", "|---|---|"]
+    bad = [r for r in rows if not all(math.isfinite(r[f]) for f in ("loss", "loss_unigram_norm", "bits_per_byte"))]
+    lines.append(f"| non-finite losses | {len(bad)} of {len(rows)} rows |")
+    languages = {r["target"] for r in rows}
+    per_eval: dict[tuple[str, int], set[str]] = {}
+    for r in rows:
+        per_eval.setdefault((r["run"], r["step"]), set()).add(r["target"])
+    partial = [k for k, v in per_eval.items() if v != languages]
+    lines.append(f"| evaluations missing a language | {len(partial)} of {len(per_eval)} (run, step) pairs, "
+                 f"{len(languages)} languages each |")
+
+    last = _final_rows(rows)
+    for target in targets:
+        mono = sorted((r["params"], r["loss"], r["scale"]) for (run, t), r in last.items()
+                      if t == target and _is_mono(r, target))
+        if len(mono) >= 2:
+            falls = all(a[1] > b[1] for a, b in zip(mono, mono[1:]))
+            detail = " > ".join(f"{scale} {loss:.3f}" for _, loss, scale in mono)
+            lines.append(f"| {target}: final loss falls with N (monolingual) | "
+                         f"{'yes' if falls else '**no**'}: {detail} |")
+
+    drops = total = 0
+    worst = (1.0, "")
+    for (run, target), final in last.items():
+        if target not in final["tokens_by_lang"]:
+            continue
+        curve = sorted((r["step"], r["loss"]) for r in rows if r["run"] == run and r["target"] == target)
+        pairs = list(zip(curve, curve[1:]))
+        n_down = sum(b[1] < a[1] for a, b in pairs)
+        drops, total = drops + n_down, total + len(pairs)
+        if pairs and n_down / len(pairs) < worst[0]:
+            worst = (n_down / len(pairs), f"{run} on {target}")
+    if total:
+        least = f"; least monotone curve: {worst[1]} ({worst[0]:.0%})" if worst[1] else ""
+        lines.append(f"| loss falls between consecutive evaluations (training languages) | {drops} of {total} "
+                     f"steps{least} |")
+
+    atlas_fit = fits.get("atlas")
+    for target in targets:
+        mono = [r for (run, t), r in last.items() if t == target and _is_mono(r, target)]
+        if not mono:
+            continue
+        final = max(mono, key=lambda r: r["params"])
+        curve = {r["tokens_by_lang"][target]: r["loss"] for r in rows if r["run"] == final["run"]
+                 and r["target"] == target}
+        d_end = max(curve)
+        d_half = min(curve, key=lambda d: abs(d - d_end / 2))
+        u = final["unique_by_lang"][target]
+        text = (f"{final['epochs_by_lang'][target]:.2f} epochs of U_t = {u:,} tokens; loss drop over the "
+                f"last doubling of D_t: {curve[d_half] - curve[d_end]:.3f}")
+        if atlas_fit is not None and target in atlas_fit.fits and d_end > u:
+            lam = float(atlas_fit.fits[target].params["lambda"])
+            eff = float(laws.saturate(np.asarray([d_end], float), np.asarray([u], float), lam)[0]) / u
+            text += f"; ATLAS λ = {lam:.3g} counts them as {eff:.2f} effective epochs"
+        lines.append(f"| {target}: repetition ({final['run']}) | {text} |")
+
+    at_bound = sorted(f"{law} on {t}" for law, fit in fits.items() for t, res in fit.fits.items()
+                      if res.params.get("E", 1.0) < 1e-6)
+    if at_bound:
+        lines.append(f"| fitted E at its lower bound | {', '.join(at_bound)}: these runs are far from "
+                     "convergence, so the irreducible loss is not identified; read A, α, B, β as the "
+                     "shape of the curves over the range trained, not as asymptotes |")
+    return lines + [""]
+
+
+# ------------------------------------------------------------------------------------------
+# 6. Plots
 
 
 def plot_loss_curves(rows, targets, path: Path) -> None:
@@ -205,13 +312,15 @@ def plot_loss_curves(rows, targets, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    all_runs = sorted({r["run"] for r in rows})
+    colors = {run: plt.get_cmap("tab20")(i % 20) for i, run in enumerate(all_runs)}  # one colour per run
     fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), squeeze=False)
     for ax, target in zip(axes[0], targets):
         runs = sorted({r["run"] for r in rows if r["target"] == target and target in r["tokens_by_lang"]})
         for run in runs:
             pts = sorted((r["tokens_by_lang"][target], r["loss"]) for r in rows
                          if r["run"] == run and r["target"] == target)
-            ax.plot(*zip(*pts), marker="o", ms=3, label=run)
+            ax.plot(*zip(*pts), marker="o", ms=3, label=run, color=colors[run])
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(f"training tokens of {target} (D_t)")
@@ -312,10 +421,17 @@ def main(argv=None) -> int:
     # 1. calibrate and plan
     if args.resume and plan_path.exists():
         saved = json.loads(plan_path.read_text())
-        steps = saved["total_steps"]
-        sweep = sweeps.Sweep(sweep.name, tuple(
-            dataclasses.replace(r, total_steps=steps[r.name], tokens=steps[r.name] * r.batch * r.seq_len)
-            for r in sweep.runs), sweep.source)
+        # The same scaling as the first time (steps, warmup and evaluation period alike), so a
+        # resumed run continues the curve it started.
+        if saved["factor"] < 1.0:
+            sweep = sweeps.Sweep(sweep.name, tuple(_scaled_run(r, saved["factor"]) for r in sweep.runs),
+                                 sweep.source)
+        changed = [r.name for r in sweep.runs
+                   if r.name in saved["total_steps"] and saved["total_steps"][r.name] != r.total_steps]
+        if changed:
+            print(f"error: {plan_path} does not match {args.spec} for run(s) {changed}; "
+                  "run without --resume", file=sys.stderr)
+            return 2
         print(f"resuming with the saved plan (token factor {saved['factor']:.3f})")
     else:
         print("1/5 timing this machine (a few steps per model size):")
@@ -335,8 +451,9 @@ def main(argv=None) -> int:
     print(f"2/5 training {len(sweep.runs)} runs:")
     for r in sweep.runs:
         langs = r.training_languages or ["all"]
-        print(f"  {r.name:<22} {r.scale:<6} {r.mixture:<22} {r.tokens:>8,} tokens, {r.total_steps:>4} steps"
-              f" ({', '.join(langs)})")
+        init = f", from {r.init_from}" if r.init_from else ""
+        print(f"  {r.name:<30} {r.scale:<6} {r.mixture:<16} {r.tokens:>8,} tokens, {r.total_steps:>4} steps"
+              f" ({', '.join(langs)}{init})")
     train_start = time.perf_counter()
     status = sweeps.run_locally(sweep, out, progress=True)
     trained = sum(v == "finished" for v in status.values())
@@ -387,6 +504,7 @@ def main(argv=None) -> int:
         f"training language of the run (D_t > 0) for the targets {', '.join(targets)}; loss = token "
         "cross-entropy (nats/token). The law × split held-out table of `heldout.compare_laws` is in "
         "[heldout.csv](../heldout.csv); the exported logs are `../logs.csv` and `../logs.parquet`.", "",
+        *sanity_checks(rows, fits, targets),
         "Loss curves per target (every run that trains on it):", "", "![loss curves](loss_curves.png)", "",
         "Monolingual points and the per-target fits (csl dotted, dcsl dashed, atlas solid):", "",
         "![fitted laws](fitted_laws.png)", "",

@@ -221,7 +221,7 @@ def test_smoke_sweep_logs_pass_the_schema_and_match_planned_tokens(smoke) -> Non
             assert (r["init"], r["scale"], r["seq_len"], r["batch"]) == ("scratch", "tiny0", 16, 8)
             assert r["flops"] == pytest.approx(6.0 * r["params"] * r["tokens"])
             eval_set = pipeline.make_eval_set(r["target"], "corpus_spm", 16, 8, 64)
-            assert r["eval_tokens"] == eval_set.n_tokens > 0
+            assert 0 < r["eval_tokens"] == eval_set.n_tokens <= r["eval_tokens_budget"] == 64  # bounded cost
         final = max(run_rows, key=lambda r: r["step"])
         assert final["tokens"] == run.tokens
     # The finetune starts from the source's final checkpoint with a reset schedule; its logs say so.
@@ -348,3 +348,34 @@ def test_cli_refuses_a_bad_spec_before_training(tmp_path: Path, capsys) -> None:
         assert cli.main([str(bad), "--out", str(tmp_path / "out")]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "out").exists()  # nothing trained, nothing written
+
+
+def test_demo_checks_flag_what_a_reader_checks_first() -> None:
+    import importlib.util
+    import math
+    import types
+
+    from test_export import make_row
+
+    module_spec = importlib.util.spec_from_file_location("demo_cli", REPO / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(demo)
+    rows = []
+    # yi: U = 1000 unique tokens, 100 tokens a step; the larger model is better, except at the end.
+    for run, params, losses in (("small", 10, [6.0, 5.0, 4.5, 4.4]), ("big", 20, [5.5, 4.5, 4.4, 4.6])):
+        for step, loss in zip((10, 20, 40, 80), losses):
+            for target in ("yi", "en"):
+                rows.append(make_row(run, step, target, langs=("yi",), loss=loss, params=params,
+                                     scale=run, epochs_by_lang={"yi": step / 10}))
+    rows[-1]["loss"] = math.nan  # last row: big on en
+    fit = types.SimpleNamespace(fits={"yi": types.SimpleNamespace(params={"E": 1e-12, "lambda": 0.5})})
+    text = "\n".join(demo.sanity_checks(rows, {"atlas": fit}, ["yi"]))
+    assert "| non-finite losses | 1 of 16 rows |" in text
+    assert "| evaluations missing a language | 0 of 8 (run, step) pairs, 2 languages each |" in text
+    assert "yi: final loss falls with N (monolingual) | **no**: small 4.400 > big 4.600" in text
+    assert "5 of 6 steps; least monotone curve: big on yi (67%)" in text
+    # big: 8 epochs at the end (8000 tokens of U = 1000); S_0.5(8000; 1000) = 1000 (1 + (1 - e^-3.5) / 0.5).
+    effective = 1 + (1 - math.exp(-0.5 * 7)) / 0.5
+    assert "8.00 epochs of U_t = 1,000 tokens; loss drop over the last doubling of D_t: -0.200" in text
+    assert f"ATLAS λ = 0.5 counts them as {effective:.2f} effective epochs" in text
+    assert "fitted E at its lower bound | atlas on yi" in text
