@@ -339,6 +339,9 @@ def cmd_mixture(args) -> dict:
         else {"optimised": mp.plan_mixture(targets, laws, N, total, unique, caps, languages)}
     print(f"Mixture for targets {targets}, N = {N:.3g}, budget {total:.4g} tokens, epoch cap {args.max_epochs}")
     print(mp.format_comparison(plans))
+    if args.out_png:
+        mp.plot_comparison(args.out_png, plans)
+        print(f"wrote {args.out_png}")
     return {"command": "mixture", "budget_tokens": total, "params": N,
             "plans": {k: v.to_dict() for k, v in plans.items()}}
 
@@ -407,8 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for p in (c, g, x, m):
         p.add_argument("--out-json", help="write the answer as JSON here")
-        if p is not m:
-            p.add_argument("--out-png", help="write a plot here")
+        p.add_argument("--out-png", help="write a plot here")
     return parser
 
 

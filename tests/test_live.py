@@ -35,6 +35,7 @@ def test_callback_appends_predictions_for_each_target(tmp_path):
     cb = LiveLossPrediction(every_steps=100, total_steps=6000, n_boot=20)
     ctx = types.SimpleNamespace(step=600, run_info=types.SimpleNamespace(model_dir=str(tmp_path), run="r1"))
     cb(ctx)
+    cb(ctx)  # a resumed run repeats the step's callbacks: nothing is written twice
     out = logio.read_jsonl(tmp_path / LIVE_LOG_RELPATH)
     assert sorted(r["target"] for r in out) == ["de", "en"]
     en = next(r for r in out if r["target"] == "en")

@@ -161,3 +161,12 @@ def test_fit_json_samples_give_a_band_and_repetition_beyond_the_fitted_epochs_wa
     with pytest.warns(pl.ExtrapolationWarning, match=r"repeats the data .* fitted on 0.01–2 epochs"):
         plan = pl.plan_compute(fl, 1e21, 3e9)
     assert plan.epochs > 4 and plan.closed_form is None
+
+
+def test_mixture_comparison_plot_and_epoch_table(tmp_path):
+    plans = mp.compare_mixtures({"sw": 1.0, "yo": 1.0}, _multilingual_laws(), 1e9, 2e10, UNIQUE, max_epochs=4.0)
+    text = mp.format_comparison(plans)
+    assert "epochs (D_l / U_l)" in text and "exceeds caps" in text   # temperature sampling ignores caps
+    assert plans["optimised"].epochs_by_lang["yo"] <= 4.0 * (1 + 1e-9)
+    mp.plot_comparison(tmp_path / "m.png", plans)
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"

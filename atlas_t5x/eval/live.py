@@ -10,7 +10,19 @@ to MODEL_DIR/logs/live_prediction.jsonl:
 
 so a user can stop a run whose predicted final loss is not worth the remaining compute. Warmup
 points are left out (off the scaling curve) [our choice]. The planned final token count is
-`final_tokens`, or `total_steps` × the tokens per step observed so far. Only process 0 writes.
+`final_tokens`, or `total_steps` × the tokens per step observed so far. Only process 0 writes;
+a (run, step, target) already in the file is not written again (resumed runs repeat callbacks).
+
+Use it from gin after the evaluation callback:
+
+  import atlas_t5x.eval.live
+  train.callbacks = [@PerLanguageEval(), @LiveLossPrediction()]
+  LiveLossPrediction.every_steps = 20      # the eval period
+  LiveLossPrediction.total_steps = 200     # the run's planned steps
+
+Caveat: the fit assumes the loss keeps following a power law in tokens; with a WSD schedule the
+final decay phase lowers the loss below that curve, so predictions made in the stable phase are
+conservative (too high) for the end of a decayed run.
 """
 
 from __future__ import annotations
@@ -119,6 +131,13 @@ class LiveLossPrediction:
     def __call__(self, ctx: StepContext) -> None:
         if not _is_writer():
             return
-        rows = self.predict(ctx.run_info.model_dir, ctx.run_info.run, int(ctx.step))
+        path = os.path.join(ctx.run_info.model_dir, LIVE_LOG_RELPATH)
+        step = int(ctx.step)
+        if os.path.exists(path):  # a resumed run calls again at a step it already predicted at
+            done = {(r.get("run"), r.get("step"), r.get("target")) for r in logio.read_jsonl(path)}
+        else:
+            done = set()
+        rows = [r for r in self.predict(ctx.run_info.model_dir, ctx.run_info.run, step)
+                if (r["run"], r["step"], r["target"]) not in done]
         if rows:
-            logio.append_jsonl(os.path.join(ctx.run_info.model_dir, LIVE_LOG_RELPATH), rows)
+            logio.append_jsonl(path, rows)

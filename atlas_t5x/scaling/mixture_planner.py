@@ -243,4 +243,41 @@ def format_comparison(plans: Mapping[str, MixturePlan]) -> str:
         if p.cap_violations:
             line += "  (exceeds caps: " + ", ".join(f"{l} +{v:.2f} ep" for l, v in p.cap_violations.items()) + ")"
         lines.append(line)
+    lines += ["", f"{'epochs (D_l / U_l)':<22}" + "".join(f"{l:>8}" for l in langs)]
+    for name, p in plans.items():
+        lines.append(f"{name:<22}" + "".join(f"{p.epochs_by_lang[l]:8.2f}" for l in langs))
     return "\n".join(lines)
+
+
+def plot_comparison(path, plans: Mapping[str, MixturePlan]) -> None:
+    """Bars of the sampling rate per language for each method; the legend gives each method's
+    weighted predicted loss; languages whose epoch cap a method exceeds are starred."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from atlas_t5x import logio
+
+    first = next(iter(plans.values()))
+    langs = list(first.weights)
+    width = 0.8 / len(plans)
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.9 * len(langs) + 3), 4))
+    for i, (name, p) in enumerate(plans.items()):
+        xs = np.arange(len(langs)) + (i - (len(plans) - 1) / 2) * width
+        ax.bar(xs, [p.weights[l] for l in langs], width, label=f"{name}: weighted loss {p.objective:.4f}")
+        for x, l in zip(xs, langs):
+            if l in p.cap_violations:
+                ax.annotate("*", (x, p.weights[l]), ha="center", va="bottom")
+    ax.set_xticks(range(len(langs)), langs)
+    ax.set_ylabel("sampling rate")
+    ax.set_xlabel("language")
+    ax.set_title("Mixture per method (predicted loss in nats/token; *: epoch cap exceeded)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    logio.write_atomic(path, buf.getvalue())
