@@ -57,5 +57,12 @@ def register_madlad_tasks(root: str | None = None, languages: tuple[str, ...] | 
                           vocab_name: str = "corpus_spm") -> list[str]:
     """Registers `madlad_{lang}` for `languages` (default: every language under the root)."""
     root = madlad.resolve_madlad_dir(root)
-    langs = list(languages) if languages else madlad.available_languages(root)
+    if languages:
+        return [register_madlad_task(lang, root, vocab_name) for lang in languages]
+    langs = madlad.available_languages(root)
+    for lang in langs:  # a stray folder is named, not just its code
+        try:
+            madlad.check_language_code(lang)
+        except ValueError as err:
+            raise madlad.CorpusError(f"folder {root.rstrip('/')}/{lang} under the MADLAD root: {err}") from err
     return [register_madlad_task(lang, root, vocab_name) for lang in langs]

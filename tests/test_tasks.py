@@ -66,6 +66,12 @@ def test_register_rejects_unknown_or_absent_languages(tmp_path):
         tasks.register_madlad_task("qqz")
     with pytest.raises(madlad.CorpusError, match=f"{tmp_path}/sw does not exist"):
         tasks.register_madlad_task("sw", str(tmp_path))
+    (tmp_path / "foo").mkdir()   # a shard folder whose name is no MADLAD-400 code
+    with gzip.open(tmp_path / "foo" / "foo_clean_0000.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"text": "x"}) + "\n")
+    with pytest.raises(madlad.CorpusError, match=f"{tmp_path}/foo under the MADLAD root: "
+                                                 "unknown language 'foo'; nearest valid codes"):
+        tasks.register_madlad_tasks(str(tmp_path))
 
 
 def test_seqio_mixture_samples_documents_in_token_proportions(tmp_path):
