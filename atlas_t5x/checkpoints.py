@@ -11,6 +11,9 @@ with a warning, and removed before this run writes a checkpoint at the same step
 The `meta` item holds the model config and every parameter's shape, so a restart against a
 checkpoint of a different model fails with an error naming the parameter, before anything is
 written. Finetuning (`load_params`) restores the parameters only.
+
+Paths are `etils.epath` paths, so a model_dir may be a local folder (relative ones are made
+absolute, as orbax requires) or a cloud URL such as `gs://bucket/run` (kept as given).
 """
 
 from __future__ import annotations
@@ -18,13 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import zlib
-from pathlib import Path
 from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 
 STATE, PIPELINE, META = "state", "pipeline", "meta"
@@ -62,15 +64,25 @@ def check_param_shapes(expected: Mapping[str, list[int]], found: Mapping[str, li
         raise CheckpointMismatchError(f"checkpoint {where} was written for a different model: {shown}")
 
 
-def _is_committed(step_dir: Path) -> bool:
+def as_path(path: str | os.PathLike) -> epath.Path:
+    """`path` as an epath.Path: local paths made absolute (orbax rejects relative ones), URLs
+    (`gs://bucket/run`) kept as they are."""
+    path = epath.Path(path)
+    return path if path.is_absolute() else path.absolute()
+
+
+def _is_committed(step_dir: epath.Path) -> bool:
+    record = step_dir / _COMMIT_FILE
+    if not record.exists():  # checked first: cloud backends raise their own not-found errors
+        return False
     try:
-        meta = json.loads((step_dir / _COMMIT_FILE).read_text())
+        meta = json.loads(record.read_text())
     except (OSError, ValueError):
         return False
     return bool(meta.get("commit_timestamp_nsecs"))
 
 
-def _step_dirs(directory: Path) -> dict[int, Path]:
+def _step_dirs(directory: epath.Path) -> dict[int, epath.Path]:
     if not directory.is_dir():
         return {}
     return {int(p.name): p for p in directory.iterdir() if p.is_dir() and p.name.isdigit()}
@@ -78,16 +90,16 @@ def _step_dirs(directory: Path) -> dict[int, Path]:
 
 def complete_steps(directory: str | os.PathLike) -> list[int]:
     """Steps under `directory` whose checkpoint was committed, ascending."""
-    return sorted(s for s, p in _step_dirs(Path(directory)).items() if _is_committed(p))
+    return sorted(s for s, p in _step_dirs(as_path(directory)).items() if _is_committed(p))
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, int]:
+def resolve_checkpoint(path: str | os.PathLike) -> tuple[epath.Path, int]:
     """(checkpoints folder, step) for a model_dir, a checkpoints folder, or one step folder.
 
     Raises:
       FileNotFoundError: no committed checkpoint at `path`.
     """
-    path = Path(path).absolute()  # orbax requires absolute checkpoint paths
+    path = as_path(path)
     if path.name.isdigit() and _is_committed(path):
         return path.parent, int(path.name)
     for folder in (path / CHECKPOINT_SUBDIR, path):
@@ -120,7 +132,7 @@ def _restore_args(abstract: Any) -> Any:
 
 def read_metadata(directory: str | os.PathLike, step: int) -> dict:
     """The `meta` item (model config, parameter shapes, run info) of one checkpoint."""
-    return json.loads((Path(directory) / str(step) / META / "metadata").read_text())
+    return json.loads((as_path(directory) / str(step) / META / "metadata").read_text())
 
 
 class TrainCheckpointer:
@@ -136,7 +148,7 @@ class TrainCheckpointer:
     def __init__(self, model_dir: str | os.PathLike, keep: int = 3, async_save: bool = True):
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
-        self.directory = Path(model_dir).absolute() / CHECKPOINT_SUBDIR  # orbax wants absolute paths
+        self.directory = as_path(model_dir) / CHECKPOINT_SUBDIR
         self._keep = keep
         self._async = async_save
         self._manager: ocp.CheckpointManager | None = None
@@ -179,7 +191,7 @@ class TrainCheckpointer:
         if incomplete and jax.process_index() == 0:
             for p in incomplete:
                 logging.warning("removing incomplete checkpoint folder %s (never committed)", p)
-                shutil.rmtree(p)
+                p.rmtree()
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("atlas_t5x.checkpoints.discard_incomplete")
 

@@ -154,12 +154,21 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def check_batch_divisible(global_batch: int, mesh: Mesh) -> None:
-    """Raise ValueError unless the global batch splits evenly over the batch axes and hosts."""
+def check_batch_divisible(global_batch: int, mesh: Mesh, microbatches: int = 1) -> None:
+    """Raise ValueError unless the global batch splits evenly over the batch axes and hosts.
+
+    With ``microbatches`` > 1 (gradient accumulation) each micro-batch must split evenly too,
+    i.e. the batch must be a multiple of microbatches × data × fsdp.
+    """
     ways = math.prod(mesh.shape[a] for a in BATCH_AXES)
     if global_batch <= 0 or global_batch % ways:
         raise ValueError(
             f"global batch {global_batch} is not divisible by the mesh's batch axes data*fsdp = {ways}")
+    if global_batch % (microbatches * ways):
+        raise ValueError(
+            f"global batch {global_batch} does not split into {microbatches} micro-batches "
+            f"(make_optimizer.accumulation_steps) divisible by the mesh's batch axes data*fsdp = {ways}: "
+            f"it must be a multiple of {microbatches * ways}")
     if global_batch % jax.process_count():
         raise ValueError(
             f"global batch {global_batch} is not divisible by the process count {jax.process_count()}")

@@ -3,7 +3,10 @@
 One step, top to bottom (`make_train_step`): forward with a dropout key derived from the step,
 weighted token cross-entropy (mean over the batch's weighted tokens, nats), gradients, optimizer
 update. The step is jitted pjit-style with explicit in/out shardings from `partitioning` and the
-state donated, so the same code runs on one CPU device and on a pod.
+state donated, so the same code runs on one CPU device and on a pod. With gradient accumulation
+(`make_optimizer.accumulation_steps = M`) the step splits its global batch into M micro-batches
+and sums their gradients before the one update (t5x's num_microbatches): the update is the
+full-batch one and a step is still one optimizer update on one global batch.
 
 Host work per step is: read the next host-local batch, place it as a global array, dispatch the
 compiled step (asynchronously), keep the metric arrays. The host waits for the device only at
@@ -12,7 +15,8 @@ where the kept losses are checked for NaN/Inf and logged. A non-finite loss stop
 the step; because every checkpoint is preceded by a flush, no checkpoint ever holds a state that
 came from a non-finite loss or gradient.
 
-Outputs under MODEL_DIR: `logs/train.jsonl`, TensorBoard scalars in `tb/`, `checkpoints/` (see
+MODEL_DIR is a local folder (relative or absolute) or a cloud URL such as `gs://bucket/run`
+(paths go through etils.epath). Outputs under it: `logs/train.jsonl`, TensorBoard scalars in `tb/`, `checkpoints/` (see
 atlas_t5x/checkpoints.py) and `config.gin` (the operative gin config, written once the run has
 started). One train.jsonl row per flush:
 
@@ -37,7 +41,6 @@ import math
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
@@ -46,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from flax import struct
 from jax.experimental import multihost_utils
 
@@ -108,40 +112,74 @@ def _model_inputs(batch: Mapping[str, Any]) -> dict:
     )
 
 
+def split_microbatches(batch: Mapping[str, jax.Array], microbatches: int) -> dict:
+    """[B, T] arrays → [microbatches, B / microbatches, T]; micro-batch m holds rows m, m + M, ...
+
+    Interleaving keeps every micro-batch spread over all devices of the batch axes (each
+    device's contiguous block of rows splits evenly when B / devices is a multiple of M).
+    """
+
+    def split(x):
+        x = x.reshape((x.shape[0] // microbatches, microbatches) + x.shape[1:]).swapaxes(0, 1)
+        return nn.with_logical_constraint(x, (None, "batch", "length"))
+
+    return {k: split(v) for k, v in batch.items()}
+
+
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    accumulation_steps: int = 1, loss_chunk_size: int | None = None) -> Callable:
+                    microbatches: int = 1, loss_chunk_size: int | None = None) -> Callable:
     """(state, batch, dropout_key) -> (new state, metrics); metrics are scalars (loss in nats/token).
 
+    microbatches: gradient accumulation. The batch is split into this many equal micro-batches
+      (`split_microbatches`) whose forward/backward passes run one after another; the gradients
+      of their summed token NLL are added up and divided by the batch's weighted token count,
+      so loss, gradient and update equal those of the whole batch at once (up to float
+      rounding), whatever the padding of each micro-batch. Dropout uses a key per micro-batch.
     loss_chunk_size: None computes the [B, T, V] logits and `losses.token_cross_entropy`; an int
-    uses the model's fused projection + cross-entropy (`DecoderLM.token_loss`), that many
-    positions at a time, which never holds the full logits (same loss, less memory at V = 64512).
+      uses the model's fused projection + cross-entropy (`DecoderLM.token_loss`), that many
+      positions at a time, which never holds the full logits (same loss, less memory at V = 64512).
     """
+    if microbatches < 1:
+        raise ValueError(f"microbatches must be >= 1, got {microbatches}")
+
+    def summed_loss(params, batch, key):
+        """(sum_nll nats, n_tokens) of one (micro-)batch."""
+        variables, rngs = {"params": params}, {"dropout": key}
+        tokens, targets, weights = (batch["decoder_input_tokens"], batch["decoder_target_tokens"],
+                                    batch["decoder_loss_weights"])
+        if loss_chunk_size is None:
+            logits = model.apply(variables, tokens, **_model_inputs(batch), deterministic=False, rngs=rngs)
+            return losses.token_cross_entropy(logits, targets, weights)
+        return model.apply(variables, tokens, targets, weights, **_model_inputs(batch), deterministic=False,
+                           chunk_size=loss_chunk_size, rngs=rngs, method=models.DecoderLM.token_loss)
+
+    grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
 
     def train_step(state: TrainState, batch: Mapping[str, jax.Array], dropout_key: jax.Array):
         step_key = jax.random.fold_in(dropout_key, state.step)
+        if microbatches == 1:
+            (sum_nll, n_tokens), grads = grad_fn(state.params, batch, step_key)
+        else:
+            def accumulate(carry, micro):
+                index, micro_batch = micro
+                (micro_nll, micro_tokens), micro_grads = grad_fn(
+                    state.params, micro_batch, jax.random.fold_in(step_key, index))
+                grads, sum_nll, n_tokens = carry
+                return (jax.tree.map(jnp.add, grads, micro_grads), sum_nll + micro_nll, n_tokens + micro_tokens), None
 
-        def loss_fn(params):
-            variables, rngs = {"params": params}, {"dropout": step_key}
-            tokens, targets, weights = (batch["decoder_input_tokens"], batch["decoder_target_tokens"],
-                                        batch["decoder_loss_weights"])
-            if loss_chunk_size is None:
-                logits = model.apply(variables, tokens, **_model_inputs(batch), deterministic=False, rngs=rngs)
-                sum_nll, n_tokens = losses.token_cross_entropy(logits, targets, weights)
-            else:
-                sum_nll, n_tokens = model.apply(
-                    variables, tokens, targets, weights, **_model_inputs(batch), deterministic=False,
-                    chunk_size=loss_chunk_size, rngs=rngs, method=models.DecoderLM.token_loss,
-                )
-            return sum_nll / jnp.maximum(n_tokens, 1.0), n_tokens
-
-        (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            zero = jnp.zeros((), jnp.float32)
+            carry = (jax.tree.map(jnp.zeros_like, state.params), zero, zero)
+            micro = (jnp.arange(microbatches), split_microbatches(batch, microbatches))
+            (grads, sum_nll, n_tokens), _ = jax.lax.scan(accumulate, carry, micro)
+        per_token = 1.0 / jnp.maximum(n_tokens, 1.0)
+        grads = jax.tree.map(lambda g: g * per_token.astype(g.dtype), grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {
-            "loss": loss,
+            "loss": sum_nll * per_token,
             "n_tokens": n_tokens,
             "grad_norm": optax.tree.norm(grads),
-            "lr": schedule(state.step // accumulation_steps),
+            "lr": schedule(state.step),
         }
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -199,13 +237,44 @@ def _configured_args(fn: Callable) -> dict[str, Any]:
     return values
 
 
-def _truncate_log(path: Path, last_step: int) -> None:
+def _is_local(path: epath.Path) -> bool:
+    return "://" not in str(path)
+
+
+def _write_text(path: epath.Path, text: str) -> None:
+    """Whole-file write: temporary file + rename locally; object stores replace objects whole."""
+    if _is_local(path):
+        logio.write_atomic(path, text)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def _jsonl(rows: Sequence[Mapping]) -> str:
+    return "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in rows)
+
+
+def _read_rows(path: epath.Path) -> list[dict]:
+    if _is_local(path):
+        return logio.read_jsonl(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append_rows(path: epath.Path, rows: Sequence[Mapping]) -> None:
+    """Appends JSONL rows (object stores cannot append: the file is rewritten with them)."""
+    if _is_local(path):
+        logio.append_jsonl(path, rows)
+    else:
+        _write_text(path, (path.read_text() if path.exists() else "") + _jsonl(rows))
+
+
+def _truncate_log(path: epath.Path, last_step: int) -> None:
     """Drops rows logged after `last_step` (a run that died after its last checkpoint)."""
     if path.exists():
-        rows = logio.read_jsonl(path)
+        rows = _read_rows(path)
         kept = [r for r in rows if int(r.get("step", 0)) <= last_step]
         if len(kept) != len(rows):
-            logio.write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+            _write_text(path, _jsonl(kept))
 
 
 class _StopFlag:
@@ -297,15 +366,18 @@ def train(
     """Trains `model_config` on `pipeline_factory()` for `total_steps`, resuming from model_dir.
 
     Args:
-      model_dir: run folder (logs/, tb/, checkpoints/, config.gin). If it holds a checkpoint, the
-        run resumes from the newest complete one (state, step and pipeline position).
+      model_dir: run folder (logs/, tb/, checkpoints/, config.gin): a local path (relative to the
+        working directory or absolute) or a URL such as `gs://bucket/run`. If it holds a
+        checkpoint, the run resumes from the newest complete one (state, step and pipeline
+        position).
       model_config: the decoder (`@ModelConfig()` in gin).
       mesh_config: device mesh axis sizes; None = `MeshConfig()` with its gin bindings.
       pipeline_factory: zero-argument callable returning the train pipeline
         (`@make_train_pipeline` or `@make_synthetic_pipeline`); its `seq_len` and `global_batch`
-        are the run's.
-      total_steps: train-step calls (= optimizer updates × make_optimizer.accumulation_steps); the
-        schedule spans them.
+        are the run's: each step consumes one global batch.
+      total_steps: optimizer updates; the schedule spans them. With
+        `make_optimizer.accumulation_steps = M` each step still takes one global batch, split
+        into M micro-batches inside the step (less activation memory, same update).
       seed: parameter init and dropout keys (dropout key of step s = fold_in(key, s), so a resumed
         run draws the same masks).
       log_every_steps: flush period (host sync, NaN check, one train.jsonl row).
@@ -337,14 +409,13 @@ def train(
             f"total_steps ({total_steps}), log_every_steps ({log_every_steps}) and "
             f"checkpoint_every_steps ({checkpoint_every_steps}) must be positive"
         )
-    model_dir_path = Path(model_dir)
+    model_dir_path = checkpoints.as_path(model_dir)
     callbacks = validate_callbacks(callbacks)
     is_chief = jax.process_index() == 0
 
     mesh = partitioning.make_mesh(mesh_config or partitioning.MeshConfig())
     pipeline = pipeline_factory()
     seq_len, global_batch = int(pipeline.seq_len), int(pipeline.global_batch)
-    partitioning.check_batch_divisible(global_batch, mesh)
     pipeline_vocab = getattr(pipeline, "vocab_size", None)
     if pipeline_vocab is not None and pipeline_vocab > model_config.vocab_size:
         raise ValueError(
@@ -352,19 +423,23 @@ def train(
         )
 
     model = models.DecoderLM(model_config)
+    # Gradient accumulation happens inside the step (exact token weighting over the whole batch),
+    # so the optimizer itself gets one gradient per step, not optax.MultiSteps.
+    microbatches = int(_configured_args(optim.make_optimizer).get("accumulation_steps", 1))
+    if microbatches < 1:
+        raise ValueError(f"make_optimizer.accumulation_steps must be >= 1, got {microbatches}")
+    partitioning.check_batch_divisible(global_batch, mesh, microbatches)
     # The schedule's other settings come from gin (make_schedule.*); the phase reads the same ones.
-    accumulation_steps = int(_configured_args(optim.make_optimizer).get("accumulation_steps", 1))
-    update_steps = max(total_steps // accumulation_steps, 1)
-    schedule = optim.make_schedule(total_steps=update_steps)
-    optimizer = optim.make_optimizer(schedule)
+    schedule = optim.make_schedule(total_steps=total_steps)
+    optimizer = optim.make_optimizer(schedule, accumulation_steps=1)
     schedule_args = _configured_args(optim.make_schedule)
 
     def last_update(step: int) -> int:
-        """Index of the optimizer update that produced train step `step` (>= 1)."""
-        return max(step - 1, 0) // accumulation_steps
+        """Index of the optimizer update that produced step `step` (>= 1), as the schedule counts."""
+        return max(step - 1, 0)
 
     def phase_of(step: int) -> str:
-        return optim.schedule_phase(last_update(step), update_steps, schedule_args["warmup_steps"],
+        return optim.schedule_phase(last_update(step), total_steps, schedule_args["warmup_steps"],
                                     schedule_args["kind"], schedule_args["decay_fraction"])
 
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
@@ -399,7 +474,7 @@ def train(
     start_step = int(jax.device_get(state.step))
 
     run_info = RunInfo(
-        run=run_name or model_dir_path.resolve().name,
+        run=run_name or model_dir_path.name,
         mixture_name=str(getattr(pipeline, "mixture_name", "")),
         mixture_weights={str(k): float(v) for k, v in dict(getattr(pipeline, "mixture_weights", {}) or {}).items()},
         init=init,
@@ -417,12 +492,12 @@ def train(
         "total_steps": total_steps,
     }
     if is_chief:
-        logio.write_atomic(model_dir_path / "config.gin", gin.operative_config_str())
+        _write_text(model_dir_path / "config.gin", gin.operative_config_str())
 
     batch_sh = partitioning.batch_sharding(mesh)
     metric_sh = {k: replicated for k in ("loss", "n_tokens", "grad_norm", "lr")}
     step_fn = jax.jit(
-        make_train_step(model, optimizer, schedule, accumulation_steps, loss_chunk_size),
+        make_train_step(model, optimizer, schedule, microbatches, loss_chunk_size),
         in_shardings=(state_sh, {k: batch_sh for k in MODEL_INPUT_KEYS}, replicated),
         out_shardings=(state_sh, metric_sh),
         donate_argnums=(0,),
@@ -499,7 +574,7 @@ def _progress_bar(total: int, initial: int, is_chief: bool):
 class _TrainLogger:
     """Turns kept per-step metrics into train.jsonl rows and TensorBoard scalars at flush points."""
 
-    def __init__(self, model_dir: Path, run: str, tensorboard: bool, is_chief: bool,
+    def __init__(self, model_dir: epath.Path, run: str, tensorboard: bool, is_chief: bool,
                  peak_flops: float | None, model_flops_per_step: float):
         self._path = model_dir / "logs" / "train.jsonl"
         self._run = run
@@ -557,7 +632,7 @@ class _TrainLogger:
         if self._peak:
             row["mfu"] = flops_per_s / self._peak
         if self._is_chief:
-            logio.append_jsonl(self._path, [row])
+            _append_rows(self._path, [row])
         if self._writer is not None:
             scalars = {k: row[k] for k in ("loss", "grad_norm", "lr", "tokens", "tokens_per_s", "flops_per_s")}
             scalars.update({f"tokens_by_lang/{k}": v for k, v in row["tokens_by_lang"].items()})

@@ -133,7 +133,7 @@ def test_sigkill_after_checkpoint_then_restart_logs_identical_losses(uninterrupt
     assert rows[-1]["tokens_by_lang"] == ref_rows[-1]["tokens_by_lang"]  # pipeline resumed exactly
 
 
-def test_sigterm_checkpoints_at_next_step_and_exits_0(uninterrupted, tmp_path):
+def test_sigterm_checkpoints_at_next_step_and_exits_0(uninterrupted, tmp_path, monkeypatch):
     model_dir = tmp_path / "preempted"
     proc = _train_subprocess(model_dir, _signal_bindings(4, signal.SIGTERM))
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -142,10 +142,22 @@ def test_sigterm_checkpoints_at_next_step_and_exits_0(uninterrupted, tmp_path):
     assert checkpoints.complete_steps(model_dir / "checkpoints")[-1] == 5
     assert max(_losses(model_dir)) == 5
 
-    result = _train_in_process(model_dir)  # the checkpoint restores and the run finishes
+    # The checkpoint restores and the run finishes, here given a relative model_dir.
+    monkeypatch.chdir(tmp_path)
+    result = _train_in_process(Path("preempted"))
     assert result.step == TOTAL_STEPS
     reference = _losses(uninterrupted[0])
     assert _losses(model_dir) == reference
+    assert checkpoints.read_metadata(model_dir / "checkpoints", TOTAL_STEPS)["run_info"]["model_dir"] == str(model_dir)
+
+
+def test_model_dir_urls_are_kept_and_local_paths_made_absolute(tmp_path, monkeypatch):
+    # gs:// (or any URL) must not collapse to "gs:/bucket" as pathlib does; nothing is contacted here.
+    ckpt = checkpoints.TrainCheckpointer("gs://bucket/runs/scale0")
+    assert str(ckpt.directory) == "gs://bucket/runs/scale0/checkpoints"
+    assert str(checkpoints.as_path("gs://bucket/runs/scale0") / "logs") == "gs://bucket/runs/scale0/logs"
+    monkeypatch.chdir(tmp_path)
+    assert str(checkpoints.TrainCheckpointer("run").directory) == str(tmp_path / "run" / "checkpoints")
 
 
 def test_half_written_checkpoint_is_skipped_and_restore_reshards_to_the_current_mesh(uninterrupted, tmp_path):

@@ -72,7 +72,9 @@ class Recorder:
 
 
 def test_train_logs_metrics_accounting_and_calls_callbacks(tmp_path):
-    gin.parse_config("make_schedule.warmup_steps = 2\nmake_schedule.peak_lr = 1e-3")
+    # Gradient accumulation on: a step is still one update on one whole global batch of 8 rows.
+    gin.parse_config("make_schedule.warmup_steps = 2\nmake_schedule.peak_lr = 1e-3\n"
+                     "make_optimizer.accumulation_steps = 2")
     recorder = Recorder()
     total = 5
     result = trainer.train(
@@ -95,6 +97,8 @@ def test_train_logs_metrics_accounting_and_calls_callbacks(tmp_path):
         assert row["flops_per_s"] == pytest.approx(flops_per_step * row["steps_per_s"], rel=1e-9)
         assert row["mfu"] == pytest.approx(row["flops_per_s"] / (1e12 * jax.device_count()), rel=1e-9)
     assert rows[-1]["tokens_by_lang"] == expected_tokens
+    adam_counts = {int(x) for x in jax.tree.leaves(jax.device_get(result.state.opt_state)) if np.ndim(x) == 0}
+    assert adam_counts == {total}  # one optimizer update per step
 
     assert [c["step"] for c in recorder.calls] == [3, 5]
     info = recorder.calls[-1]["run_info"]
@@ -144,6 +148,9 @@ def test_mesh_not_dividing_devices_or_batch_is_an_error_with_both_numbers(tmp_pa
         run(mesh_config=partitioning.MeshConfig(data=16), pipeline_factory=_pipeline_factory())
     with pytest.raises(ValueError, match=r"global batch 4 .*data\*fsdp = 8"):
         run(mesh_config=partitioning.MeshConfig(data=8), pipeline_factory=_pipeline_factory(global_batch=4))
+    gin.parse_config("make_optimizer.accumulation_steps = 3")
+    with pytest.raises(ValueError, match=r"global batch 8 does not split into 3 micro-batches.*multiple of 12"):
+        run(mesh_config=partitioning.MeshConfig(data=2, fsdp=2, tensor=2), pipeline_factory=_pipeline_factory())
     assert not (tmp_path / "run").exists()
 
 
@@ -214,22 +221,33 @@ def test_paper_base_config_binds_the_paper_recipe():
     assert gin.query_parameter("train.pipeline_factory").selector == "make_train_pipeline"
 
 
-def test_fused_loss_step_matches_the_logits_step():
+def test_fused_loss_and_accumulated_microbatches_match_the_plain_step():
+    """The fused chunked loss and 2 accumulated micro-batches of 4 rows give the 8-row logits step."""
     model = models.DecoderLM(TINY)
     batch = {k: jnp.asarray(v) for k, v in next(_pipeline_factory()()).items()}
+    micro = trainer.split_microbatches(batch, 2)
+    assert micro["decoder_input_tokens"].shape == (2, 4, 32)
+    np.testing.assert_array_equal(micro["decoder_input_tokens"][1], batch["decoder_input_tokens"][1::2])
+    tokens_per_micro = np.asarray(micro["decoder_loss_weights"].sum(axis=(1, 2)))
+    assert tokens_per_micro[0] != tokens_per_micro[1]  # unequal padding: a mean of micro-batch means would differ
+
     params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), batch["decoder_input_tokens"])["params"])
     schedule = optim.make_schedule(kind="constant", peak_lr=1e-2, warmup_steps=0, total_steps=10)
     optimizer = optim.make_optimizer(schedule)
     state = trainer.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
     key = jax.random.PRNGKey(1)
     plain_state, plain = jax.jit(trainer.make_train_step(model, optimizer, schedule))(state, batch, key)
-    fused_state, fused = jax.jit(trainer.make_train_step(model, optimizer, schedule, loss_chunk_size=8))(
-        state, batch, key)
-    np.testing.assert_allclose(fused["loss"], plain["loss"], rtol=1e-5)
-    np.testing.assert_allclose(fused["grad_norm"], plain["grad_norm"], rtol=1e-4)
-    assert float(plain["n_tokens"]) == float(batch["decoder_loss_weights"].sum())
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6),
-                 fused_state.params, plain_state.params)
+    assert float(plain["n_tokens"]) == float(batch["decoder_loss_weights"].sum()) == tokens_per_micro.sum()
+    for microbatches, chunk in ((1, 8), (2, 8)):
+        new_state, metrics = jax.jit(trainer.make_train_step(model, optimizer, schedule, microbatches, chunk))(
+            state, batch, key)
+        np.testing.assert_allclose(metrics["loss"], plain["loss"], rtol=1e-5)
+        np.testing.assert_allclose(metrics["grad_norm"], plain["grad_norm"], rtol=1e-4)
+        assert float(metrics["n_tokens"]) == float(plain["n_tokens"])
+        assert int(new_state.step) == 1
+        # Adam's first update is ±lr per element (1e-2 here), so compare at a small fraction of it.
+        jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=2e-5),
+                     new_state.params, plain_state.params)
 
 
 def test_peak_flops_lookup_by_device_kind():
