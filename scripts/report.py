@@ -44,10 +44,25 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     text = path.read_text(encoding="utf-8")
-    sections = [line[3:] for line in text.splitlines() if line.startswith("## ")]
-    skipped = text.count("_Skipped:") + text.count("_Failed:")
-    print(f"wrote {path} ({len(sections)} sections, {skipped} skipped or failed): {', '.join(sections)}")
+    print(f"wrote {path}")
+    for title, body in _sections(text):
+        note = next((line.strip("_") for line in body if line.startswith(("_Skipped:", "_Not computed:",
+                                                                           "_Failed:"))), "")
+        figures = [line[line.index("](") + 2:-1] for line in body if line.startswith("![")]
+        status = note or ("ok" + (f"; figures: {', '.join(figures)}" if figures else ""))
+        print(f"  {title}: {status}")
     return 0
+
+
+def _sections(text: str):
+    """(title, lines) of each '## ' section of the report."""
+    out: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            out.append((line[3:], []))
+        elif out:
+            out[-1][1].append(line)
+    return out
 
 
 if __name__ == "__main__":

@@ -91,12 +91,15 @@ def _overview(doc: _Doc, rows, loss_field: str) -> None:
     for run, info in sorted(infos.items()):
         finals = {t: row for (r, t), row in last.items() if r == run}
         tokens = max(int(row["tokens"]) for row in finals.values())
-        losses = ", ".join(f"{t} {float(row[loss_field]):.3f}" for t, row in sorted(finals.items()))
+        own = {t: row for t, row in finals.items() if t in info.weights}
+        losses = ", ".join(f"{t} {float(row[loss_field]):.3f}" for t, row in sorted(own.items()))
+        if len(finals) > len(own):
+            losses += f" (+{len(finals) - len(own)} other targets)"
         mix = "+".join(f"{l}:{w:.2f}" for l, w in sorted(info.weights.items()))
         table.append((run, mix, f"{info.params:.3g}", "scratch" if info.is_scratch else "finetune",
                       f"{tokens:.3g}", losses))
     doc.add(f"{len(infos)} runs, {len(rows)} evaluation rows, loss field `{loss_field}` (nats/token).", "")
-    doc.table(("run", "mixture", "N", "init", "tokens", f"final {loss_field} by target"), table)
+    doc.table(("run", "mixture", "N", "init", "tokens", f"final {loss_field} on its training languages"), table)
 
 
 def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_kwargs) -> None:
@@ -112,6 +115,15 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
         raise _Skip(str(err)) from err
     if (points["loss"] <= 0).any():
         raise _Skip(f"`{loss_field}` has non-positive values; the laws are fitted in log-loss")
+    untrained = (points["D"] <= 0).to_numpy()
+    dropped = ""
+    if untrained.any() and any(name != "atlas" for name in laws):
+        # only ATLAS can explain a target a run never trained on; the laws share one point set
+        dropped = (f" {int(untrained.sum())} points whose target was not in the run's mixture are left "
+                   "out (laws other than ATLAS read the target's own tokens D_t).")
+        points = points[~untrained].reset_index(drop=True)
+        if points.empty:
+            raise _Skip("no run trained on any of its evaluated targets")
     kinds = {heldout.mixture_kind(m, w) for m, w in zip(points["mixture"], points["weights"])}
     splits = ["random", "N", "D", "C"] + (["M"] if kinds - {"monolingual", "bilingual", "unimax"} else [])
     param_rows, split_rows, scatter = [], [], []
@@ -134,7 +146,8 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
             try:
                 res_split = heldout.evaluate_split(spec, points, split, seed)
             except (engine.FitError, ValueError) as err:
-                cells.append(f"– ({err})" if len(str(err)) < 60 else "–")
+                why = str(err).replace("|", "/").replace("\n", " ")
+                cells.append(f"– ({why[:90]}{'…' if len(why) > 90 else ''})")
                 continue
             m = res_split.metrics
             cells.append(f"{m['r2']:.3f} (MAPE {m['mape']:.2f}%, n={int(m['n'])})")
@@ -142,7 +155,7 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
                 scatter.append((name, y_all, pred, res_split.held_out))
         split_rows.append(cells)
     doc.add("Per-target fits on all points of from-scratch runs (the FITTER's engine, "
-            "`engine.fit_points`; finetunes are left out):", "")
+            "`engine.fit_points`; finetunes are left out)." + dropped, "")
     doc.table(("target", "law", "points", "R² (in sample)", "converged", "parameters"), param_rows)
     doc.add("Held-out R² (spec §5; `heldout.evaluate_split`: refit without the held-out points, score them; "
             "R²(N): largest sizes, R²(D)/R²(C): top 20% tokens/compute, R²(M): unseen mixtures):", "")
