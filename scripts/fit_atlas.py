@@ -52,14 +52,18 @@ def parse_args(argv):
     p.add_argument("--objective", default="huber", help=f"one of {', '.join(OBJECTIVES)} (default huber)")
     p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE", help="hold a parameter fixed")
     p.add_argument("--tied", action="store_true", help="tie the exponents (alpha = beta)")
+    p.add_argument("--bound", action="append", default=[], metavar="NAME=LO:HI",
+                   help="bounds of a parameter in natural units (default: E, A, B > 0, tau ≥ 0, ...)")
     p.add_argument("--holdout", nargs="+", default=[], help=f"held-out splits: {' '.join(heldout.SPLITS)}")
     p.add_argument("--bootstrap", type=int, default=0, metavar="K", help="bootstrap replicates (by run)")
     p.add_argument("--profile", action="store_true", help="objective profiles along each parameter")
     p.add_argument("--compare", help="comma-separated laws scored on the same --holdout splits "
                                      "(a law x split table of R², MAE, MAPE)")
     p.add_argument("--out", required=True, help="output folder (fit.json, fit_curves.png, residuals.png)")
-    p.add_argument("--loss_field", default="loss_unigram_norm", choices=["loss_unigram_norm", "loss"],
-                   help="which logged loss to fit (logs only)")
+    p.add_argument("--loss_field", default="loss", choices=list(data_lib.LOSS_FIELDS),
+                   help="which logged loss to fit (logs only; default loss = token cross-entropy, "
+                        "nats/token). loss_unigram_norm turns negative once a model beats a unigram "
+                        "model and then cannot be fitted in log-loss")
     p.add_argument("--drop_highest", type=int, default=0, help="drop this many highest-loss rows (tables)")
     p.add_argument("--final_only", action="store_true", help="only each run's last evaluation (logs)")
     p.add_argument("--dcsl_stage", default="one", choices=["one", "two"])
@@ -88,6 +92,23 @@ def parse_fixed(items) -> dict[str, float]:
     return fixed
 
 
+def parse_bounds(items) -> tuple[tuple[str, float, float], ...]:
+    bounds = []
+    for item in items:
+        name, sep, rng = item.partition("=")
+        lo, sep2, hi = rng.partition(":")
+        if not (sep and sep2 and name.strip()):
+            raise UsageError(f"--bound {item!r} is not NAME=LO:HI")
+        try:
+            lo_v, hi_v = float(lo), float(hi)
+        except ValueError:
+            raise UsageError(f"--bound {item!r}: LO and HI must be numbers") from None
+        if math.isnan(lo_v) or math.isnan(hi_v) or not lo_v < hi_v:
+            raise UsageError(f"--bound {name.strip()}: LO {lo!r} must be below HI {hi!r}")
+        bounds.append((name.strip(), lo_v, hi_v))
+    return tuple(bounds)
+
+
 def load_points(args):
     if args.logs:
         return data_lib.load_logs(args.logs, loss_field=args.loss_field, final_only=args.final_only)
@@ -114,6 +135,15 @@ def run(args) -> dict:
         if name not in LAW_NAMES:
             raise UsageError(f"--compare: unknown law {name!r}; known laws: {', '.join(LAW_NAMES)}")
     fixed = parse_fixed(args.fix)
+    bounds = parse_bounds(args.bound)
+    if args.transfer_matrix:
+        data_lib.load_transfer_matrix(args.transfer_matrix)   # fails early, naming the file
+    if args.table and args.map:
+        mapped = data_lib.parse_map(args.map)
+        for law, key, meaning in (("msl", "p", "the target's sampling ratio"),
+                                  ("curse", "K", "the number of languages in the mixture")):
+            if law in [args.law] + compare and key not in mapped:
+                raise UsageError(f"law {law!r} reads {key} ({meaning}): give --map {key}=column")
     points = load_points(args)
     targets = [t.strip() for item in (args.target or []) for t in item.split(",") if t.strip()] or None
     if targets:
@@ -135,7 +165,7 @@ def run(args) -> dict:
     spec = engine.FitSpec(
         law=args.law, objective=args.objective, tied=args.tied, fixed=tuple(sorted(fixed.items())),
         n_transfer=args.n_transfer, transfer_rule=args.transfer_rule, transfer_matrix=args.transfer_matrix,
-        allow_negative_tau=args.allow_negative_tau, dcsl_stage=args.dcsl_stage)
+        allow_negative_tau=args.allow_negative_tau, dcsl_stage=args.dcsl_stage, bounds=bounds)
 
     t0 = time.perf_counter()
     table_fit = engine.fit_points(spec, points)
@@ -144,15 +174,16 @@ def run(args) -> dict:
     y = points["loss"].to_numpy(float)
 
     held = {}
-    masks = {}
+    splits = {}
     for split in args.holdout:
         res = heldout.evaluate_split(spec, points, split, args.seed)
         held[split] = res.to_dict()
-        masks[split] = res.held_out
+        splits[split] = res
 
     comparison = []
     if compare:
-        specs = {name: dataclasses.replace(spec, law=name, fixed=()) for name in compare}
+        # every compared law with its default options (no --fix / --bound, which name one law's parameters)
+        specs = {name: dataclasses.replace(spec, law=name, fixed=(), bounds=()) for name in compare}
         table = heldout.compare_laws(specs, points, splits=args.holdout, seed=args.seed)
         comparison = table.to_dict(orient="records")
 
@@ -204,6 +235,7 @@ def run(args) -> dict:
         "comparison": comparison,
         "options": {"tied": args.tied, "fixed": fixed, "dcsl_stage": args.dcsl_stage,
                     "n_transfer": args.n_transfer, "transfer_rule": args.transfer_rule,
+                    "bounds": {name: [lo, hi] for name, lo, hi in bounds},
                     "loss_field": args.loss_field if (args.logs or not args.map) else "table",
                     "source": args.logs or args.table},
     }
@@ -214,12 +246,13 @@ def run(args) -> dict:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not args.no_plots:
-        mask = masks[args.holdout[0]] if args.holdout and args.holdout[0] != "lolo" else None
         from atlas_t5x.scaling import plots
 
-        out["plots"] = plots.write_plots(points, pred, out_dir, mask, args.law,
-                                         args.holdout[:1] if mask is not None else (),
-                                         _curve_fn(table_fit, points))
+        marked = next((splits[s] for s in args.holdout if s != "lolo"), None)
+        out["plots"] = plots.write_plots(
+            points, pred, out_dir, marked.held_out if marked else None, args.law,
+            [marked.split] if marked else (), _curve_fn(table_fit, points),
+            heldout_pred=marked.predictions if marked else None)
     logio.write_atomic(out_dir / "fit.json", json.dumps(_jsonable(out), indent=2, sort_keys=True) + "\n")
     return out
 

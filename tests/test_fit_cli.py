@@ -89,7 +89,8 @@ def test_logs_folder_multilingual_atlas(tmp_path):
     root = _write_logs(tmp_path)
     out = tmp_path / "fit"
     rc = fit_atlas.main(["--logs", str(root), "--law", "atlas", "--target", "de", "--holdout", "M",
-                         "--compare", "csl,atlas", "--out", str(out), "--no_plots"])
+                         "--compare", "csl,atlas", "--out", str(out), "--no_plots",
+                         "--loss_field", "loss_unigram_norm"])
     assert rc == 0
     fit = json.loads((out / "fit.json").read_text())
     table = {(r["law"], r["split"]): r for r in fit["comparison"]}
@@ -110,6 +111,16 @@ def test_logs_folder_multilingual_atlas(tmp_path):
     (["--map", "N=params,C=flops,loss=val", "--compare", "csl,gpt"], "--compare: unknown law 'gpt'"),
     (["--map", "N=params,C=flops,loss=val,bogus=x"], "--map key 'bogus' unknown"),
     (["--map", "N=params,loss=val"], "D (tokens) or C (FLOPs)"),
+    (["--map", "N=params,C=flops,loss=val", "--law", "csl", "--tied", "--fix", "beta=0.3"],
+     "fix alpha instead of beta"),
+    (["--map", "N=params,C=flops,loss=val", "--law", "csl", "--bound", "alpha=0.5:0.1"],
+     "--bound alpha: LO '0.5' must be below HI '0.1'"),
+    (["--map", "N=params,C=flops,loss=val", "--law", "csl", "--bound", "tau_en=0:1"],
+     "--bound names unknown parameter(s) ['tau_en']"),
+    (["--map", "N=params,C=flops,loss=val", "--law", "msl"], "law 'msl' reads p"),
+    (["--map", "N=params,C=flops,loss=val", "--compare", "csl,curse"], "law 'curse' reads K"),
+    (["--map", "N=params,C=flops,loss=val", "--law", "atlas", "--transfer_matrix", "nothing.csv"],
+     "transfer matrix nothing.csv: no such file"),
 ])
 def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys, args, message):
     path, _ = _csl_table(tmp_path)
@@ -122,7 +133,9 @@ def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys, args, message)
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda f: f.assign(params=f["params"].where(f.index != 3, -5.0)), "'params' (N) must be positive; row 4"),
-    (lambda f: f.assign(val=f["val"].where(f.index != 7, np.nan)), "'val' (loss) has a missing/non-numeric value at row 8"),
+    (lambda f: f.assign(val=f["val"].where(f.index != 7, np.nan)),
+     "'val' (loss) has a missing, non-numeric or infinite value at row 8: nan"),
+    (lambda f: f.assign(flops=f["flops"].where(f.index != 2, 0.0)), "'flops' (C) must be positive; row 3 has 0.0"),
     (lambda f: f.iloc[:4], "4 points are fewer than the 5 free parameters"),
 ])
 def test_bad_values_exit_2(tmp_path, capsys, mutate, message):
@@ -164,7 +177,7 @@ def test_exported_table_from_logs(tmp_path, fmt):
         frame.to_parquet(path)
     out = tmp_path / "fit"
     rc = fit_atlas.main(["--table", str(path), "--law", "csl", "--target", "en,fr", "--out", str(out),
-                         "--no_plots", "--loss_field", "loss"])
+                         "--no_plots"])
     assert rc == 0
     fit = json.loads((out / "fit.json").read_text())
     assert fit["targets"] == ["en", "fr"] and set(fit["params"]) == {"en", "fr"}
@@ -185,8 +198,9 @@ def test_log_sources_file_folder_glob_and_bad_rows(tmp_path):
     assert len(by_folder) == len(by_glob) > len(one) > 0
     assert set(one["run"]) == {files[0].parents[1].name}
     assert {"N", "D", "U", "D_total", "C", "p", "K", "mixture", "run", "step", "target", "loss"} <= set(one.columns)
-    raw = data.load_logs(str(files[0]), loss_field="loss")
-    np.testing.assert_allclose(raw["loss"], one["loss"] + 0.3)
+    # the default is the cross-entropy `loss` (loss_unigram_norm is 0.3 lower in these logs)
+    norm = data.load_logs(str(files[0]), loss_field="loss_unigram_norm")
+    np.testing.assert_allclose(one["loss"], norm["loss"] + 0.3)
     # a crash-truncated last line is dropped with a warning, the complete rows are kept
     with open(files[0], "a") as f:
         f.write('{"schema_version": 1, "run": "trunc')
@@ -201,3 +215,40 @@ def test_log_sources_file_folder_glob_and_bad_rows(tmp_path):
         data.load_logs(str(bad))
     with pytest.raises(data.DataError, match="no such file, folder or matching glob"):
         data.load_logs(str(tmp_path / "nothing*"))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("loss_unigram_norm", -0.4, "'loss_unigram_norm' = -0.4 must be a positive finite loss"),
+    ("loss", float("nan"), "'loss' = nan must be a positive finite loss"),
+    ("params", 0, "'params' (N) = 0 must be positive"),
+    ("unique_by_lang", 0, "unique_by_lang['de'] (U) = 0 must be positive"),
+    ("tokens_by_lang", -5, "tokens_by_lang['de'] = -5 must be non-negative"),
+])
+def test_bad_log_values_exit_2_naming_the_row(tmp_path, capsys, field, value, message):
+    root = _write_logs(tmp_path)
+    path = sorted(root.glob("mono_de_*/logs/eval.jsonl"))[0]
+    rows = logio.read_jsonl(path)
+    row = next(r for r in rows if r["target"] == "de" and r["step"] == 2)
+    if field.endswith("_by_lang"):
+        row[field] = {k: value for k in row[field]}
+    else:
+        row[field] = value
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loss_field = ["--loss_field", "loss_unigram_norm"] if field == "loss_unigram_norm" else []
+    out = tmp_path / "fit"
+    rc = fit_atlas.main(["--logs", str(root), "--law", "atlas", "--out", str(out)] + loss_field)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"run {row['run']!r} step 2 target 'de'" in err and message in err
+    assert not out.exists()
+
+
+def test_bounds_hold_and_are_recorded(tmp_path):
+    path, _ = _csl_table(tmp_path)
+    out = tmp_path / "fit"
+    rc = fit_atlas.main(["--table", str(path), "--map", "N=params,C=flops,loss=val", "--law", "csl",
+                         "--bound", "alpha=0.1:0.3", "--out", str(out), "--no_plots"])
+    assert rc == 0
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["params"]["alpha"] == pytest.approx(0.3)      # the data want 0.34
+    assert fit["options"]["bounds"] == {"alpha": [0.1, 0.3]}

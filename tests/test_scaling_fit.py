@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -167,19 +168,52 @@ def test_transfer_languages_by_cosampling_and_matrix(tmp_path):
         "tau_de": pytest.approx(0.25), "tau_fr": pytest.approx(-0.1 / 2.1), "tau_ja": 0.0}
 
 
-def test_scaling_never_imports_tensorflow_or_flax():
+def test_scaling_never_imports_tensorflow_or_flax(tmp_path):
+    """The fitter and its CLI (load, fit, held-out, bootstrap, plots) stay off TF and Flax."""
+    rng = np.random.default_rng(0)
+    N = np.repeat(np.geomspace(1e7, 1e9, 4), 4)
+    D = np.tile(np.geomspace(1e9, 1e11, 4), 4)
+    loss = LAWS["csl"].predict({"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.3, "beta": 0.3}, {"N": N, "D": D})
+    pd.DataFrame({"n": N, "d": D, "l": loss * np.exp(0.002 * rng.standard_normal(16))}).to_csv(
+        tmp_path / "t.csv", index=False)
+    root = Path(__file__).resolve().parents[1]
     code = (
-        "import sys, numpy as np\n"
-        "import atlas_t5x.scaling as s\n"
-        "from atlas_t5x.scaling import engine, heldout, bootstrap, profiles, plots, data\n"
-        "X = {'N': np.geomspace(1e7, 1e9, 12), 'D': np.geomspace(1e9, 1e11, 12)[::-1]}\n"
-        "y = s.LAWS['csl'].predict({'E': 1.8, 'A': 400., 'B': 2000., 'alpha': .3, 'beta': .3}, X)\n"
-        "engine.fit(s.LAWS['csl'], X, y, n_polish=1)\n"
-        "print(sorted(m for m in ('tensorflow', 'flax') if m in sys.modules))\n"
+        "import sys, runpy\n"
+        "from atlas_t5x.scaling import bootstrap, data, engine, heldout, laws, plots, profiles\n"
+        f"sys.argv = ['fit_atlas.py', '--table', {str(tmp_path / 't.csv')!r}, '--map', 'N=n,D=d,loss=l',\n"
+        f"            '--law', 'csl', '--holdout', 'random', '--bootstrap', '8',\n"
+        f"            '--out', {str(tmp_path / 'fit')!r}]\n"
+        "try:\n"
+        f"    runpy.run_path({str(root / 'scripts' / 'fit_atlas.py')!r}, run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'flax')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')) == []
+    assert (tmp_path / "fit" / "fit.json").is_file() and (tmp_path / "fit" / "residuals.png").is_file()
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_unidentified_parameters_are_fixed_at_zero_with_a_reason():
+    rng = np.random.default_rng(3)
+    n = 40
+    X = {"N": rng.choice(np.geomspace(1e7, 3e9, 5), n), "D": np.exp(rng.uniform(np.log(1e9), np.log(3e11), n))}
+    y = LAWS["csl"].predict({"E": 1.7, "A": 420.0, "B": 1900.0, "alpha": 0.33, "beta": 0.3}, X)
+    points = pd.DataFrame({"run": [f"r{i}" for i in range(n)], "target": "all", "loss": y, "p": 0.5,
+                           "K": 1.0, **X})
+    msl = engine.fit_points(engine.FitSpec("msl", grid_budget=300, n_polish=2), points).fits["all"]
+    assert msl.params["gamma"] == 0.0 and "gamma" not in msl.free_names
+    assert "gamma fixed at 0: the sampling ratio p is 0.5 at every point" in msl.message
+    curse = engine.fit_points(engine.FitSpec("curse", grid_budget=300, n_polish=2), points).fits["all"]
+    assert curse.params["phi"] == curse.params["psi"] == 0.0
+    assert curse.params["alpha"] == pytest.approx(0.33, abs=1e-3)
+    with pytest.raises(engine.FitError, match="fix alpha instead of beta"):
+        engine.fit_points(engine.FitSpec("csl", tied=True, fixed=(("beta", 0.3),)), points)
+    # bootstrap: fixed parameters get no interval
+    res = engine.fit(LAWS["csl"], X, y * np.exp(0.003 * rng.standard_normal(n)), fixed={"E": 1.7}, n_polish=2)
+    ci = bootstrap.bootstrap(res, X, y, points["run"], n_boot=16).intervals()
+    assert "E" not in ci and {"A", "B", "alpha", "beta", "N_opt_exponent"} <= set(ci)
 
 
 @pytest.mark.parametrize("name, true", [

@@ -84,8 +84,9 @@ def bootstrap(result: engine.FitResult, X: Mapping[str, Any], y, groups: Sequenc
     start = problem.pack({**ren(result.params), **result.extra})
     W = run_weights(groups, n_boot, seed)
     if obj.name == "likelihood":
-        Z = np.stack([engine.polish(problem, start.copy(), Xc, y, w)[0] for w in W])
-        conv = np.ones(n_boot, bool)
+        polished = [engine.polish(problem, start.copy(), Xc, y, w) for w in W]
+        Z = np.stack([z for z, _, _, _ in polished])
+        conv = np.array([ok for _, _, ok, _ in polished], bool)
     else:
         Z, conv = engine.batched_lm(problem, np.tile(start, (n_boot, 1)), Xc, y, W, max_iter)
     back = {v: k for k, v in to_canon.items()}
@@ -93,12 +94,16 @@ def bootstrap(result: engine.FitResult, X: Mapping[str, Any], y, groups: Sequenc
     values = problem.unpack(Z)
     for name in problem.free:
         samples[back.get(name, name)] = np.asarray(values[name], float)
+    # Fixed parameters get no interval; derived quantities use their fixed values and get one
+    # only when they depend on a fitted parameter (the default ones: when α or β is fitted).
+    every = dict(samples)
     for name, v in problem.fixed.items():
         if name in canon.param_names:
-            samples.setdefault(back.get(name, name), np.full(n_boot, v))
-    derived = default_derived(law.param_names) if derived is None else derived
+            every.setdefault(back.get(name, name), np.full(n_boot, v))
+    if derived is None:
+        derived = default_derived(law.param_names) if {"alpha", "beta"} & set(samples) else {}
     for name, fn in derived.items():
-        samples[name] = np.array([fn({k: samples[k][i] for k in samples}) for i in range(n_boot)])
+        samples[name] = np.array([fn({k: every[k][i] for k in every}) for i in range(n_boot)])
     return BootstrapResult(samples, conv, level)
 
 

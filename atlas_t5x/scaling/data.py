@@ -1,7 +1,7 @@
 """Loading fit data: exported eval logs or plain CSV tables → a points table (pandas).
 
 Points table columns (one row per (run, step, target)):
-  run, step, target, mixture (name), loss (nats/token; by default the unigram-normalised loss),
+  run, step, target, mixture (name), loss (nats/token; by default the token cross-entropy `loss`),
   N (parameters), D (the target's own training tokens D_t), U (the target's unique tokens U_t),
   D_total (all training tokens), C (= 6·N·D_total FLOPs), p (the target's mixture weight),
   K (number of languages with positive mixture weight), D_by_lang / U_by_lang / weights (dicts).
@@ -28,7 +28,7 @@ class DataError(ValueError):
     """Input data cannot be used for fitting (names the file, column and value)."""
 
 
-LOSS_FIELDS = ("loss_unigram_norm", "loss", "bits_per_byte")
+LOSS_FIELDS = ("loss", "bits_per_byte", "loss_unigram_norm")
 MAP_KEYS = ("N", "D", "U", "loss", "C", "run", "target", "mixture", "step", "p", "K")
 DEFAULT_TRANSFER_MATRIX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "atlas_bts_38x38.csv"
 
@@ -104,18 +104,50 @@ def is_exported_table(path: str) -> bool:
     return {"run", "step", "target", "params", "schema_version"} <= set(frame.columns)
 
 
+def check_row_values(row: Mapping[str, Any], loss_field: str) -> None:
+    """Raises DataError naming the run, step, target, field and value of an unusable log row.
+
+    The laws are fitted in log-loss, so the fitted loss must be finite and positive;
+    `loss_unigram_norm` turns negative once a model beats the unigram baseline (docs/log_schema.md).
+    """
+    where = f"run {row['run']!r} step {row['step']} target {row['target']!r}"
+    loss = float(row[loss_field])
+    if not math.isfinite(loss) or loss <= 0:
+        hint = (" (it is negative once the model beats a unigram model; fit --loss_field loss)"
+                if loss_field == "loss_unigram_norm" and math.isfinite(loss) else "")
+        raise DataError(f"{where}: {loss_field!r} = {loss!r} must be a positive finite loss in "
+                        f"nats/token; the laws are fitted in log-loss{hint}")
+    if not float(row["params"]) > 0:
+        raise DataError(f"{where}: 'params' (N) = {row['params']!r} must be positive")
+    if not float(row["tokens"]) >= 0:
+        raise DataError(f"{where}: 'tokens' = {row['tokens']!r} must be non-negative")
+    for lang, value in row["tokens_by_lang"].items():
+        if not float(value) >= 0:
+            raise DataError(f"{where}: tokens_by_lang[{lang!r}] = {value!r} must be non-negative")
+    for lang, value in row["unique_by_lang"].items():
+        if not float(value) > 0:
+            raise DataError(f"{where}: unique_by_lang[{lang!r}] (U) = {value!r} must be positive")
+    for lang, value in row["mixture"]["weights"].items():
+        if not (math.isfinite(float(value)) and float(value) >= 0):
+            raise DataError(f"{where}: mixture weight of {lang!r} = {value!r} must be non-negative")
+
+
 def rows_to_points(
     rows: Iterable[Mapping[str, Any]],
-    loss_field: str = "loss_unigram_norm",
+    loss_field: str = "loss",
     targets: Sequence[str] | None = None,
     phases: Sequence[str] = ("stable", "decay"),
     final_only: bool = False,
 ) -> pd.DataFrame:
     """Log rows → points table. Rows with no training tokens yet are dropped.
 
+    `loss_field`: "loss" (token cross-entropy, the default), "bits_per_byte", or
+    "loss_unigram_norm" (only usable while it stays positive: the laws are fitted in log-loss).
     `phases`: schedule phases kept (warmup points are off the scaling curve) [our choice].
     `final_only`: keep only each run's last evaluated step.
     A target absent from a run's mixture gets D = 0 and U = 1 (only ATLAS transfer terms explain it).
+    Raises DataError naming the run/step/target of a row with a non-positive or NaN loss,
+    non-positive N or U, or negative token counts.
     """
     if loss_field not in LOSS_FIELDS:
         raise DataError(f"unknown loss field {loss_field!r}; choose one of {LOSS_FIELDS}")
@@ -125,6 +157,7 @@ def rows_to_points(
             continue
         if row["schedule_phase"] not in phases or row["tokens"] <= 0:
             continue
+        check_row_values(row, loss_field)
         tgt = row["target"]
         tokens = {k: float(v) for k, v in row["tokens_by_lang"].items()}
         unique = {k: float(v) for k, v in row["unique_by_lang"].items()}
@@ -193,11 +226,14 @@ def load_table(path: str, mapping: Mapping[str, str], drop_highest_loss: int = 0
         bad = ~np.isfinite(values)
         if bad.any():
             i = int(np.argmax(bad))
-            raise DataError(f"{path}: column {col!r} ({key}) has a missing/non-numeric value at row {i + 1}: "
-                            f"{frame[col].iloc[i]!r}")
+            raw = frame[col].iloc[i]
+            raw = float(raw) if isinstance(raw, (int, float, np.number)) else raw
+            raise DataError(f"{path}: column {col!r} ({key}) has a missing, non-numeric or infinite value "
+                            f"at row {i + 1}: {raw!r}")
         if np.any(values <= 0):
             i = int(np.argmax(values <= 0))
-            raise DataError(f"{path}: column {col!r} ({key}) must be positive; row {i + 1} has {values[i]!r}")
+            raise DataError(f"{path}: column {col!r} ({key}) must be positive; row {i + 1} has "
+                            f"{float(values[i])!r}")
         return values
 
     N = numeric("N")
@@ -238,11 +274,21 @@ def default_transfer_matrix_path() -> Path | None:
 
 
 def load_transfer_matrix(path: str | os.PathLike) -> pd.DataFrame:
-    """Bilingual transfer scores; rows = target, columns = source; empty diagonal → NaN."""
-    frame = pd.read_csv(path, index_col=0)
+    """Bilingual transfer scores; rows = target, columns = source; empty diagonal → NaN.
+
+    Raises DataError naming the file when it is absent, unreadable or not numeric."""
+    if not Path(path).is_file():
+        raise DataError(f"transfer matrix {path}: no such file")
+    try:
+        frame = pd.read_csv(path, index_col=0)
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise DataError(f"transfer matrix {path}: cannot read CSV: {err}") from err
     frame.index = frame.index.astype(str)
     frame.columns = frame.columns.astype(str)
-    return frame.astype(float)
+    try:
+        return frame.astype(float)
+    except ValueError as err:
+        raise DataError(f"transfer matrix {path}: non-numeric score ({err})") from err
 
 
 def cosampled_languages(points: pd.DataFrame, target: str, k: int = 3, rule: str = "cosampling",

@@ -149,9 +149,13 @@ class _Problem:
         names = tuple(law.param_names) + objective.extra_params
         self.free = tuple(n for n in names if n not in self.fixed)
         bounds = dict(bounds or {})
-        for k in bounds:
+        for k, (lo, hi) in bounds.items():
             if k not in names:
                 raise FitError(f"bounds given for unknown parameter {k!r} of law {law.name!r}")
+            if not lo < hi:
+                raise FitError(f"bounds of {k!r}: low {lo!r} must be below high {hi!r}")
+            if k in LOG_PARAMS and hi <= 0:
+                raise FitError(f"bounds of {k!r}: {k} is positive, high {hi!r} must be > 0")
         self.bounds_nat = {n: bounds.get(n, default_bounds(n, allow_negative_tau)) for n in names}
         self.z_bounds = [
             tuple(_to_z(n, b) if b is not None else None for b in self.bounds_nat[n]) for n in self.free
@@ -225,14 +229,17 @@ def check_data(law: Law, X: Mapping[str, Any], y) -> tuple[dict[str, np.ndarray]
         if v.shape != y.shape:
             raise FitError(f"input {k!r} has {v.shape[0] if v.ndim else 0} values, loss has {y.size}")
         if not np.all(np.isfinite(v)):
-            raise FitError(f"input {k!r} has NaN or infinite values (first at index {int(np.argmin(np.isfinite(v)))})")
+            i = int(np.argmin(np.isfinite(v)))
+            raise FitError(f"input {k!r} has NaN or infinite values (first at point {i}: {float(v[i])!r})")
         # ATLAS may explain a target it never trained on through transfer: D_t = 0 is allowed.
         must_be_positive = k in ("N", "U", "K", "p", "loss", "U_other") or k.startswith("U_") or (
             k == "D" and law.name != "atlas")
         if must_be_positive and np.any(v <= 0):
-            raise FitError(f"input {k!r} must be positive; found {v[v <= 0][0]!r}")
+            i = int(np.argmax(v <= 0))
+            raise FitError(f"input {k!r} must be positive; point {i} has {float(v[i])!r}")
         if (k.startswith("D_") or k == "D") and np.any(v < 0):
-            raise FitError(f"input {k!r} must be non-negative; found {v[v < 0][0]!r}")
+            i = int(np.argmax(v < 0))
+            raise FitError(f"input {k!r} must be non-negative; point {i} has {float(v[i])!r}")
     return X, y
 
 
@@ -782,6 +789,7 @@ class FitSpec:
     atlas: multilingual (K_t transfer languages + other) when the data hold multilingual mixtures,
     monolingual otherwise (`multilingual` forces either). dcsl: `dcsl_stage` "two" fits the base
     law on points with at most one epoch first, then R_D, R_N with the base law fixed.
+    `bounds` replace default_bounds for the named parameters.
     """
 
     law: str = "csl"
@@ -796,6 +804,7 @@ class FitSpec:
     dcsl_stage: str = "one"
     grid_budget: int = 4000
     n_polish: int = 6
+    bounds: tuple[tuple[str, float, float], ...] = ()   # (name, low, high), natural units
 
 
 @dataclasses.dataclass
@@ -871,36 +880,46 @@ def fit_points(spec: FitSpec, points, targets: Sequence[str] | None = None) -> T
         sub = points[points["target"] == target]
         law, init = build_law(spec, points, target)
         fixed = dict(spec.fixed)
-        if law.tied:
-            fixed.pop("beta", None)
-        unknown = sorted(set(fixed) - set(law.param_names) - {"sigma"})
-        if unknown:
-            raise FitError(f"--fix names unknown parameter(s) {unknown} for law {law.name!r}; "
-                           f"its parameters: {list(law.param_names)}")
+        if law.tied and "beta" in fixed:
+            raise FitError("--tied ties beta to alpha: fix alpha instead of beta")
+        allowed = set(law.param_names) | {"sigma"}
+        for what, names in (("--fix", fixed), ("--bound", {b[0] for b in spec.bounds})):
+            unknown = sorted(set(names) - allowed)
+            if unknown:
+                raise FitError(f"{what} names unknown parameter(s) {unknown} for law {law.name!r}; "
+                               f"its parameters: {list(law.param_names)}")
+        bounds = {name: (lo, hi) for name, lo, hi in spec.bounds}
         X = data_lib.law_inputs(law, sub)
         y = sub["loss"].to_numpy(np.float64)
-        unidentified = _unidentified_taus(law, X, fixed)
-        fixed.update(unidentified)
+        unidentified = _unidentified_params(law, X, fixed)
+        fixed.update({k: 0.0 for k in unidentified})
         if law.name == "dcsl" and spec.dcsl_stage == "two":
             fixed = {**_dcsl_base_fit(spec, sub, law, fixed), **fixed}
-        fits[target] = fit(law, X, y, spec.objective, fixed, init=init,
+        fits[target] = fit(law, X, y, spec.objective, fixed, init=init, bounds=bounds or None,
                            allow_negative_tau=spec.allow_negative_tau,
                            grid_budget=spec.grid_budget, n_polish=spec.n_polish)
         fits[target].initial_values = dict(init)
-        if unidentified:
-            fits[target].message += (f"; {sorted(unidentified)} fixed at 0: their languages have no "
-                                     f"training tokens in these points")
+        for name, why in unidentified.items():
+            fits[target].message += f"; {name} fixed at 0: {why}"
     return TableFit(spec, fits)
 
 
-def _unidentified_taus(law: Law, X: Mapping[str, np.ndarray], fixed: Mapping[str, float]) -> dict[str, float]:
-    """τ whose source tokens are zero at every point cannot be fitted: fix them at 0 [our choice]."""
+def _unidentified_params(law: Law, X: Mapping[str, np.ndarray], fixed: Mapping[str, float]) -> dict[str, str]:
+    """Parameters the points cannot determine, with the reason; the caller fixes them at 0
+    [our choice]: τ whose source language has no tokens at any point, MSL's γ when the sampling
+    ratio p is the same everywhere, the curse law's φ, ψ when K is the same everywhere."""
     out = {}
     for name in law.param_names:
-        if name.startswith("tau_") and name not in fixed:
+        if name in fixed:
+            continue
+        if name.startswith("tau_"):
             column = X.get("D_" + name[len("tau_"):])
             if column is not None and not np.any(column > 0):
-                out[name] = 0.0
+                out[name] = "its language has no training tokens in these points"
+        elif name == "gamma" and np.ptp(X["p"]) == 0:
+            out[name] = f"the sampling ratio p is {float(X['p'][0]):g} at every point"
+        elif name in ("phi", "psi") and np.ptp(X["K"]) == 0:
+            out[name] = f"the number of languages K is {float(X['K'][0]):g} at every point"
     return out
 
 

@@ -83,16 +83,27 @@ def plot_curves(points: pd.DataFrame, pred: np.ndarray, path: str | Path,
         ax.set_ylabel("loss (nats/token)")
         ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.02)
     sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=list(axes), label="log10 N (parameters)", shrink=0.8)
     _save(fig, path)
 
 
 def plot_residuals(points: pd.DataFrame, pred: np.ndarray, path: str | Path,
-                   held_out: np.ndarray | None = None, title: str = "") -> None:
-    """Log residuals log(L̂/L) against compute C, per target colour; held-out points crossed."""
+                   held_out: np.ndarray | None = None, title: str = "",
+                   heldout_pred: np.ndarray | None = None) -> None:
+    """Log residuals log(L̂/L) against compute C, per target colour; held-out points crossed.
+
+    `heldout_pred`, when given, holds the held-out points' predictions by the fit made without
+    them (NaN elsewhere): crosses then show true held-out residuals, not in-sample ones.
+    """
     held = np.zeros(len(points), bool) if held_out is None else np.asarray(held_out, bool)
+    pred = np.asarray(pred, float)
+    if heldout_pred is not None:
+        heldout_pred = np.asarray(heldout_pred, float)
+        use = held & np.isfinite(heldout_pred)
+        pred = np.where(use, heldout_pred, pred)
+        held = use
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     resid = np.log(pred / points["loss"].to_numpy(float))
     C = points["C"].to_numpy(float)
@@ -105,18 +116,25 @@ def plot_residuals(points: pd.DataFrame, pred: np.ndarray, path: str | Path,
     ax.set_xscale("log")
     ax.set_xlabel("compute C = 6·N·D_total (FLOPs)")
     ax.set_ylabel("log residual log(L̂/L)")
-    ax.set_title(title or "residuals (x = held out)")
+    ax.set_title(title or "residuals (x = held out)", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     _save(fig, path)
 
 
 def write_plots(points: pd.DataFrame, pred: np.ndarray, out_dir: str | Path,
                 held_out: np.ndarray | None = None, law: str = "", splits: Sequence[str] = (),
-                curve_fn=None) -> list[str]:
-    """Writes fit_curves.png and residuals.png into out_dir; returns their paths."""
+                curve_fn=None, heldout_pred: np.ndarray | None = None) -> list[str]:
+    """Writes fit_curves.png and residuals.png into out_dir; returns their paths.
+
+    `pred`: the full fit's predictions; `heldout_pred`: the held-out split's predictions (see
+    plot_residuals)."""
     out = Path(out_dir)
     curves, resid = out / "fit_curves.png", out / "residuals.png"
     label = f"{law} fit" + (f" (held out: {', '.join(splits)})" if splits else "")
     plot_curves(points, pred, curves, held_out, label, curve_fn)
-    plot_residuals(points, pred, resid, held_out, label)
+    resid_label = label
+    if splits and heldout_pred is not None:
+        resid_label = (f"{law} residuals: dots in sample; x held out ({', '.join(splits)}), "
+                       f"predicted by the fit without them")
+    plot_residuals(points, pred, resid, held_out, resid_label, heldout_pred)
     return [str(curves), str(resid)]
