@@ -39,14 +39,15 @@ BINDINGS = [
 
 @gin.configurable(module="atlas_tests")
 class SignalAtStep:
-    """Test callback: at `step`, waits until checkpoint `after_checkpoint` is committed, then sends `signum`."""
+    """Test callback: at `step`, waits until checkpoint `after_checkpoint` is committed, then sends
+    `signum` to its own process (only to process `process` of a multi-process run, if given)."""
 
-    def __init__(self, step: int, signum: int, after_checkpoint: int | None = None):
+    def __init__(self, step: int, signum: int, after_checkpoint: int | None = None, process: int | None = None):
         self.every_steps = 1
-        self.step, self.signum, self.after_checkpoint = step, signum, after_checkpoint
+        self.step, self.signum, self.after_checkpoint, self.process = step, signum, after_checkpoint, process
 
     def __call__(self, ctx):
-        if ctx.step != self.step:
+        if ctx.step != self.step or self.process not in (None, jax.process_index()):
             return
         folder = Path(ctx.run_info.model_dir) / "checkpoints"
         deadline = time.time() + 60
@@ -54,6 +55,7 @@ class SignalAtStep:
             assert time.time() < deadline, "checkpoint never committed"
             time.sleep(0.05)
         os.kill(os.getpid(), self.signum)
+        time.sleep(1.0)  # a multi-host preemption notice reaches the other processes before the next step
 
 
 def _train_in_process(model_dir: Path, extra: list[str] = (), **kwargs) -> trainer.TrainResult:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -178,20 +179,29 @@ def _free_port() -> int:
 
 
 def test_two_processes_log_the_same_losses_as_one_process_with_four_devices(tmp_path):
-    common = ["--gin_file=gin/runs/smoke.gin", "--gin.train.total_steps=3", "--gin.train.log_every_steps=1",
-              "--gin.train.tensorboard=False", "--gin.make_schedule.warmup_steps=1", "--gin.MeshConfig.data=2", "--gin.MeshConfig.fsdp=2"]
+    """Also multi-host preemption: SIGTERM reaches process 1 only, yet both stop at the same step."""
+    total = 10
+    common = ["--gin_file=gin/runs/smoke.gin", f"--gin.train.total_steps={total}", "--gin.train.log_every_steps=1",
+              "--gin.train.tensorboard=False", "--gin.make_schedule.warmup_steps=1", "--gin.MeshConfig.data=2",
+              "--gin.MeshConfig.fsdp=2"]
+    sigterm_process_1 = ["--gin_bindings=import test_checkpoints", "--gin.train.callbacks=[@atlas_tests.SignalAtStep()]",
+                         "--gin.atlas_tests.SignalAtStep.step=2", f"--gin.atlas_tests.SignalAtStep.signum={int(signal.SIGTERM)}",
+                         "--gin.atlas_tests.SignalAtStep.process=1"]
     port = _free_port()
     workers = [
-        _cli([*common, f"--model_dir={tmp_path / 'two'}", f"--coordinator_address=127.0.0.1:{port}",
+        _cli([*common, *sigterm_process_1, f"--model_dir={tmp_path / 'two'}", f"--coordinator_address=127.0.0.1:{port}",
               "--num_processes=2", f"--process_id={i}"],
-             {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+             {"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+              "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])})
         for i in range(2)
     ]
     single = _cli([*common, f"--model_dir={tmp_path / 'one'}"], {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    errors = []
     try:
         for proc in [*workers, single]:
             out, err = proc.communicate(timeout=300)
             assert proc.returncode == 0, err[-3000:]
+            errors.append(err)
     finally:
         for proc in [*workers, single]:
             if proc.poll() is None:
@@ -199,10 +209,15 @@ def test_two_processes_log_the_same_losses_as_one_process_with_four_devices(tmp_
 
     two = logio.read_jsonl(tmp_path / "two" / "logs" / "train.jsonl")
     one = logio.read_jsonl(tmp_path / "one" / "logs" / "train.jsonl")
-    assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2, 3]
-    np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-6)
-    assert [r["tokens_by_lang"] for r in two] == [r["tokens_by_lang"] for r in one]  # global accounting
-    assert checkpoints.complete_steps(tmp_path / "two" / "checkpoints") == [3]
+    stop = two[-1]["step"]
+    assert 2 < stop < total  # both processes agreed on a step after the signal (no deadlock in the save)
+    for err in errors[:2]:
+        assert f"preempted: saved checkpoint at step {stop}" in err
+    assert checkpoints.complete_steps(tmp_path / "two" / "checkpoints") == [stop]
+    assert [r["step"] for r in two] == list(range(1, stop + 1))
+    assert [r["step"] for r in one] == list(range(1, total + 1))
+    np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one[:stop]], rtol=1e-6)
+    assert [r["tokens_by_lang"] for r in two] == [r["tokens_by_lang"] for r in one[:stop]]  # global accounting
 
 
 def test_paper_base_config_binds_the_paper_recipe():
