@@ -174,9 +174,11 @@ def _transfer(doc: _Doc, rows, loss_field: str) -> None:
     meas = tr.measure_bts(rows, loss_field=loss_field)
     doc.add("BTS(s→t) = 2 − σ_bi(L_t^mono(d_mono)) / d_mono, curves interpolated in log-tokens; "
             "d_mono defaults to min(last monolingual target tokens, half the bilingual run's tokens).", "")
-    doc.table(("source → target", "BTS", "status", "d_mono", "σ_bi", "bilingual run", "monolingual run"),
-              [(f"{m.source} → {m.target}", m.bts, m.status, m.d_mono, m.sigma, m.bilingual_run,
-                m.monolingual_run) for m in meas])
+    doc.table(("source → target", "N", "BTS", "status", "d_mono (tokens)", "σ_bi (tokens)", "bilingual run",
+               "monolingual run"),
+              [(f"{m.source} → {m.target}", f"{m.params:.3g}", m.bts, m.status, m.d_mono, m.sigma,
+                m.bilingual_run, m.monolingual_run)
+               for m in sorted(meas, key=lambda m: (m.params, m.target, m.source))])
     matrix = tr.bts_matrix(meas)
     logio.write_atomic(doc.out / "bts_matrix.csv", matrix.to_csv(float_format="%.4f"))
     doc.add(f"Matrix at N = {matrix.attrs['params']:.3g} (rows target, columns source): "
@@ -191,6 +193,13 @@ def _transfer(doc: _Doc, rows, loss_field: str) -> None:
             ("A→B vs B→A Pearson r", stats.asymmetry_pearson),
             ("pairs with both directions", stats.n_symmetric_pairs),
         ])
+        cell = lambda sc, fa: (f"{_fmt(stats.script_family_means[f'script={sc},family={fa}'])} "  # noqa: E731
+                               f"(n={stats.script_family_counts[f'script={sc},family={fa}']})")
+        doc.add("Mean BTS by script and family (does script matter more than family?):", "")
+        doc.table(("", "same family", "different family"),
+                  [("same script", cell(1, 1), cell(1, 0)), ("different script", cell(0, 1), cell(0, 0))])
+        doc.add("Most frequent top-5 sources (targets): " + ", ".join(
+            f"{s} ({n})" for s, n in list(stats.top5_source_counts.items())[:8]), "")
 
 
 _CURSE_PARAMS = ("E", "A", "B", "alpha", "beta", "phi", "psi")
