@@ -248,6 +248,12 @@ def test_make_eval_set_over_validation_split(madlad_root):
     again = P.make_eval_set("fr", VOCAB, 32, 2, 200, root=root)
     assert all(np.array_equal(x["decoder_target_tokens"], y["decoder_target_tokens"])
                for x, y in zip(eval_set.batches, again.batches))
+    test_set = P.make_eval_set("fr", VOCAB, 32, 2, 200, root=root, split="test")
+    first_test = madlad.load_split(root, "fr", "test")[0]
+    ids = (VOCAB.encode(first_test) + [VOCAB.eos_id])[:32]
+    assert test_set.batches[0]["decoder_target_tokens"][0, :len(ids)].tolist() == ids
+    with pytest.raises(ValueError, match="'train'"):
+        P.make_eval_set("fr", VOCAB, 32, 2, 200, root=root, split="train")
 
 
 def test_count_unique_cli(madlad_root, tmp_path, capsys):

@@ -25,8 +25,8 @@ Memory: every training language is held as one int32 array (4 bytes per token of
 current epoch's order; right for the embedded corpus and per-language MADLAD subsets of a few
 hundred million tokens, not for streaming the largest MADLAD languages.
 
-Eval sets: the first whole documents of a language's validation split (in stored order) up to a
-token budget, packed the same way, padded to full batches (padding: token 0, segment 0, loss
+Eval sets: the first whole documents of a language's validation (or test) split (in stored order)
+up to a token budget, packed the same way, padded to full batches (padding: token 0, segment 0, loss
 weight 0, lang id −1).
 """
 
@@ -381,10 +381,13 @@ def pack_eval_documents(lang: str, texts: Sequence[str], vocab, seq_len: int, ba
 
 
 def make_eval_set(lang: str, vocab, seq_len: int, batch_size: int, token_budget: int,
-                  root: str | None = None) -> EvalSet:
-    """Deterministic validation batches of `lang` (see `pack_eval_documents`)."""
+                  root: str | None = None, split: str = "validation") -> EvalSet:
+    """Deterministic eval batches of `lang` (see `pack_eval_documents`) from its validation split,
+    or from `split="test"` (the paper's held-out MADLAD test split)."""
+    if split not in ("validation", "test"):
+        raise ValueError(f"eval set for {lang!r}: split must be 'validation' or 'test', got {split!r}")
     mixtures_lib.check_language(lang)
     root = madlad.resolve_madlad_dir(root)
     _, vocabulary = _resolve_vocab(vocab)
-    return pack_eval_documents(lang, madlad.load_split(root, lang, "validation"), vocabulary,
+    return pack_eval_documents(lang, madlad.load_split(root, lang, split), vocabulary,
                                seq_len, batch_size, token_budget)
