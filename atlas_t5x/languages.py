@@ -3,8 +3,9 @@
 `LANGUAGES` holds every language folder of the MADLAD-400 "clean" release, in the release's
 order (largest first): 418 languages plus `zxx_xx_dtynoise`, the release's bucket of
 non-linguistic noise, kept so that every folder of the release resolves. The ATLAS paper and this
-project's brief speak of "420 languages"; the public release lists the 419 folders below and we
-could not identify a 420th code, so none is invented here.
+project's brief speak of "420 languages"; MADLAD-400's own paper (Kudugunta et al. 2023, arXiv
+2309.04662) and its dataset card say "419 languages", and the card's language list is exactly the
+419 entries below, in the same order. We could not identify a 420th code, so none is invented here.
 
 Codes follow the release's folder names (`kaa_Latn`, `nan_Latn_TW`). `resolve_language` also
 accepts common spellings and aliases (see `ALIASES` and `resolve_language`), e.g. `pt_BR` → `pt`,
