@@ -339,6 +339,8 @@ def cmd_mixture(args) -> dict:
         else {"optimised": mp.plan_mixture(targets, laws, N, total, unique, caps, languages)}
     print(f"Mixture for targets {targets}, N = {N:.3g}, budget {total:.4g} tokens, epoch cap {args.max_epochs}")
     print(mp.format_comparison(plans))
+    for note in plans["optimised"].warnings:
+        print(f"WARNING: {note}")
     if args.out_png:
         mp.plot_comparison(args.out_png, plans)
         print(f"wrote {args.out_png}")

@@ -169,4 +169,12 @@ def test_mixture_comparison_plot_and_epoch_table(tmp_path):
     assert "epochs (D_l / U_l)" in text and "exceeds caps" in text   # temperature sampling ignores caps
     assert plans["optimised"].epochs_by_lang["yo"] <= 4.0 * (1 + 1e-9)
     mp.plot_comparison(tmp_path / "m.png", plans)
+    assert not plans["optimised"].warnings
+    import dataclasses
+
+    laws = {t: dataclasses.replace(fl, fit_range={"N": (1e7, 1e8), "D": (1e6, 1e10)})
+            for t, fl in _multilingual_laws().items()}
+    plan = mp.plan_mixture({"sw": 1.0}, laws, 1e9, 2e10, UNIQUE)
+    assert any("target sw: N = 1e+09 parameters is far outside the fitted range [1e+07, 1e+08]" in w
+               for w in plan.warnings)
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"

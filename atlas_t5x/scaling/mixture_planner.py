@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from atlas_t5x.scaling.planner import FittedLaw, PlanError
+from atlas_t5x.scaling.planner import EXTRAPOLATION_FACTOR, FittedLaw, PlanError
 
 # mT5/MADLAD-style temperature (sampling exponent 0.3) [our choice of default baseline]
 DEFAULT_TEMPERATURE = 1.0 / 0.3
@@ -40,6 +40,7 @@ class MixturePlan:
     cap_violations: dict[str, float]     # language -> epochs beyond its cap (empty if none)
     converged: bool = True
     message: str = ""
+    warnings: tuple[str, ...] = ()       # N or a target's tokens far outside its law's fitted range
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,7 +125,21 @@ class _Problem:
         over = {l: epochs[l] - self.caps[l] for l in self.langs if epochs[l] > self.caps[l] * (1 + 1e-9)}
         losses = self.losses(p)
         return MixturePlan(method, {l: float(v) for l, v in zip(self.langs, p)}, tokens, epochs, losses,
-                           self.objective(p), over, converged, message)
+                           self.objective(p), over, converged, message, self.range_notes(tokens))
+
+    def range_notes(self, tokens: Mapping[str, float]) -> tuple[str, ...]:
+        """Warnings for laws used far outside their fitted (N, D_t) range (laws with a fit_range)."""
+        notes = []
+        for t in self.targets:
+            rng = self.laws[t].fit_range or {}
+            for key, value, unit in (("N", self.N, "parameters"), ("D", tokens[t], f"{t} tokens")):
+                if key not in rng or value <= 0:
+                    continue
+                lo, hi = rng[key]
+                if value > hi * EXTRAPOLATION_FACTOR or value < lo / EXTRAPOLATION_FACTOR:
+                    notes.append(f"target {t}: {key} = {value:.3g} {unit} is far outside the fitted range "
+                                 f"[{lo:.3g}, {hi:.3g}]: the law is extrapolated")
+        return tuple(notes)
 
 
 def project_capped_simplex(p: np.ndarray, upper: np.ndarray) -> np.ndarray:
