@@ -175,3 +175,13 @@ def test_cli_writes_nothing_when_languages_lack_metadata(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no script/family metadata for 2 language(s): 'a'" in err and "'b'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_warmup_points_are_left_out_of_the_curves():
+    rows = _pair_rows(0.5, 0.25)
+    # a warmup evaluation of the bilingual run far below every later loss would be a "crossing"
+    early = dict(next(r for r in rows if r["run"] == "bi_ab" and r["target"] == "b"), step=1, loss=0.1,
+                 schedule_phase="warmup", tokens=10, tokens_by_lang={"a": 5, "b": 5})
+    meas = {(m.source, m.target): m for m in tr.measure_bts(rows + [early], d_mono=1e8)}
+    assert meas[("a", "b")].status == "ok"
+    assert meas[("a", "b")].bts == pytest.approx(2.0 - 2.0 / 1.5, abs=0.02)

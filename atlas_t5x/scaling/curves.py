@@ -147,17 +147,25 @@ class Curve:
         return float(interp_log(self.x, self.loss, x))
 
 
+# Schedule phases a curve keeps by default: warmup points are off the scaling curve (the FITTER's
+# `data.rows_to_points` drops them too) [our choice].
+DEFAULT_PHASES = ("stable", "decay")
+
+
 def curve(rows: Iterable[Mapping[str, Any]], run: str, target: str, x: str = "tokens",
-          loss_field: str = "loss") -> Curve:
+          loss_field: str = "loss", phases: Sequence[str] | None = DEFAULT_PHASES) -> Curve:
     """The curve of `run` on `target`.
 
     `x` is "tokens" (total training tokens) or "lang:<code>" (tokens of one training language).
     Points with x = 0 (an evaluation before training) are dropped: the curve lives in log-tokens.
+    `phases`: schedule phases kept (None: all; rows without `schedule_phase` are kept).
     Repeated x values keep the later step.
     """
     pts: dict[float, tuple[int, float]] = {}
     for row in rows:
         if row.get("run") != run or row.get("target") != target:
+            continue
+        if phases is not None and row.get("schedule_phase", phases[0]) not in phases:
             continue
         where = f"run {run!r}, target {target!r}"
         if x == "tokens":

@@ -3,8 +3,9 @@
 - **BTS** (bilingual transfer score): BTS(s→t) = 2 − σ_bi(L_t^mono(d_mono)) / d_mono, where
   L_t^mono(d) is the loss on t of the monolingual t run after d target tokens and σ_bi(ℓ) the
   total tokens (both languages) the 50/50 (s, t) bilingual run needs to reach ℓ on t. Both curves
-  are interpolated linearly in log-tokens; σ_bi is the first crossing. A bilingual run that never
-  reaches the loss within its range gives NaN with a reason (never extrapolated).
+  are interpolated linearly in log-tokens (warmup points left out, `curves.DEFAULT_PHASES`); σ_bi
+  is the first crossing. A bilingual run that never reaches the loss within its range gives NaN
+  with a reason (never extrapolated).
 - **FAS** (finetuning adaptation score): finetunes of one multilingual checkpoint on single
   languages s, each evaluated on every target t:
   FAS(s→t) = (1/d_max)·∫_0^d_max (L_t^base(d) − L_{s→t}(d)) dd.
@@ -193,7 +194,7 @@ def _base_curves(rows, infos, finetunes, targets, loss_field):
         run = sorted(cont)[0]
         curves = {}
         for t in targets:
-            c = cv.curve(rows, run, t, x="tokens", loss_field=loss_field)
+            c = cv.curve(rows, run, t, x="tokens", loss_field=loss_field, phases=None)
             curves[t] = (lambda d, c=c: c.loss_at(d))
         return curves, f"continued run {run!r}"
     start: dict[str, float] = {}
@@ -228,7 +229,7 @@ def finetune_scores(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss",
         raise TransferError(f"finetunes start from several checkpoints {sorted(inits)}; pass checkpoint=")
     sources = sorted({infos[r].languages[0] for r in fts})
     targets = sorted({row["target"] for row in rows if row.get("run") in fts})
-    ft_curves = {(infos[r].languages[0], t): cv.curve(rows, r, t, x="tokens", loss_field=loss_field)
+    ft_curves = {(infos[r].languages[0], t): cv.curve(rows, r, t, x="tokens", loss_field=loss_field, phases=None)
                  for r in fts for t in cv.targets_of(rows, r)}
     if d_max is None:
         d_max = min(c.x[-1] for c in ft_curves.values())
