@@ -24,6 +24,7 @@ Exit codes: 0 finished or preempted (SIGTERM → checkpoint saved), 1 NaN/Inf lo
 from __future__ import annotations
 
 import importlib
+import logging as std_logging
 import os
 import sys
 from pathlib import Path
@@ -78,6 +79,21 @@ def register_configurables() -> None:
     import atlas_t5x.trainer  # noqa: F401  train, ModelConfig, MeshConfig, make_schedule, ...
 
 
+def quiet_gin_search_errors() -> None:
+    """Drops gin's "Path not found" ERROR lines: it logs one for every search folder that lacks an
+    included file, even when the next folder has it (a missing file is still reported, as BadInput)."""
+
+    def keep(record: std_logging.LogRecord) -> bool:
+        return not (record.pathname.endswith("resource_reader.py") and str(record.msg).startswith("Path not found"))
+
+    std_logging.getLogger().addFilter(keep)
+
+
+def without_gin_call_context(message: str) -> str:
+    """The error without the "In call to configurable 'train' (<function ...>)" lines gin appends."""
+    return "\n".join(line for line in message.splitlines() if not line.lstrip().startswith("In call to configurable"))
+
+
 def check_gin_files(files: list[str], search_paths: list[str]) -> None:
     """BadInput naming the first gin file that is in none of the search folders."""
     for f in files:
@@ -128,6 +144,7 @@ def main(argv: list[str]) -> int:
     if not FLAGS["verbosity"].present:  # orbax/absl INFO lines drown the summary; --verbosity=0 restores them
         logging.set_verbosity(logging.WARNING)
     check_gin_files(FLAGS.gin_file, FLAGS.gin_search_paths)  # before the (slow) imports
+    quiet_gin_search_errors()
     register_configurables()
     parse_gin(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
 
@@ -148,7 +165,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except (checkpoints.CheckpointMismatchError, ValueError, FileNotFoundError) as err:
-        raise BadInput(str(err)) from err
+        raise BadInput(without_gin_call_context(str(err))) from err
 
     import jax
 
