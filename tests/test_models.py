@@ -161,3 +161,18 @@ def test_remat_gives_same_gradients():
         grads.append(jax.jit(jax.grad(loss))(variables))
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_every_gin_model_file_builds_its_named_scale():
+    import gin
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[1] / "gin" / "models").glob("*.gin"))
+    assert {f.stem for f in files} == set(models.SCALES)  # 47 spec scales + the tiny sizes
+    for path in files:
+        gin.clear_config()
+        try:
+            gin.parse_config_file(str(path))
+            assert models.ModelConfig() == models.SCALES[path.stem], path.name
+        finally:
+            gin.clear_config()
