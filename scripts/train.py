@@ -18,7 +18,8 @@ atlas_t5x.eval.callback load TensorFlow, so they are imported by a gin `import` 
 config names them without one, on demand.
 
 Exit codes: 0 finished or preempted (SIGTERM → checkpoint saved), 1 NaN/Inf loss, 2 bad input
-(unknown gin file or binding, mesh/batch mismatch, checkpoint of another model, ...).
+(unknown gin file or binding, mesh/batch mismatch, checkpoint of another model, a model_dir that
+cannot be read or written, ...).
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ def main(argv: list[str]) -> int:
     except trainer.NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except (checkpoints.CheckpointMismatchError, ValueError, FileNotFoundError) as err:
+    except (checkpoints.CheckpointMismatchError, ValueError, OSError) as err:
+        # OSError: a model_dir / init_from / data path that is missing, unwritable or unreachable.
         raise BadInput(without_gin_call_context(str(err))) from err
 
     import jax
