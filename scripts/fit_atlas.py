@@ -311,7 +311,10 @@ def summary(out: dict) -> str:
     lines.extend(f"note: {n}" for n in out["notes"])
     lines.append(f"R² in sample (pooled) {out['r2_in_sample']:.4f}")
     for split, m in out["heldout"].items():
-        lines.append(f"held out {split:>6}: R² {m['r2']:.4f}  MAE {m['mae']:.4f}  MAPE {m['mape']:.2f}%  n={m['n']}")
+        skipped = (f"  (not scored, too few points left to fit: {', '.join(m['skipped_targets'])})"
+                   if m.get("skipped_targets") else "")
+        lines.append(f"held out {split:>6}: R² {m['r2']:.4f}  MAE {m['mae']:.4f}  MAPE {m['mape']:.2f}%  "
+                     f"n={m['n']}{skipped}")
     return "\n".join(lines)
 
 

@@ -252,3 +252,5 @@ def test_bounds_hold_and_are_recorded(tmp_path):
     fit = json.loads((out / "fit.json").read_text())
     assert fit["params"]["alpha"] == pytest.approx(0.3)      # the data want 0.34
     assert fit["options"]["bounds"] == {"alpha": [0.1, 0.3]}
+    assert fit["per_target"]["all"]["at_bounds"] == {"alpha": "high"}
+    assert "alpha at its high bound 0.3" in fit["per_target"]["all"]["convergence_message"]

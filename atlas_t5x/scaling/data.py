@@ -399,8 +399,9 @@ def synthetic_study(
     mixtures += [(f"bi_{a}_{b}", {a: 0.5, b: 0.5}) for i, a in enumerate(langs) for b in langs[i + 1:]]
     mixtures.append(("unimax", {l: 1.0 / len(langs) for l in langs}))
     for v in range(max(1, len(langs) // 2)):
-        group = [langs[(v * 3 + j) % len(langs)] for j in range(4)]
-        mixtures.append((f"cap4v{v}", {l: 0.25 for l in group}))
+        # up to 4 distinct languages (fewer when the study has fewer), equal weights summing to 1
+        group = list(dict.fromkeys(langs[(v * 3 + j) % len(langs)] for j in range(4)))
+        mixtures.append((f"cap4v{v}", {l: 1.0 / len(group) for l in group}))
     records = []
     for name, weights in mixtures:
         sizes_here = sizes if not name.startswith("bi_") else sizes[1::2]

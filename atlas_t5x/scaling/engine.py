@@ -105,6 +105,7 @@ class FitResult:
     n_grid: int = 0
     n_polished: int = 0
     initial_values: dict[str, float] = dataclasses.field(default_factory=dict)
+    at_bounds: dict[str, str] = dataclasses.field(default_factory=dict)   # name → "low"/"high"
 
     def predict(self, X: Mapping[str, Any]) -> np.ndarray:
         return np.asarray(self.law.predict(self.params, X), dtype=np.float64)
@@ -125,6 +126,7 @@ class FitResult:
             "n_grid": self.n_grid,
             "n_polished": self.n_polished,
             "initial_values": {k: float(v) for k, v in self.initial_values.items()},
+            "at_bounds": dict(self.at_bounds),
         }
 
 
@@ -713,8 +715,24 @@ def fit(
     values = problem.unpack(best_z)
     params = {k: float(values[k]) for k in law.param_names}
     extra = {k: float(values[k]) for k in obj.extra_params}
+    at_bounds = _at_bounds(problem, best_z)
+    if at_bounds:
+        why += "; at a bound (the data push past it): " + ", ".join(
+            f"{k} at its {side} bound {problem.bounds_nat[k][0 if side == 'low' else 1]:g}"
+            for k, side in at_bounds.items())
     return FitResult(law, params, best_v, obj.name, ok, why, int(y.size), problem.free, fixed, extra,
-                     runner_ups[:n_runner_ups], int(Z.shape[0]), len(starts))
+                     runner_ups[:n_runner_ups], int(Z.shape[0]), len(starts), at_bounds=at_bounds)
+
+
+def _at_bounds(problem: _Problem, z: np.ndarray) -> dict[str, str]:
+    """Free parameters sitting on a bound of the search (z-space, relative tolerance 1e-6)."""
+    out = {}
+    for name, zi, (lo, hi) in zip(problem.free, z, problem.z_bounds):
+        if lo is not None and zi <= lo + 1e-6 * max(1.0, abs(lo)):
+            out[name] = "low"
+        elif hi is not None and zi >= hi - 1e-6 * max(1.0, abs(hi)):
+            out[name] = "high"
+    return out
 
 
 def pad_points(X: Mapping[str, np.ndarray], y: np.ndarray, w: np.ndarray):
