@@ -28,6 +28,8 @@ from atlas_t5x.scaling import curves as cv
 from atlas_t5x.scaling import transfer as tr
 
 DEFAULT_LAWS = ("csl", "atlas")
+# [our choice] twice the 10 free parameters of a multilingual ATLAS law with 3 transfer languages
+MIN_POINTS_PER_TARGET = 20
 
 
 @dataclasses.dataclass
@@ -124,6 +126,14 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
         points = points[~untrained].reset_index(drop=True)
         if points.empty:
             raise _Skip("no run trained on any of its evaluated targets")
+    counts = points["target"].value_counts()
+    few = sorted(t for t, n in counts.items() if n < MIN_POINTS_PER_TARGET)
+    if few:
+        dropped += (f" Targets with fewer than {MIN_POINTS_PER_TARGET} points are not fitted: "
+                    + ", ".join(f"{t} ({counts[t]})" for t in few) + ".")
+        points = points[~points["target"].isin(few)].reset_index(drop=True)
+        if points.empty:
+            raise _Skip(f"no target has {MIN_POINTS_PER_TARGET} or more points")
     kinds = {heldout.mixture_kind(m, w) for m, w in zip(points["mixture"], points["weights"])}
     splits = ["random", "N", "D", "C"] + (["M"] if kinds - {"monolingual", "bilingual", "unimax"} else [])
     param_rows, split_rows, scatter = [], [], []
