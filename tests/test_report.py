@@ -124,3 +124,13 @@ def test_exported_table_gives_the_same_transfer_scores(tmp_path):
         assert loaded == pytest.approx(direct)
     with pytest.raises(curves.CurveError, match="nope"):
         curves.load_rows(tmp_path / "nope")
+
+
+def test_report_names_targets_with_too_few_points(tmp_path):
+    rows = [r for r in study_rows() if r["run"].startswith("mono_en")]   # 3 runs x 6 points
+    text = report.build_report(rows, tmp_path / "rep", laws=("csl",)).read_text()
+    assert "_Skipped: no target has 20 or more points (en: 18)_" in text
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(Exception, match="never"):
+        report.build_report(str(tmp_path / "never"), tmp_path / "never_out")
+    assert not (tmp_path / "never_out").exists()   # nothing created for unreadable logs

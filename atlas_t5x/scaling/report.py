@@ -133,7 +133,8 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
                     + ", ".join(f"{t} ({counts[t]})" for t in few) + ".")
         points = points[~points["target"].isin(few)].reset_index(drop=True)
         if points.empty:
-            raise _Skip(f"no target has {MIN_POINTS_PER_TARGET} or more points")
+            raise _Skip(f"no target has {MIN_POINTS_PER_TARGET} or more points ("
+                        + ", ".join(f"{t}: {counts[t]}" for t in few) + ")")
     kinds = {heldout.mixture_kind(m, w) for m, w in zip(points["mixture"], points["weights"])}
     splits = ["random", "N", "D", "C"] + (["M"] if kinds - {"monolingual", "bilingual", "unimax"} else [])
     param_rows, split_rows, scatter = [], [], []
