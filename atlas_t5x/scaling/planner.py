@@ -331,9 +331,10 @@ def format_plan(plan: ComputePlan) -> str:
     """A readable multi-line summary of a plan."""
     u = "unlimited" if math.isinf(plan.unique_tokens) else f"{plan.unique_tokens:.3g} tokens"
     lines = [
-        f"target {plan.target or '?'}: budget {plan.flops:.3g} FLOPs, unique data {u}",
+        f"target {plan.target or '(unnamed)'}: budget {plan.flops:.3g} FLOPs, unique data {u}",
         f"  parameters N = {plan.params:.4g}, tokens D = {plan.tokens:.4g} "
-        f"({plan.tokens_per_param:.1f} tokens/parameter, {plan.epochs:.2f} epochs)",
+        f"({plan.tokens_per_param:.1f} tokens/parameter, "
+        + ("no repetition: U unlimited)" if math.isinf(plan.unique_tokens) else f"{plan.epochs:.2f} epochs of U)"),
         f"  predicted loss {plan.loss:.4f} nats/token",
     ]
     if plan.closed_form:
