@@ -81,6 +81,10 @@ def test_restore_yields_identical_batches_and_accounting():
             np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
     assert resumed.accounting() == uninterrupted.accounting()
     assert resumed.get_state() == uninterrupted.get_state()
+    # the seed picks the document orders: same seed, same stream; another seed, another stream
+    other_seed = make_pipeline(weights, n_docs={"yo": 2}, seed=4)
+    other = [next(other_seed)["decoder_target_tokens"] for _ in range(5)]
+    assert not all(np.array_equal(a, b["decoder_target_tokens"]) for a, b in zip(other, reference))
 
 
 def test_set_state_rejects_other_pipelines():
