@@ -11,14 +11,16 @@
 
   # pretrain-vs-finetune crossover: from logs, or the paper's C*(N) at a size
   python scripts/plan.py crossover --params 2.03e9
-  python scripts/plan.py crossover --logs runs/ --out-png crossover.png
+  python scripts/plan.py crossover --logs runs/ --params 2e9 --out-png crossover.png   # + crossover_law.png
 
   # mixture weights minimising the weighted predicted loss under epoch caps
   python scripts/plan.py mixture --fit multi_fits.json --targets sw=1,yo=1 --params 1e9 \\
-      --tokens 2e10 --unique sw=2e8,yo=5e7,en=1e11 --max-epochs 4
+      --tokens 2e10 --unique sw=2e8,yo=5e7,en=1e11 --max-epochs 4 --out-png mixture.png
 
-Each prints a readable answer, writes JSON (and a PNG where given) atomically, and exits with
-code 2 on bad input.
+Each prints a readable answer, writes JSON (--out-json) and a plot (--out-png) atomically once
+everything is computed, warns when a plan leaves the range its law was fitted on, and exits with
+code 2 on bad input. `compute` reads scripts/fit_atlas.py's fit.json: its per-target "fit_range"
+drives the extrapolation warnings and its "bootstrap" samples (--bootstrap K) the 95% band.
 """
 
 from __future__ import annotations
