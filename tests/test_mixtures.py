@@ -59,9 +59,15 @@ def test_unimax_caps_redistributes_and_conserves_budget():
     assert all(plan[k].epochs <= 2 + 1e-3 for k in unique)
 
 
-def test_unimax_all_capped_is_proportional_to_unique():
-    mixture = M.unimax({"en": 300, "fr": 100}, 10_000, 2)
-    assert mixture.weights == pytest.approx({"en": 0.75, "fr": 0.25})
+def test_unimax_budget_beyond_every_cap_is_an_error():
+    # all capped: the allocation is the caps (∝ U), but training on the budget would break them
+    assert M.unimax_allocation({"en": 300, "fr": 100}, 10_000, 2) == {"fr": 200, "en": 600}
+    with pytest.raises(ValueError, match=r"10,000 tokens exceeds .* 2 x 400 = 800"):
+        M.unimax({"en": 300, "fr": 100}, 10_000, 2)
+    exactly_full = M.unimax({"en": 300, "fr": 100}, 800, 2)  # the budget fills every cap exactly
+    assert exactly_full.weights == pytest.approx({"en": 0.75, "fr": 0.25})
+    plan = M.plan_tokens(exactly_full, 800, {"en": 300, "fr": 100})
+    assert {k: p.epochs for k, p in plan.items()} == {"en": 2.0, "fr": 2.0}
 
 
 def test_bilingual_monolingual_uniform():

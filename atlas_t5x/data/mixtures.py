@@ -150,9 +150,10 @@ def unimax(unique_tokens_by_lang: Mapping[str, int], token_budget: float, max_ep
     Languages are visited in order of increasing U (ties by code). Each gets the remaining budget
     divided by the number of languages still unvisited, capped at max_epochs * U_l; what a capped
     language cannot take stays in the remaining budget and so is redistributed over the larger
-    languages. Rates are the allocations divided by their sum. If even the sum of all caps is
-    below the budget, every language is capped and the rates are ∝ U (the plan then repeats data
-    at most max_epochs times but does not fill the budget at those rates [our choice]).
+    languages. Rates are the allocations divided by their sum. A budget above the sum of all caps
+    (max_epochs * ΣU) is a ValueError: a run that trains on the whole budget would then take every
+    language past the cap, whatever the rates [our choice: refuse rather than silently exceed it;
+    `unimax_allocation` still returns the capped allocations for planning].
 
     Args:
       unique_tokens_by_lang: U_l, unique tokens of each language's training split (> 0).
@@ -164,6 +165,12 @@ def unimax(unique_tokens_by_lang: Mapping[str, int], token_budget: float, max_ep
     if not max_epochs > 0:
         raise ValueError(f"unimax: max_epochs must be > 0, got {max_epochs!r}")
     allocation = unimax_allocation(unique_tokens_by_lang, token_budget, max_epochs)
+    capacity = max_epochs * math.fsum(float(u) for u in unique_tokens_by_lang.values())
+    if token_budget > capacity * (1 + 1e-9):
+        raise ValueError(
+            f"unimax: token_budget {token_budget:,.0f} tokens exceeds max_epochs x total unique "
+            f"tokens = {max_epochs:g} x {capacity / max_epochs:,.0f} = {capacity:,.0f}, so every "
+            f"language would pass the {max_epochs:g}-epoch cap; lower the budget or raise max_epochs")
     return Mixture(name, allocation)
 
 
