@@ -309,12 +309,16 @@ def summary(out: dict) -> str:
             lines.append(f"  {row['law']:>8} {row['split']:>10} {row['r2']:9.4f} {row['mae']:8.4f} "
                          f"{row['mape']:7.2f} {row['n']:5d}")
     lines.extend(f"note: {n}" for n in out["notes"])
-    lines.append(f"R² in sample (pooled) {out['r2_in_sample']:.4f}")
+    several = len(out["targets"]) > 1
+    lines.append(f"R² in sample (pooled) {out['r2_in_sample']:.4f}"
+                 + (f", mean over targets {out['r2_in_sample_mean_over_targets']:.4f}" if several else ""))
     for split, m in out["heldout"].items():
         skipped = (f"  (not scored, too few points left to fit: {', '.join(m['skipped_targets'])})"
                    if m.get("skipped_targets") else "")
+        per_target = (f"  (R² mean over targets {m['r2_mean_over_targets']:.4f})"
+                      if several and m.get("r2_mean_over_targets") is not None else "")
         lines.append(f"held out {split:>6}: R² {m['r2']:.4f}  MAE {m['mae']:.4f}  MAPE {m['mape']:.2f}%  "
-                     f"n={m['n']}{skipped}")
+                     f"n={m['n']}{per_target}{skipped}")
     return "\n".join(lines)
 
 

@@ -196,6 +196,9 @@ def test_log_sources_file_folder_glob_and_bad_rows(tmp_path):
     by_glob = data.load_logs(str(root / "*" / "logs" / "eval.jsonl"))
     one = data.load_logs(str(files[0]))
     assert len(by_folder) == len(by_glob) > len(one) > 0
+    mono = data.load_logs(str(root / "mono_*"))     # a glob of run folders
+    assert set(mono["mixture"]) == {"mono_en", "mono_de", "mono_fr"}
+    assert len(mono) == (by_folder["mixture"].str.startswith("mono_")).sum()
     assert set(one["run"]) == {files[0].parents[1].name}
     assert {"N", "D", "U", "D_total", "C", "p", "K", "mixture", "run", "step", "target", "loss"} <= set(one.columns)
     # the default is the cross-entropy `loss` (loss_unigram_norm is 0.3 lower in these logs)

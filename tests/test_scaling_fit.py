@@ -106,6 +106,12 @@ def test_fixed_and_tied_parameters_are_respected():
     fixed = engine.fit(LAWS["csl"], X, y, fixed={"E": 1.7})
     assert fixed.params["E"] == 1.7 and "E" not in fixed.free_names
     assert fixed.params["beta"] == pytest.approx(0.31, abs=0.02)
+    lsq = engine.fit(LAWS["csl"], X, y, "lsq", n_polish=3)
+    assert lsq.converged and lsq.objective_name == "lsq"
+    r = np.log(lsq.predict(X) / y)
+    assert lsq.objective == pytest.approx(0.5 * np.sum(r * r), rel=1e-9)
+    assert lsq.objective <= engine.evaluate(LAWS["csl"], p, X, y, "lsq")   # at most the truth's
+    assert lsq.params["alpha"] == pytest.approx(0.31, abs=0.02)
 
 
 def test_bootstrap_by_run_matches_individual_refits(shared_data):

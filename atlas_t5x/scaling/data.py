@@ -38,7 +38,7 @@ DEFAULT_TRANSFER_MATRIX = Path(__file__).resolve().parents[2].parent / "shared" 
 
 
 def find_log_files(spec: str) -> list[Path]:
-    """eval.jsonl files named by a file, a folder (searched recursively) or a glob."""
+    """eval.jsonl files named by a file, a folder (searched recursively) or a glob of either."""
     path = Path(spec)
     if path.is_file():
         return [path]
@@ -47,10 +47,13 @@ def find_log_files(spec: str) -> list[Path]:
         if not files:
             raise DataError(f"{spec}: folder holds no eval.jsonl")
         return files
-    files = sorted(Path(p) for p in globlib.glob(spec, recursive=True) if Path(p).is_file())
+    files: set[Path] = set()
+    for match in map(Path, globlib.glob(spec, recursive=True)):
+        # a glob may name files or run folders (`runs/mono_*`): folders are searched recursively
+        files.update([match] if match.is_file() else match.rglob("eval.jsonl"))
     if not files:
-        raise DataError(f"{spec}: no such file, folder or matching glob")
-    return files
+        raise DataError(f"{spec}: no such file, folder or matching glob (or no eval.jsonl under it)")
+    return sorted(files)
 
 
 def read_log_rows(spec: str) -> list[dict[str, Any]]:
