@@ -237,6 +237,21 @@ def cmd_languages(args) -> dict:
         print(f"{plan.r:>9g}K {plan.total_tokens_ratio:15.2f} {plan.params_ratio:9.2f} "
               f"{plan.target_tokens_ratio:14.2f} {plan.compute_ratio:10.2f}")
     out.update({"exponents": p, "source": source, "closed_form": [pl_.to_dict() for pl_ in plans]})
+    if args.k and args.n and args.tokens_per_lang:
+        d_total = args.k * args.tokens_per_lang
+        print(f"From the baseline K = {args.k:g} languages, N = {args.n:.3g} parameters, D_t = "
+              f"{args.tokens_per_lang:.3g} tokens per language (D_total = {d_total:.3g}, "
+              f"C = 6·N·D_total = {6 * args.n * d_total:.3g} FLOPs):")
+        out["baseline"] = {"K": args.k, "N": args.n, "D_t": args.tokens_per_lang, "D_total": d_total,
+                           "C": 6 * args.n * d_total}
+        out["absolute"] = []
+        for plan in plans:
+            n2, dt2 = args.n * plan.params_ratio, args.tokens_per_lang * plan.target_tokens_ratio
+            dtot2 = plan.r * args.k * dt2
+            print(f"  {plan.r * args.k:g} languages: N' = {n2:.3g} parameters, D_t' = {dt2:.3g} tokens per "
+                  f"language, D_total' = {dtot2:.3g} tokens, C' = {6 * n2 * dtot2:.3g} FLOPs")
+            out["absolute"].append({"r": plan.r, "K": plan.r * args.k, "N": n2, "D_t": dt2, "D_total": dtot2,
+                                    "C": 6 * n2 * dtot2})
     w_N = args.w_n
     if w_N is None and args.k and args.n and args.tokens_per_lang and all(k in p for k in ("A", "B")):
         w_N = curse.term_shares(p, args.k, args.n, args.tokens_per_lang)[0]

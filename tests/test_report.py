@@ -76,6 +76,12 @@ def test_cli_plan_writes_json_and_rejects_bad_input(tmp_path, capsys):
     assert 144e9 <= tokens <= 283e9
     assert plan.main(["languages", "--r", "2", "--out-json", str(tmp_path / "l.json")]) == 0
     assert json.loads((tmp_path / "l.json").read_text())["closed_form"][0]["compute_ratio"] == pytest.approx(1.96, abs=0.02)
+    assert plan.main(["languages", "--r", "2", "--k", "4", "--n", "1e9", "--tokens-per-lang", "5e10",
+                      "--out-json", str(tmp_path / "l.json")]) == 0
+    doc = json.loads((tmp_path / "l.json").read_text())
+    (absolute,) = doc["absolute"]
+    assert absolute["K"] == 8 and absolute["C"] / doc["baseline"]["C"] == pytest.approx(
+        doc["closed_form"][0]["compute_ratio"])
     capsys.readouterr()
     assert plan.main(["compute", "--law", "csl", "--params", "E=1.8,A=482,B=2085,alpha=0.348,beta=0.366",
                       "--flops", "1e9"]) == 2
