@@ -110,9 +110,25 @@ def test_train_logs_metrics_accounting_and_calls_callbacks(tmp_path):
         np.testing.assert_array_equal(call["n"], call["weights"].sum(axis=1))
         np.testing.assert_allclose(call["nll"], call["ref_nll"], rtol=2e-5)
 
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    tb_loss, tb_tags = _tensorboard_scalars(tmp_path / "tb")
+    assert {"loss", "lr", "tokens_per_s", "flops_per_s", "mfu", "tokens_by_lang/en"} <= tb_tags
+    assert tb_loss == pytest.approx({r["step"]: r["loss"] for r in rows}, rel=1e-6)
     assert "make_schedule.warmup_steps = 2" in (tmp_path / "config.gin").read_text()
     assert checkpoints.complete_steps(tmp_path / "checkpoints") == [total]
+
+
+def _tensorboard_scalars(folder: Path) -> tuple[dict[int, float], set[str]]:
+    """({step: loss}, all scalar tags) from the TensorBoard event files in `folder`."""
+    import tensorflow as tf  # already loaded by the trainer's TensorBoard writer
+
+    losses_by_step, tags = {}, set()
+    for path in folder.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tags.add(value.tag)
+                if value.tag == "loss":
+                    losses_by_step[event.step] = float(tf.make_ndarray(value.tensor))
+    return losses_by_step, tags
 
 
 class _PoisonedPipeline(synthetic.SyntheticPipeline):
