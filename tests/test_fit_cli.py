@@ -250,10 +250,13 @@ def test_bounds_hold_and_are_recorded(tmp_path):
     path, _ = _csl_table(tmp_path)
     out = tmp_path / "fit"
     rc = fit_atlas.main(["--table", str(path), "--map", "N=params,C=flops,loss=val", "--law", "csl",
-                         "--bound", "alpha=0.1:0.3", "--out", str(out), "--no_plots"])
+                         "--bound", "alpha=0.1:0.3", "--bootstrap", "16", "--out", str(out),
+                         "--no_plots"])
     assert rc == 0
     fit = json.loads((out / "fit.json").read_text())
     assert fit["params"]["alpha"] == pytest.approx(0.3)      # the data want 0.34
     assert fit["options"]["bounds"] == {"alpha": [0.1, 0.3]}
     assert fit["per_target"]["all"]["at_bounds"] == {"alpha": "high"}
     assert "alpha at its high bound 0.3" in fit["per_target"]["all"]["convergence_message"]
+    # bootstrap replicates respect the fit's bounds
+    assert fit["bootstrap"]["intervals"]["alpha"]["hi"] <= 0.3 + 1e-12

@@ -80,7 +80,8 @@ def bootstrap(result: engine.FitResult, X: Mapping[str, Any], y, groups: Sequenc
     ren = lambda d: {to_canon.get(k, k): v for k, v in d.items()}  # noqa: E731
     Xc, y = engine.check_data(canon, ren(X), y)
     obj = get_objective(result.objective_name)
-    problem = engine._Problem(canon, obj, ren(result.fixed), None, True)
+    # the fit's own bounds (τ ≥ 0 unless allowed, user bounds) hold for every replicate
+    problem = engine._Problem(canon, obj, ren(result.fixed), ren(result.bounds) or None, True)
     start = problem.pack({**ren(result.params), **result.extra})
     W = run_weights(groups, n_boot, seed)
     if obj.name == "likelihood":

@@ -106,6 +106,7 @@ class FitResult:
     n_polished: int = 0
     initial_values: dict[str, float] = dataclasses.field(default_factory=dict)
     at_bounds: dict[str, str] = dataclasses.field(default_factory=dict)   # name → "low"/"high"
+    bounds: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)  # used, natural units
 
     def predict(self, X: Mapping[str, Any]) -> np.ndarray:
         return np.asarray(self.law.predict(self.params, X), dtype=np.float64)
@@ -643,6 +644,8 @@ def fit(
         res.law = law
         res.params = {back.get(k, k): v for k, v in res.params.items()}
         res.fixed = {back.get(k, k): v for k, v in res.fixed.items()}
+        res.bounds = {back.get(k, k): v for k, v in res.bounds.items()}
+        res.at_bounds = {back.get(k, k): v for k, v in res.at_bounds.items()}
         res.free_names = tuple(back.get(k, k) for k in res.free_names)
         for ru in res.runner_ups:
             ru["params"] = {back.get(k, k): v for k, v in ru["params"].items()}
@@ -721,7 +724,8 @@ def fit(
             f"{k} at its {side} bound {problem.bounds_nat[k][0 if side == 'low' else 1]:g}"
             for k, side in at_bounds.items())
     return FitResult(law, params, best_v, obj.name, ok, why, int(y.size), problem.free, fixed, extra,
-                     runner_ups[:n_runner_ups], int(Z.shape[0]), len(starts), at_bounds=at_bounds)
+                     runner_ups[:n_runner_ups], int(Z.shape[0]), len(starts), at_bounds=at_bounds,
+                     bounds=dict(problem.bounds_nat))
 
 
 def _at_bounds(problem: _Problem, z: np.ndarray) -> dict[str, str]:

@@ -66,12 +66,12 @@ def profile(result: engine.FitResult, X: Mapping[str, Any], y, names: Sequence[s
     out = {}
     for name in names:
         cname = to_canon.get(name, name)
-        lo, hi = engine.default_bounds(cname, allow_negative_tau=True)
+        lo, hi = ren(result.bounds).get(cname) or engine.default_bounds(cname, allow_negative_tau=True)
         values = profile_values(cname, full[cname], n_values, lo, hi)
         objs = []
         for v in values:
             fixed = {**ren(result.fixed), cname: float(v)}
-            problem = engine._Problem(canon, obj, fixed, None, True)
+            problem = engine._Problem(canon, obj, fixed, ren(result.bounds) or None, True)
             start = problem.pack(full)
             if problem.free:
                 _, fval, _, _ = engine.polish(problem, start, Xp, yp, wp, gtol=1e-10, maxiter=2000)
