@@ -287,3 +287,21 @@ def test_peak_flops_lookup_by_device_kind():
     assert trainer.lookup_peak_flops("TPU v5 lite") == 197e12
     assert trainer.lookup_peak_flops("TPU v4") == 275e12
     assert trainer.lookup_peak_flops("cpu") is None  # no MFU on CPU
+
+
+def test_progress_bar_only_on_an_interactive_terminal_of_the_chief(monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    bar = trainer._progress_bar(10, 2, is_chief=True)  # resumed at step 2
+    bar.update(3)
+    bar.close()
+    assert not bar.disable and "5/10" in terminal.getvalue()
+    assert trainer._progress_bar(10, 0, is_chief=False).disable  # other processes of a pod
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file or pipe
+    assert trainer._progress_bar(10, 0, is_chief=True).disable
