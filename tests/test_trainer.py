@@ -299,9 +299,10 @@ def test_progress_bar_only_on_an_interactive_terminal_of_the_chief(monkeypatch):
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     bar = trainer._progress_bar(10, 2, is_chief=True)  # resumed at step 2
+    assert not bar.disable
     bar.update(3)
     bar.close()
-    assert not bar.disable and "5/10" in terminal.getvalue()
+    assert "5/10" in terminal.getvalue()
     assert trainer._progress_bar(10, 0, is_chief=False).disable  # other processes of a pod
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file or pipe
     assert trainer._progress_bar(10, 0, is_chief=True).disable
