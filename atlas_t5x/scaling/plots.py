@@ -33,7 +33,8 @@ def _save(fig, path: str | Path) -> None:
 def _grid(n: int):
     cols = min(4, n)
     rows = int(math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    fig.subplots_adjust(wspace=0.35, hspace=0.45)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     return fig, axes.ravel()
