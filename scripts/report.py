@@ -6,13 +6,15 @@ pretrain-vs-finetune crossover), with its plots beside it.
   python scripts/report.py logs.csv --out report --laws csl atlas --loss-field loss_unigram_norm
 
 LOGS may be a folder of runs (searched for eval.jsonl), one eval.jsonl, or a table written by
-scripts/export_logs.py. Sections whose runs are missing say so in the report. Exits with code 2
-on bad input.
+scripts/export_logs.py. Sections whose runs are missing say so in the report. Also writes
+OUT/report.json (each section's status, tables with raw values, figures). Exits with code 2 on
+bad input, before anything is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -43,26 +45,12 @@ def main(argv=None) -> int:
     except (cv.CurveError, schema.SchemaError, logio.LogFormatError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    text = path.read_text(encoding="utf-8")
-    print(f"wrote {path}")
-    for title, body in _sections(text):
-        note = next((line.strip("_") for line in body if line.startswith(("_Skipped:", "_Not computed:",
-                                                                           "_Failed:"))), "")
-        figures = [line[line.index("](") + 2:-1] for line in body if line.startswith("![")]
-        status = note or ("ok" + (f"; figures: {', '.join(figures)}" if figures else ""))
-        print(f"  {title}: {status}")
+    doc = json.loads((path.parent / "report.json").read_text(encoding="utf-8"))
+    print(f"wrote {path} and {path.parent / 'report.json'}")
+    for title, section in doc["sections"].items():
+        figures = f"; figures: {', '.join(section['figures'])}" if section["figures"] else ""
+        print(f"  {title}: {section['status']}{figures}")
     return 0
-
-
-def _sections(text: str):
-    """(title, lines) of each '## ' section of the report."""
-    out: list[tuple[str, list[str]]] = []
-    for line in text.splitlines():
-        if line.startswith("## "):
-            out.append((line[3:], []))
-        elif out:
-            out[-1][1].append(line)
-    return out
 
 
 if __name__ == "__main__":

@@ -39,6 +39,13 @@ def test_report_covers_every_section(tmp_path):
     assert "| en | 3e+07 |" in text and "| ok | mono_en_3e+07 | ft_en_3e+07 |" in text
     for png in ("fits_predicted_vs_observed.png", "bts_heatmap.png", "curse_frontier.png", "crossover.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 1000
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert {t: v["status"] for t, v in doc["sections"].items()} == {
+        t: "ok" for t in ("Runs", "Fits and held-out R²", "Cross-lingual transfer", "Curse of multilinguality",
+                          "Pretrain vs finetune crossover")}
+    bts = doc["sections"]["Cross-lingual transfer"]["tables"][0]
+    row = next(r for r in bts["rows"] if r[0] == "en → de")
+    assert bts["columns"][2] == "BTS" and row[2] == pytest.approx(0.436, abs=1e-3)
 
 
 def test_report_sections_without_their_runs_say_so(tmp_path):
@@ -47,6 +54,8 @@ def test_report_sections_without_their_runs_say_so(tmp_path):
     assert "_Skipped: no from-scratch 50/50 bilingual runs in the logs_" in text
     assert "_Skipped: uniform-K from-scratch runs cover K = [1]" in text
     assert "_Skipped: no monolingual finetune runs" in text
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert doc["sections"]["Pretrain vs finetune crossover"]["status"].startswith("skipped: no monolingual")
 
 
 def test_cli_report_and_transfer_matrix_read_a_folder_of_runs(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """One Markdown report from a folder of exported logs: fits, held-out R², transfer, curse, crossover.
 
-`build_report(logs, out_dir)` writes OUT/report.md plus PNGs beside it. Each section needs certain
+`build_report(logs, out_dir)` writes OUT/report.md plus PNGs beside it, and OUT/report.json
+(each section's status, its tables with raw values, and its figures). Each section needs certain
 runs (monolingual + bilingual for transfer, uniform-K mixtures for the curse, scratch + finetune
 pairs for the crossover); a section whose runs are absent says so instead of failing.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import os
 import traceback
@@ -37,21 +39,39 @@ class _Doc:
     out: Path
     lines: list[str] = dataclasses.field(default_factory=list)
     figures: list[str] = dataclasses.field(default_factory=list)
+    # report.json: per section its status, tables (raw values) and figures
+    data: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    section: str = ""
 
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
+
+    def _current(self) -> dict[str, Any]:
+        return self.data.setdefault(self.section, {"status": "ok", "tables": [], "figures": []})
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         self.add("| " + " | ".join(header) + " |", "|" + "---|" * len(header))
         for row in rows:
             self.add("| " + " | ".join(_fmt(v) for v in row) + " |")
         self.add("")
+        self._current()["tables"].append({"columns": [str(h) for h in header],
+                                          "rows": [[_plain(v) for v in row] for row in rows]})
 
     def figure(self, name: str, caption: str, draw: Callable[[Path], None]) -> None:
         path = self.out / name
         draw(path)
         self.figures.append(name)
+        self._current()["figures"].append(name)
         self.add(f"![{caption}]({name})", "")
+
+
+def _plain(v: Any) -> Any:
+    """A JSON value: numpy numbers → Python, NaN/inf → None."""
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v if isinstance(v, (int, str, bool)) or v is None else str(v)
 
 
 def _fmt(v: Any) -> str:
@@ -64,14 +84,19 @@ def _fmt(v: Any) -> str:
 
 def _section(doc: _Doc, title: str, body: Callable[[], None]) -> None:
     doc.add(f"## {title}", "")
+    doc.section = title
+    doc._current()
     try:
         body()
     except _Skip as why:
         doc.add(f"_Skipped: {why}_", "")
+        doc._current()["status"] = f"skipped: {why}"
     except (tr.TransferError, co.CrossoverError, curse.CurseError, cv.CurveError) as err:
         doc.add(f"_Not computed: {err}_", "")
+        doc._current()["status"] = f"not computed: {err}"
     except Exception as err:  # a broken section must not lose the rest of the report
         doc.add(f"_Failed: {type(err).__name__}: {err}_", "", "<!--", traceback.format_exc(), "-->", "")
+        doc._current()["status"] = f"failed: {type(err).__name__}: {err}"
 
 
 class _Skip(Exception):
@@ -337,5 +362,7 @@ def build_report(
     _section(doc, "Curse of multilinguality", lambda: _curse(doc, rows, loss_field, curse_kw))
     _section(doc, "Pretrain vs finetune crossover", lambda: _crossover(doc, rows, loss_field))
     path = out / "report.md"
+    logio.write_atomic(out / "report.json", json.dumps(
+        {"source": str(source), "loss_field": loss_field, "sections": doc.data}, indent=1) + "\n")
     logio.write_atomic(path, "\n".join(doc.lines) + "\n")
     return path
