@@ -16,9 +16,9 @@ the step; because every checkpoint is preceded by a flush, no checkpoint ever ho
 came from a non-finite loss or gradient.
 
 MODEL_DIR is a local folder (relative or absolute) or a cloud URL such as `gs://bucket/run`
-(paths go through etils.epath). Outputs under it: `logs/train.jsonl`, TensorBoard scalars in `tb/`, `checkpoints/` (see
-atlas_t5x/checkpoints.py) and `config.gin` (the operative gin config, written once the run has
-started). One train.jsonl row per flush:
+(paths go through etils.epath). Outputs under it: `logs/train.jsonl`, TensorBoard scalars in
+`tb/`, `checkpoints/` (see atlas_t5x/checkpoints.py) and `config.gin` (the operative gin config,
+written once the run has started). One train.jsonl row per flush:
 
   run, step (train steps done), loss (mean over the steps since the last row of the per-step
   token-mean cross-entropy, nats/token), grad_norm (last step, before clipping), lr (applied at

@@ -200,13 +200,15 @@ def test_two_processes_log_the_same_losses_as_one_process_with_four_devices(tmp_
     common = ["--gin_file=gin/runs/smoke.gin", f"--gin.train.total_steps={total}", "--gin.train.log_every_steps=1",
               "--gin.train.tensorboard=False", "--gin.make_schedule.warmup_steps=1", "--gin.MeshConfig.data=2",
               "--gin.MeshConfig.fsdp=2"]
-    sigterm_process_1 = ["--gin_bindings=import test_checkpoints", "--gin.train.callbacks=[@atlas_tests.SignalAtStep()]",
-                         "--gin.atlas_tests.SignalAtStep.step=2", f"--gin.atlas_tests.SignalAtStep.signum={int(signal.SIGTERM)}",
+    sigterm_process_1 = ["--gin_bindings=import test_checkpoints",
+                         "--gin.train.callbacks=[@atlas_tests.SignalAtStep()]",
+                         "--gin.atlas_tests.SignalAtStep.step=2",
+                         f"--gin.atlas_tests.SignalAtStep.signum={int(signal.SIGTERM)}",
                          "--gin.atlas_tests.SignalAtStep.process=1"]
     port = _free_port()
     workers = [
-        _cli([*common, *sigterm_process_1, f"--model_dir={tmp_path / 'two'}", f"--coordinator_address=127.0.0.1:{port}",
-              "--num_processes=2", f"--process_id={i}"],
+        _cli([*common, *sigterm_process_1, f"--model_dir={tmp_path / 'two'}",
+              f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
              {"XLA_FLAGS": "--xla_force_host_platform_device_count=2",
               "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])})
         for i in range(2)
