@@ -178,3 +178,33 @@ def test_mixture_comparison_plot_and_epoch_table(tmp_path):
     assert any("target sw: N = 1e+09 parameters is far outside the fitted range [1e+07, 1e+08]" in w
                for w in plan.warnings)
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plans_from_fit_atlas_output_carry_its_band_and_range(tmp_path):
+    """The interface with scripts/fit_atlas.py: per-target "fit_range" and bootstrap "samples"."""
+    import importlib.util
+    from pathlib import Path
+
+    from atlas_t5x import logio
+    from _analyses_rows import log_grid, run_rows
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for N in (1e7, 3e7, 1e8):
+        rows += run_rows(f"mono_sw_{N:.0e}", {"sw": 1.0}, ["sw"],
+                         lambda t, by, tot, N=N: (1.8 + 400 / N ** 0.34 + 900 / by["sw"] ** 0.3)
+                         * np.exp(rng.normal(0, 0.002)), log_grid(1e8, 1e10, 6), params=int(N))
+    logio.append_jsonl(tmp_path / "logs" / "eval.jsonl", rows)
+    path = Path(__file__).resolve().parents[1] / "scripts" / "fit_atlas.py"
+    spec = importlib.util.spec_from_file_location("_fit_atlas_cli", path)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main(["--logs", str(tmp_path / "logs"), "--law", "csl", "--loss_field", "loss",
+                     "--bootstrap", "8", "--no_plots", "--out", str(tmp_path / "fit")]) == 0
+    fl = pl.load_fitted_laws(tmp_path / "fit" / "fit.json")["sw"]
+    assert fl.fit_range["N"] == (1e7, 1e8) and fl.fit_range["D"] == pytest.approx((1e8, 1e10))
+    assert len(fl.samples) >= 4 and set(fl.samples[0]) >= {"E", "A", "B", "alpha", "beta"}
+    with pytest.warns(pl.ExtrapolationWarning, match=r"fitted range \[1e\+07, 1e\+08\]"):
+        plan = pl.plan_compute(fl, 1e21)
+    lo, hi = plan.band["params"]
+    assert 0 < lo <= hi and 0.2 < plan.params / lo < 5 and 0.2 < hi / plan.params < 5
