@@ -181,7 +181,7 @@ class FinetuneScores:
 
     fas: pd.DataFrame            # rows target, cols source
     delta: pd.DataFrame          # δ(s→t) = L_{s→t}(d_max) − L_t^base(d_max), rows target, cols source
-    self_gain: pd.Series         # g_l = FAS(l→l)
+    self_gain: pd.Series         # g_l = FAS(l→l), the self-finetuning gain [our choice of measure]
     d_max: float                 # target-stage tokens integrated over
     base: str                    # where L^base came from
 
