@@ -219,17 +219,27 @@ class TrainCheckpointer:
         )
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
-        """(state placed with `abstract_state`'s shardings, pipeline state, metadata) of `step`."""
-        restored = self._open().restore(
-            step,
-            args=ocp.args.Composite(
-                **{
-                    STATE: ocp.args.PyTreeRestore(item=abstract_state, restore_args=_restore_args(abstract_state)),
-                    PIPELINE: ocp.args.JsonRestore(),
-                    META: ocp.args.JsonRestore(),
-                }
-            ),
+        """(state placed with `abstract_state`'s shardings, pipeline state, metadata) of `step`.
+
+        Raises:
+          CheckpointMismatchError: the saved train state has another structure (e.g. optimizer
+            settings such as clipping changed since the run that wrote it).
+        """
+        args = ocp.args.Composite(
+            **{
+                STATE: ocp.args.PyTreeRestore(item=abstract_state, restore_args=_restore_args(abstract_state)),
+                PIPELINE: ocp.args.JsonRestore(),
+                META: ocp.args.JsonRestore(),
+            }
         )
+        try:
+            restored = self._open().restore(step, args=args)
+        except ValueError as err:  # orbax: tree structure or shape mismatch
+            raise CheckpointMismatchError(
+                f"checkpoint {self.directory / str(step)} does not fit this run's train state (were the "
+                f"optimizer settings changed?): {err}. Nothing was written; resume with the settings that "
+                f"wrote it, or start a new model_dir (init_from= takes its parameters only)"
+            ) from err
         return restored[STATE], dict(restored[PIPELINE]), dict(restored[META])
 
     def wait_until_finished(self) -> None:

@@ -203,6 +203,11 @@ def test_checkpoint_of_another_model_shape_is_a_clear_error_and_nothing_is_overw
     assert str(model_dir / "checkpoints" / "8") in message
     assert _snapshot(model_dir) == before
 
+    # Same shapes, another optimizer chain (no clipping): named as such, still nothing written.
+    with pytest.raises(checkpoints.CheckpointMismatchError, match=r"checkpoints/8 does not fit .*optimizer"):
+        _train_in_process(model_dir, ["make_optimizer.clip_norm = None"])
+    assert _snapshot(model_dir) == before
+
 
 def test_finetune_init_loads_params_only_with_fresh_optimizer_and_schedule(uninterrupted, tmp_path):
     source_dir, source = uninterrupted
