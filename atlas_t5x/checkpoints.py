@@ -235,9 +235,10 @@ class TrainCheckpointer:
         try:
             restored = self._open().restore(step, args=args)
         except ValueError as err:  # orbax: tree structure or shape mismatch
+            detail = str(err).split("If this mismatch is intentional")[0].strip()  # drop orbax's API hint
             raise CheckpointMismatchError(
                 f"checkpoint {self.directory / str(step)} does not fit this run's train state (were the "
-                f"optimizer settings changed?): {err}. Nothing was written; resume with the settings that "
+                f"optimizer settings changed?): {detail}\nNothing was written; resume with the settings that "
                 f"wrote it, or start a new model_dir (init_from= takes its parameters only)"
             ) from err
         return restored[STATE], dict(restored[PIPELINE]), dict(restored[META])
