@@ -99,7 +99,7 @@ def run(args) -> dict:
         except tr.TransferError as err:
             print(f"FAS / estimated pairs: skipped ({err})")
         else:
-            files["fas_matrix.csv"] = scores.fas.to_csv(float_format="%.4f")
+            files["fas_matrix.csv"] = tr.matrix_to_csv(scores.fas)
             payload["fas"] = {"d_max": scores.d_max, "base": scores.base,
                               "self_gain": scores.self_gain.to_dict()}
             print(f"FAS from {scores.fas.shape[1]} single-language finetunes over d_max = "
@@ -118,7 +118,7 @@ def run(args) -> dict:
                       f"{int(np.isfinite(est.estimated.to_numpy(dtype=float)).sum())} pairs estimated")
                 payload["forest"] = {"cv_r2": est.cv_r2, "cv_spearman": est.cv_spearman,
                                      "n_train": est.n_train, "n_trees": args.trees}
-                files["bts_estimated.csv"] = est.matrix.to_csv(float_format="%.4f")
+                files["bts_estimated.csv"] = tr.matrix_to_csv(est.matrix)
                 shown, estimated = est.matrix, est.estimated
                 payload["stats_with_estimates"] = tr.transfer_stats(shown, k=args.top).to_dict()
     # statistics describe the measured scores; the estimates are reported beside them
@@ -137,7 +137,7 @@ def run(args) -> dict:
           "with both directions")
     top = ", ".join(f"{s} ({n})" for s, n in list(stats.top5_source_counts.items())[:5])
     print(f"most frequent top-{args.top} sources (number of targets): {top}")
-    files["bts_matrix.csv"] = matrix.to_csv(float_format="%.4f")
+    files["bts_matrix.csv"] = tr.matrix_to_csv(matrix)
     buf = io.BytesIO()
     tr.plot_matrix(shown if estimated is not None else matrix, buf, k=args.top, estimated=estimated,
                    title=title)

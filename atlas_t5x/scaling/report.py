@@ -216,7 +216,7 @@ def _transfer(doc: _Doc, rows, loss_field: str) -> None:
                 m.bilingual_run, m.monolingual_run)
                for m in sorted(meas, key=lambda m: (m.params, m.target, m.source))])
     matrix = tr.bts_matrix(meas)
-    logio.write_atomic(doc.out / "bts_matrix.csv", matrix.to_csv(float_format="%.4f"))
+    logio.write_atomic(doc.out / "bts_matrix.csv", tr.matrix_to_csv(matrix))
     doc.add(f"Matrix at N = {matrix.attrs['params']:.3g} (rows target, columns source): "
             "[bts_matrix.csv](bts_matrix.csv)", "")
     if np.isfinite(matrix.to_numpy(dtype=float)).sum() >= 1:

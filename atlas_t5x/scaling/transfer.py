@@ -162,6 +162,15 @@ def bts_matrix(measurements: Iterable[BTSMeasurement], languages: Sequence[str] 
     return mat
 
 
+def matrix_to_csv(matrix: pd.DataFrame) -> str:
+    """CSV text in the layout of ../shared/data/atlas_bts_*.csv: header cell "target\\source", rows
+    target, columns source, 4 decimals, empty where unmeasured."""
+    frame = matrix.copy()
+    frame.index.name = "target\\source"
+    frame.columns.name = None
+    return frame.to_csv(float_format="%.4f")
+
+
 def read_matrix(path) -> pd.DataFrame:
     """A matrix CSV (first column = target, header = sources), e.g. ../shared/data/atlas_bts_38x38.csv."""
     frame = pd.read_csv(path, index_col=0)
