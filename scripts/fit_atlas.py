@@ -9,10 +9,15 @@
       --fix E=1.8691 --fix A=520.82 --fix B=1487.72 --fix alpha=0.35266 --profile --out fit/
 
 `--compare csl,dcsl,atlas` adds a law × split table (R², MAE, MAPE) scored on the same
---holdout splits. One law per target language. fit.json holds {"law", "params", "objective", "converged",
-"n_points", "heldout": {split: {"r2", "mae", "mape", "n"}}, "r2_in_sample"} plus runner-up
+--holdout splits (each compared law with its default options). One law per target language.
+`--bound alpha=0.1:0.5` narrows a parameter's range (defaults: E, A, B > 0, τ ≥ 0 unless
+--allow_negative_tau); parameters that end on a bound are listed in `per_target.*.at_bounds`.
+Logs are fitted on the token cross-entropy `loss` by default (`--loss_field`).
+fit.json holds {"law", "params", "objective", "converged", "n_points",
+"heldout": {split: {"r2", "mae", "mape", "n"}}, "r2_in_sample"} plus runner-up
 optima, bootstrap intervals and profiles when asked ("params" maps target → parameters when
-several targets are fitted). Bad input exits with code 2 and writes nothing.
+several targets are fitted). With every parameter fixed it only evaluates. Bad input exits
+with code 2 and writes nothing; files are written atomically.
 """
 
 from __future__ import annotations
@@ -130,6 +135,10 @@ def run(args) -> dict:
             raise UsageError(f"unknown held-out split {split!r}; choose from {', '.join(heldout.SPLITS)}")
     if args.bootstrap < 0:
         raise UsageError("--bootstrap must be ≥ 0")
+    if args.n_transfer < 0:
+        raise UsageError("--n_transfer must be ≥ 0")
+    if args.drop_highest < 0:
+        raise UsageError("--drop_highest must be ≥ 0")
     compare = [c.strip() for c in (args.compare or "").split(",") if c.strip()]
     for name in compare:
         if name not in LAW_NAMES:

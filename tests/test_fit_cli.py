@@ -121,6 +121,8 @@ def test_logs_folder_multilingual_atlas(tmp_path):
     (["--map", "N=params,C=flops,loss=val", "--compare", "csl,curse"], "law 'curse' reads K"),
     (["--map", "N=params,C=flops,loss=val", "--law", "atlas", "--transfer_matrix", "nothing.csv"],
      "transfer matrix nothing.csv: no such file"),
+    (["--map", "N=params,C=flops,loss=val", "--drop_highest", "40"], "cannot drop the 40 highest losses of 40 rows"),
+    (["--map", "N=params,C=flops,loss=val", "--n_transfer", "-1"], "--n_transfer must be ≥ 0"),
 ])
 def test_bad_arguments_exit_2_and_write_nothing(tmp_path, capsys, args, message):
     path, _ = _csl_table(tmp_path)

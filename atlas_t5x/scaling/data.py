@@ -256,6 +256,8 @@ def load_table(path: str, mapping: Mapping[str, str], drop_highest_loss: int = 0
         "p": numeric("p") if "p" in mapping else 1.0,
         "K": numeric("K") if "K" in mapping else 1.0,
     })
+    if drop_highest_loss < 0 or drop_highest_loss >= len(points) > 0:
+        raise DataError(f"{path}: cannot drop the {drop_highest_loss} highest losses of {len(points)} rows")
     if drop_highest_loss:
         points = points.sort_values("loss", kind="stable").iloc[:-drop_highest_loss]
         points = points.sort_index().reset_index(drop=True)
