@@ -66,6 +66,11 @@ def test_cli_report_and_transfer_matrix_read_a_folder_of_runs(tmp_path, capsys):
     assert "BTS(en->de) = +0.436" in out
     doc = json.loads((tmp_path / "tm" / "transfer.json").read_text())
     assert doc["stats"]["same_script_mean"] == pytest.approx(0.436, abs=1e-3)
+    # the matrix CSV has the shared data's layout: fit_atlas.py --transfer_matrix reads it back
+    from atlas_t5x.scaling import data
+
+    assert (tmp_path / "tm" / "bts_matrix.csv").read_text().startswith("target\\source,de,en")
+    assert data.load_transfer_matrix(tmp_path / "tm" / "bts_matrix.csv").loc["de", "en"] == pytest.approx(0.436, abs=1e-3)
     assert tm.main([str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     rep = _script("report")
     assert rep.main([str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
