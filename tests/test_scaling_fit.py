@@ -155,6 +155,9 @@ def test_atlas_recovers_synthetic_parameters():
         assert res.params[k] == pytest.approx(true[k], abs=0.02), k
     assert res.params["lambda"] == pytest.approx(true["lambda"], rel=0.25)
     assert res.params["E"] == pytest.approx(true["E"], rel=0.03)
+    assert res.params["A"] == pytest.approx(true["A"], rel=0.15)
+    assert res.params["B"] == pytest.approx(true["B"], rel=0.1)
+    assert res.params["tau_other"] == pytest.approx(true["tau_other"], abs=0.02)
     taus = [k for k in true if k.startswith("tau_") and k != "tau_other"]
     for k in taus:
         assert res.params[k] == pytest.approx(true[k], abs=0.08), k
