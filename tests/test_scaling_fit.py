@@ -1,6 +1,5 @@
 """Fitting engine: published reproductions, options, bootstrap, profiles, ATLAS recovery."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
