@@ -309,7 +309,8 @@ def cmd_crossover(args) -> dict:
                                                                 [r.flops for r in ok])
     elif args.out_png:
         figures["law"] = lambda path: co.plot_crossover_law(path, law, [N] if N else [],
-                                                            [float(law.flops(N))] if N else [])
+                                                            [float(law.flops(N))] if N else [],
+                                                            points_label="C*(N) at the queried N")
     out["law"] = law.to_dict()
     print(f"C*(N) = {law.a:.6g}·N^{law.b:.4g} FLOPs ({source})")
     if N is not None:

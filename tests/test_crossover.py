@@ -68,6 +68,7 @@ def test_crossover_law_fit_and_bootstrap():
 def test_paper_constants_give_the_2b_range():
     tokens = float(co.PAPER_LAW.tokens(2.03e9))
     assert 144e9 <= tokens <= 283e9
+    assert min(co.PAPER_2B_TOKENS.values()) == 144e9 and max(co.PAPER_2B_TOKENS.values()) == 283e9
     assert float(co.PAPER_LAW.flops(2.03e9)) == pytest.approx(2.5e21, rel=0.03)
 
 

@@ -22,6 +22,10 @@ from atlas_t5x.scaling import curves as cv
 
 PAPER_A = 1_113_708.0
 PAPER_B = 1.65
+# The paper's crossovers at 2B parameters, in target tokens (spec §1.7; "2B" = scale 34).
+PAPER_2B_PARAMS = 2_034_422_912
+PAPER_2B_TOKENS = {"en": 144e9, "ja": 145e9, "pt": 148e9, "de": 160e9, "ru": 189e9, "vi": 234e9,
+                   "es": 239e9, "zh": 283e9}
 
 
 class CrossoverError(ValueError):
@@ -234,8 +238,10 @@ def plot_crossovers(path, rows: Sequence[Mapping[str, Any]], results: Sequence[C
     _save(fig, path)
 
 
-def plot_crossover_law(path, law: CrossoverLaw, params: Sequence[float] = (), flops: Sequence[float] = ()) -> None:
-    """Measured C*(N) points, the fitted a·N^b and its bootstrap band, and the paper's law."""
+def plot_crossover_law(path, law: CrossoverLaw, params: Sequence[float] = (), flops: Sequence[float] = (),
+                       points_label: str = "measured") -> None:
+    """C*(N) points (`points_label`), the law a·N^b ("fit" when it has bootstrap samples, else
+    "given") and its bootstrap band, the paper's law and the paper's 2B crossovers (spec §1.7)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,13 +251,17 @@ def plot_crossover_law(path, law: CrossoverLaw, params: Sequence[float] = (), fl
     hi_n = max([law.size_range[1]] + list(params) + [1e10]) if np.isfinite(law.size_range[1]) else 1e10
     grid = np.geomspace(lo_n, hi_n, 100)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(grid, law.flops(grid), label=f"fit {law.a:.3g}·N^{law.b:.3f}")
+    kind = "fit" if law.samples.size else "given"
+    ax.plot(grid, law.flops(grid), label=f"{kind} {law.a:.3g}·N^{law.b:.3f}")
     lo, hi = law.interval(grid)
     if np.all(np.isfinite(lo)):
-        ax.fill_between(grid, lo, hi, alpha=0.25, label="95% bootstrap")
+        ax.fill_between(grid, lo, hi, alpha=0.25, label="95% bootstrap over sizes")
     ax.plot(grid, PAPER_LAW.flops(grid), "k:", label="paper 1,113,708·N^1.65")
+    paper_n = np.full(len(PAPER_2B_TOKENS), PAPER_2B_PARAMS)
+    ax.plot(paper_n, 6.0 * paper_n * np.array(list(PAPER_2B_TOKENS.values())), "k_", ms=10,
+            label="paper, 2B models (8 languages)")
     if len(params):
-        ax.plot(params, flops, "o", label="measured")
+        ax.plot(params, flops, "o", label=points_label)
     if np.isfinite(law.size_range[0]):
         ax.axvspan(*law.size_range, color="gray", alpha=0.1, lw=0, label="fitted sizes")
     ax.set_xscale("log")
