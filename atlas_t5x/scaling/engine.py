@@ -959,5 +959,6 @@ def _dcsl_base_fit(spec: FitSpec, sub, law: Law, fixed: Mapping[str, float]) -> 
                        f"found {len(one_epoch)}")
     res = fit(csl, {"N": one_epoch["N"].to_numpy(float), "D": one_epoch["D"].to_numpy(float)},
               one_epoch["loss"].to_numpy(float), spec.objective,
-              {k: v for k, v in fixed.items() if k in csl.param_names})
+              {k: v for k, v in fixed.items() if k in csl.param_names},
+              bounds={n: (lo, hi) for n, lo, hi in spec.bounds if n in csl.param_names} or None)
     return {k: v for k, v in res.params.items() if k in law.param_names}
