@@ -308,3 +308,17 @@ def test_progress_bar_only_on_an_interactive_terminal_of_the_chief(monkeypatch):
     assert trainer._progress_bar(10, 0, is_chief=False).disable  # other processes of a pod
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file or pipe
     assert trainer._progress_bar(10, 0, is_chief=True).disable
+
+
+def test_train_log_on_an_object_store_is_rewritten_whole(tmp_path, monkeypatch):
+    from etils import epath
+
+    assert trainer._is_local(epath.Path(tmp_path)) and not trainer._is_local(epath.Path("gs://bucket/run"))
+    # gs:// objects cannot be appended to: exercise that code path on local files.
+    monkeypatch.setattr(trainer, "_is_local", lambda path: False)
+    path = epath.Path(tmp_path) / "logs" / "train.jsonl"
+    trainer._append_rows(path, [{"step": 1}, {"step": 2}])
+    trainer._append_rows(path, [{"step": 3, "loss": 1.5}])
+    assert logio.read_jsonl(path) == [{"step": 1}, {"step": 2}, {"step": 3, "loss": 1.5}]
+    trainer._truncate_log(path, 2)  # resumed from checkpoint 2
+    assert logio.read_jsonl(path) == [{"step": 1}, {"step": 2}]
