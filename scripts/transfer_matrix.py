@@ -52,9 +52,11 @@ def parse_args(argv):
     parser.add_argument("logs", nargs="?", help="exported logs: folder of runs, eval.jsonl or CSV/Parquet table")
     parser.add_argument("--matrix", help="an existing matrix CSV instead of logs (rows target, cols source)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--d-mono", type=float, help="target tokens at which to read the monolingual loss")
-    parser.add_argument("--params", type=int, help="only runs of this size N")
-    parser.add_argument("--loss-field", default="loss", help="loss, loss_unigram_norm or bits_per_byte")
+    parser.add_argument("--d-mono", type=float, help="target tokens at which to read the monolingual loss "
+                        "(default per pair: min(last monolingual target tokens, half the bilingual run's tokens))")
+    parser.add_argument("--params", type=lambda v: int(float(v)),
+                        help="only runs of this size N (parameters, e.g. 3e7; default: the size with the most scores)")
+    parser.add_argument("--loss-field", default="loss", choices=("loss", "loss_unigram_norm", "bits_per_byte"))
     parser.add_argument("--trees", type=int, default=300, help="random-forest trees")
     parser.add_argument("--top", type=int, default=5, help="top-k sources marked per target")
     args = parser.parse_args(argv)
@@ -77,7 +79,8 @@ def run(args) -> dict:
         rows = cv.load_rows(args.logs)
         meas = tr.measure_bts(rows, d_mono=args.d_mono, loss_field=args.loss_field, params=args.params)
         if not meas:
-            raise tr.TransferError(f"{args.logs}: no 50/50 bilingual from-scratch runs found")
+            size = f" with N = {args.params:.4g} (--params)" if args.params else ""
+            raise tr.TransferError(f"{args.logs}: no 50/50 bilingual from-scratch runs{size} found")
         matrix = tr.bts_matrix(meas, params=args.params)
         size = matrix.attrs["params"]
         payload["measurements"] = [m.__dict__ for m in meas]
