@@ -214,8 +214,10 @@ def run(args) -> dict:
                                        n_boot=args.bootstrap, seed=args.seed)
             entry["bootstrap"] = boot.to_dict()
             # converged parameter samples: scripts/plan.py compute turns them into a bootstrap band
+            # (every law parameter: fixed ones, which get no interval, at their fixed value)
             entry["bootstrap"]["samples"] = [
-                {k: float(boot.samples[k][i]) for k in res.law.param_names if k in boot.samples}
+                {k: float(boot.samples[k][i]) if k in boot.samples else float(res.params[k])
+                 for k in res.law.param_names}
                 for i in np.flatnonzero(boot.converged)]
         if args.profile and res.free_names:
             from atlas_t5x.scaling import profiles

@@ -252,7 +252,7 @@ def test_bounds_hold_and_are_recorded(tmp_path):
     path, _ = _csl_table(tmp_path)
     out = tmp_path / "fit"
     rc = fit_atlas.main(["--table", str(path), "--map", "N=params,C=flops,loss=val", "--law", "csl",
-                         "--bound", "alpha=0.1:0.3", "--bootstrap", "16", "--out", str(out),
+                         "--bound", "alpha=0.1:0.3", "--fix", "E=1.8", "--bootstrap", "16", "--out", str(out),
                          "--no_plots"])
     assert rc == 0
     fit = json.loads((out / "fit.json").read_text())
@@ -260,5 +260,9 @@ def test_bounds_hold_and_are_recorded(tmp_path):
     assert fit["options"]["bounds"] == {"alpha": [0.1, 0.3]}
     assert fit["per_target"]["all"]["at_bounds"] == {"alpha": "high"}
     assert "alpha at its high bound 0.3" in fit["per_target"]["all"]["convergence_message"]
-    # bootstrap replicates respect the fit's bounds
+    # bootstrap replicates respect the fit's bounds; a fixed parameter gets no interval but
+    # every sample (read by scripts/plan.py) holds it
     assert fit["bootstrap"]["intervals"]["alpha"]["hi"] <= 0.3 + 1e-12
+    assert "E" not in fit["bootstrap"]["intervals"]
+    samples = fit["bootstrap"]["samples"]
+    assert len(samples) >= 12 and all(s["E"] == 1.8 and set(s) == set(fit["params"]) for s in samples)
