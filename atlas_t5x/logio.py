@@ -74,6 +74,16 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> 
         os.fsync(f.fileno())
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: os.umask is process-wide, so toggling it later could race with other threads.
+_UMASK = _read_umask()
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     """Writes `data` to `path` through a temporary file in the same folder and an atomic rename."""
     path = Path(path)
@@ -85,6 +95,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -143,3 +143,14 @@ def test_cli_accepts_globs_and_prints_a_summary(study: Path, tmp_path: Path, cap
     out = capsys.readouterr().out
     assert "exported 12 rows from 2 log file(s): 2 runs, 3 targets" in out
     assert len(pd.read_parquet(tmp_path / "t.parquet")) == 12
+
+
+def test_write_atomic_gives_files_the_umask_mode_not_mkstemps_0600(tmp_path):
+    import os
+    from atlas_t5x import logio
+
+    target = tmp_path / "out.json"
+    logio.write_atomic(target, "{}")
+    assert target.read_text() == "{}"
+    assert (target.stat().st_mode & 0o777) == 0o666 & ~logio._UMASK
+    assert not [p for p in tmp_path.iterdir() if p.name != "out.json"]  # no temp file left
