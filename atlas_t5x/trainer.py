@@ -26,7 +26,8 @@ written once the run has started). One train.jsonl row per flush:
   training tokens so far, all languages), tokens_by_lang, tokens_per_s (non-padding tokens per
   second of train steps since the last row), steps_per_s, flops_per_s (model FLOPs per second:
   models.flops_per_token × global_batch × seq_len per step, padding positions included), mfu
-  (flops_per_s / (peak FLOP/s per device × devices); omitted when the peak is unknown).
+  (flops_per_s / (peak FLOP/s per device × devices): the data-sheet dense bf16 peak of a known
+  accelerator, else a matmul peak measured once per process at start, `measure_peak_flops`).
 
 A restarted run drops the rows logged after its checkpoint, so each step appears once.
 """
@@ -34,6 +35,7 @@ A restarted run drops the rows logged after its checkpoint, so each step appears
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -94,6 +96,31 @@ class TrainState:
     step: jax.Array
     params: Any
     opt_state: optax.OptState
+
+
+@functools.lru_cache(maxsize=None)
+def measure_peak_flops(devices: tuple[jax.Device, ...], dtype: str, repeats: int = 3) -> float:
+    """Matmul FLOP/s per device, measured with every device of `devices` multiplying at once.
+
+    The MFU reference where no data sheet applies (CPU): best of `repeats` batched square
+    matmuls in `dtype` (float32 accumulation), 1024 wide on CPU and 8192 on accelerators.
+    All devices run together so that devices sharing cores (a forced host device count) are
+    not each credited with the whole machine. A quick, load-sensitive figure (about a second
+    on this CPU; cached per process); benchmarks/train_throughput.py measures carefully.
+    """
+    n, size = len(devices), (1024 if devices[0].platform == "cpu" else 8192)
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("d",)),
+                                          jax.sharding.PartitionSpec("d"))
+    ones = jax.jit(lambda: jnp.ones((n, size, size), jnp.dtype(dtype)), out_shardings=sharding)()
+    matmul = jax.jit(lambda x: jnp.einsum("nij,njk->nik", x, x, preferred_element_type=jnp.float32),
+                     out_shardings=sharding)
+    matmul(ones).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(ones).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
 
 
 def lookup_peak_flops(device_kind: str) -> float | None:
@@ -388,8 +415,9 @@ def train(
       init_from: finetune: load params only from this model_dir / checkpoint folder (fresh
         optimizer, schedule from step 0). Ignored when model_dir already has a checkpoint.
       run_name: RunInfo.run (default: model_dir's basename).
-      peak_flops_per_device: peak FLOP/s per device for MFU; None = look up the accelerator
-        (bf16 dense peak), no MFU when unknown (CPU).
+      peak_flops_per_device: peak FLOP/s per device for MFU; None = the data-sheet dense bf16
+        peak of a known accelerator (`lookup_peak_flops`), else measured at start in the compute
+        dtype (`measure_peak_flops`; CPU).
       tensorboard: also write scalars to MODEL_DIR/tb.
       loss_chunk_size: positions per chunk of the model's fused tied-projection cross-entropy
         (default 128: never holds the [B, T, V] float32 logits; 1.2x faster steps at V = 64512,
@@ -511,10 +539,11 @@ def train(
         compiled_step = step_fn.lower(abstract_state, abstract_batch, dropout_key).compile()
     eval_step = _EvalStep(model, mesh, params_sh)
 
-    peak = peak_flops_per_device or lookup_peak_flops(jax.devices()[0].device_kind)
+    peak = (peak_flops_per_device or lookup_peak_flops(jax.devices()[0].device_kind)
+            or measure_peak_flops(tuple(jax.local_devices()), model_config.dtype))
     model_flops_per_step = models.flops_per_token(model_config, seq_len) * global_batch * seq_len
     logger = _TrainLogger(model_dir_path, run_info.run, tensorboard and is_chief, is_chief,
-                          peak * jax.device_count() if peak else None, model_flops_per_step)
+                          peak * jax.device_count(), model_flops_per_step)
     stop = _StopFlag()
     stop.install()
     progress = _progress_bar(total_steps, start_step, is_chief)
