@@ -587,10 +587,12 @@ def train(
                     logging.warning("preempted: saved checkpoint at step %d, exiting", step)
                     break
     finally:
-        stop.uninstall()
-        progress.close()
-        ckpt.close()  # waits for the last (good) checkpoint to commit
-        logger.close()
+        try:
+            progress.close()
+            ckpt.close()  # waits for the last (good) checkpoint to commit
+            logger.close()
+        finally:
+            stop.uninstall()  # only now: a SIGTERM during the final wait must not kill the write
     return TrainResult(state=state, step=step, preempted=preempted, last_log=row)
 
 
