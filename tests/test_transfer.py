@@ -185,3 +185,15 @@ def test_warmup_points_are_left_out_of_the_curves():
     meas = {(m.source, m.target): m for m in tr.measure_bts(rows + [early], d_mono=1e8)}
     assert meas[("a", "b")].status == "ok"
     assert meas[("a", "b")].bts == pytest.approx(2.0 - 2.0 / 1.5, abs=0.02)
+
+
+def test_fas_baseline_from_the_run_that_wrote_the_checkpoint():
+    codes = ["en", "sw"]
+    base = run_rows("uni", {"en": 0.5, "sw": 0.5}, codes, lambda t, by, tot: 4.0 - 0.1 * np.log10(tot),
+                    log_grid(1e6, 1e8, 5))   # steps 100..500; the checkpoint is step 300 (tokens 1e7)
+    ft = run_rows("ft_sw", {"sw": 1.0}, codes, lambda t, by, tot: (3.0 if t == "sw" else 3.5), log_grid(1e6, 1e7, 3),
+                  init="/runs/uni/checkpoints/300")
+    scores = tr.finetune_scores(base + ft)
+    assert "'uni'" in scores.base
+    assert scores.fas.loc["sw", "sw"] == pytest.approx(4.0 - 0.7 - 3.0)   # base loss at step 300: 4 - 0.1*7
+    assert scores.fas.loc["en", "sw"] == pytest.approx(4.0 - 0.7 - 3.5)

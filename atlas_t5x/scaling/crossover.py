@@ -184,6 +184,9 @@ def fit_crossover_law(params: Sequence[float], flops: Sequence[float], n_boot: i
 
 
 def _draw_crossover(ax, scratch: cv.Curve, finetune: cv.Curve, result: Crossover, fontsize: float = 8) -> None:
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.NullFormatter below)
+
+    import matplotlib
     ax.plot(scratch.x, scratch.loss, "o-", ms=3, label=f"from scratch ({scratch.run})")
     ax.plot(finetune.x, finetune.loss, "s-", ms=3, label=f"finetuned ({finetune.run})")
     if result.status == "ok":
@@ -191,10 +194,12 @@ def _draw_crossover(ax, scratch: cv.Curve, finetune: cv.Curve, result: Crossover
         ax.annotate(f"d* = {result.tokens:.3g} tokens\nC* = {result.flops:.3g} FLOPs",
                     (result.tokens, ax.get_ylim()[1]), va="top", fontsize=fontsize)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())   # decades only: no overlapping labels
     ax.set_xlabel(f"{result.target} training tokens d of the target stage", fontsize=fontsize + 1)
     ax.set_ylabel(f"loss on {result.target} (nats/token)", fontsize=fontsize + 1)
     six_n = 6.0 * float(result.params)
     top = ax.secondary_xaxis("top", functions=(lambda d: d * six_n, lambda c: c / six_n))
+    top.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     top.set_xlabel("target-stage compute 6·N·d (FLOPs)", fontsize=fontsize)
     ax.set_title(f"{result.target}, N = {result.params:.3g}: {result.status}", fontsize=fontsize + 1)
     ax.legend(fontsize=fontsize - 1)
@@ -226,7 +231,8 @@ def plot_crossovers(path, rows: Sequence[Mapping[str, Any]], results: Sequence[C
         raise CrossoverError("no crossover results to plot")
     cols = min(3, len(shown))
     nrows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.7 * nrows), squeeze=False)
+    size = (6.5, 4.6) if len(shown) == 1 else (4.6 * cols, 3.7 * nrows)
+    fig, axes = plt.subplots(nrows, cols, figsize=size, squeeze=False)
     for ax, res in zip(axes.ravel(), shown):
         x = f"lang:{res.target}"
         _draw_crossover(ax, cv.curve(rows, res.scratch_run, res.target, x, loss_field),

@@ -210,13 +210,38 @@ def _base_curves(rows, infos, finetunes, targets, loss_field):
     for row in rows:
         if row.get("run") in finetunes and int(row.get("tokens", 1)) == 0:
             start.setdefault(row["target"], float(row[loss_field]))
+    where = "checkpoint loss at tokens=0"
+    source = _checkpoint_source(init, infos)
+    if source is not None and any(t not in start for t in targets):
+        run, step = source   # the run that wrote the checkpoint, evaluated at (or just before) its step
+        best: dict[str, tuple[int, float]] = {}
+        for row in rows:
+            s, t = int(row.get("step", 0)), row.get("target")
+            if row.get("run") == run and (step is None or s <= step) and s >= best.get(t, (-1, 0.0))[0]:
+                best[t] = (s, float(row[loss_field]))
+        for t, (_, v) in best.items():
+            start.setdefault(t, v)
+        where = f"the loss of run {run!r} at the checkpoint's step (constant) [our choice]"
     missing = [t for t in targets if t not in start]
     if missing:
         raise TransferError(
             f"FAS needs the checkpoint's own loss on every target: no run continuing {init!r} on a "
-            f"multilingual mixture and no tokens=0 evaluation in the finetunes for {missing}"
+            f"multilingual mixture, no tokens=0 evaluation in the finetunes and no evaluation of the "
+            f"run that wrote the checkpoint for {missing}"
         )
-    return {t: (lambda d, v=start[t]: v) for t in targets}, "checkpoint loss at tokens=0"
+    return {t: (lambda d, v=start[t]: v) for t in targets}, where
+
+
+def _checkpoint_source(init: str, infos) -> tuple[str, int | None] | None:
+    """(run, step) of the run in the logs whose folder holds the checkpoint `init`
+    (".../<run>/checkpoints/<step>" or ".../<run>"), else None."""
+    parts = [p for p in str(init).replace("\\", "/").split("/") if p]
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in infos:
+            rest = parts[i + 1:]
+            step = int(rest[-1]) if rest and rest[-1].isdigit() else None
+            return parts[i], step
+    return None
 
 
 def finetune_scores(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss",
