@@ -331,6 +331,9 @@ def test_demo_plan_shrinks_every_budget_by_one_factor_to_fit_the_time() -> None:
     assert all(r.settings["warmup_steps"] < sweep.runs[0].settings["warmup_steps"] for r in scaled.runs)
     tiny, _, _ = demo.plan(sweep, timings, seconds_left=1.0)
     assert [r.total_steps for r in tiny.runs] == [demo.MIN_STEPS] * 4
+    # Calibration speed: steps over time of every logged window after the first (compile).
+    rows = [{"step": 6, "steps_per_s": 2.0}, {"step": 10, "steps_per_s": 20.0}, {"step": 12, "steps_per_s": 10.0}]
+    assert demo.steady_steps_per_s(rows) == pytest.approx(6 / (4 / 20 + 2 / 10))
 
 
 def test_cli_refuses_a_bad_spec_before_training(tmp_path: Path, capsys) -> None:
