@@ -216,15 +216,21 @@ def heldout_table(points):
         spec = engine.FitSpec(law=law, grid_budget=1000, n_polish=2)
         try:
             fits[law] = engine.fit_points(spec, points)
-            pred = fits[law].predict(points)
-            records.append({"law": law, "split": "in_sample", **heldout.metrics(points["loss"], pred),
-                            "r2_mean_over_targets": _mean_over_targets(points, pred)})
-            for split in HELDOUT_SPLITS:
-                res = heldout.evaluate_split(spec, points, split, seed=0)
-                records.append({"law": law, "split": split, **res.metrics})
         except (engine.FitError, ValueError, FloatingPointError) as err:
             records.append({"law": law, "split": "all", "r2": math.nan, "note": str(err)})
             print(f"  {law}: fit failed: {err}")
+            continue
+        pred = fits[law].predict(points)
+        records.append({"law": law, "split": "in_sample", **heldout.metrics(points["loss"], pred),
+                        "r2_mean_over_targets": _mean_over_targets(points, pred)})
+        for split in HELDOUT_SPLITS:
+            try:
+                res = heldout.evaluate_split(spec, points, split, seed=0)
+            except (engine.FitError, ValueError, FloatingPointError) as err:
+                records.append({"law": law, "split": split, "r2": math.nan, "note": str(err)})
+                print(f"  {law}: held-out split {split} failed: {err}")
+                continue
+            records.append({"law": law, "split": split, **res.metrics})
     return pd.DataFrame(records), fits
 
 
@@ -241,6 +247,9 @@ def r2_markdown(table) -> list[str]:
                 cells.append("–")
                 continue
             rec = rec.iloc[0]
+            if not math.isfinite(rec["r2"]):
+                cells.append("failed")
+                continue
             cells.append(f"{rec['r2_mean_over_targets']:.3f} (pooled {rec['r2']:.3f}, MAPE {rec['mape']:.1f}%)")
         lines.append(f"| {law} | " + " | ".join(cells) + " |")
     return lines

@@ -384,3 +384,13 @@ def test_demo_checks_flag_what_a_reader_checks_first() -> None:
     assert "8.00 epochs of U_t = 1,000 tokens; loss drop over the last doubling of D_t: -0.200" in text
     assert f"ATLAS λ = 0.5 counts them as {effective:.2f} effective epochs" in text
     assert "fitted E at its lower bound | atlas on yi" in text
+    import pandas as pd
+
+    table = pd.DataFrame([
+        {"law": "csl", "split": "in_sample", "r2": 0.9, "r2_mean_over_targets": 0.8, "mape": 2.0},
+        {"law": "csl", "split": "N", "r2": math.nan, "note": "too few points"},
+    ])
+    lines = demo.r2_markdown(table)
+    assert lines[0] == "| law | in sample | R²(random) | R²(N) | R²(D) | R²(C) |"
+    assert lines[2] == "| csl | 0.800 (pooled 0.900, MAPE 2.0%) | – | failed | – | – |"
+    assert lines[3] == "| dcsl | – | – | – | – | – |"
