@@ -7,13 +7,12 @@ schedule that decays over the last 10% of steps. Everything else here is
 decoupled weight decay 0.1 (optax convention: multiplied by the current LR) applied
 to matrices only (not to norm scales), global-norm gradient clipping at 1.0.
 
-Step numbers count optimiser updates starting at 0. Gradient accumulation: the trainer reads
-``make_optimizer.accumulation_steps`` and splits each global batch into that many micro-batches
-inside its train step (exact token weighting, one update per step; see
-``trainer.make_train_step``), so it builds this optimizer with ``accumulation_steps=1``. Code
-that feeds the optimizer one micro-batch per ``update`` call can use ``accumulation_steps > 1``
-here instead (``optax.MultiSteps``: the mean of the micro-batch gradients, the schedule
-advancing once per ``accumulation_steps`` calls).
+Step numbers count optimiser updates starting at 0. Gradient accumulation in training runs is
+``train.num_microbatches``: the trainer splits each global batch into micro-batches inside its
+step (exact token weighting, one update per step; see ``trainer.make_train_step``) and rejects
+``make_optimizer.accumulation_steps``. That option is for code that feeds the optimizer one
+micro-batch per ``update`` call (``optax.MultiSteps``: the mean of the micro-batch gradients,
+the schedule advancing once per ``accumulation_steps`` calls).
 """
 
 from __future__ import annotations
@@ -115,10 +114,9 @@ def make_optimizer(schedule: optax.Schedule, b1: float = 0.9, b2: float = 0.95, 
       b1, b2, eps: Adam moments' decay rates and denominator epsilon.
       weight_decay: decoupled weight decay coefficient (scaled by the LR, matrices only).
       clip_norm: clip the (accumulated) gradient to this global L2 norm; None disables.
-      accumulation_steps: gradient accumulation over this many micro-batches. Bound in gin, the
-        trainer applies it inside its step (see the module docstring); passed here, it wraps
-        the chain in ``optax.MultiSteps`` (mean of the micro-batch gradients per update; the
-        schedule counts updates, not micro-batches).
+      accumulation_steps: wrap the chain in ``optax.MultiSteps`` for callers that pass one
+        micro-batch gradient per ``update`` call (mean of the micro-batch gradients per update;
+        the schedule counts updates). The trainer uses ``train.num_microbatches`` instead.
     """
     if accumulation_steps < 1:
         raise ValueError(f"accumulation_steps must be >= 1, got {accumulation_steps}")

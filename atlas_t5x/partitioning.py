@@ -167,7 +167,7 @@ def check_batch_divisible(global_batch: int, mesh: Mesh, microbatches: int = 1) 
     if global_batch % (microbatches * ways):
         raise ValueError(
             f"global batch {global_batch} does not split into {microbatches} micro-batches "
-            f"(make_optimizer.accumulation_steps) divisible by the mesh's batch axes data*fsdp = {ways}: "
+            f"(train.num_microbatches) divisible by the mesh's batch axes data*fsdp = {ways}: "
             f"it must be a multiple of {microbatches * ways}")
     if global_batch % jax.process_count():
         raise ValueError(

@@ -4,9 +4,9 @@ One step, top to bottom (`make_train_step`): forward with a dropout key derived 
 weighted token cross-entropy (mean over the batch's weighted tokens, nats), gradients, optimizer
 update. The step is jitted pjit-style with explicit in/out shardings from `partitioning` and the
 state donated, so the same code runs on one CPU device and on a pod. With gradient accumulation
-(`make_optimizer.accumulation_steps = M`) the step splits its global batch into M micro-batches
-and sums their gradients before the one update (t5x's num_microbatches): the update is the
-full-batch one and a step is still one optimizer update on one global batch.
+(`train.num_microbatches = M`, as in t5x) the step splits its global batch into M micro-batches
+and sums their gradients before the one update: the update is the full-batch one and a step is
+still one optimizer update on one global batch.
 
 Host work per step is: read the next host-local batch, place it as a global array, dispatch the
 compiled step (asynchronously), keep the metric arrays. The host waits for the device only at
@@ -389,6 +389,7 @@ def train(
     peak_flops_per_device: float | None = None,
     tensorboard: bool = True,
     loss_chunk_size: int | None = 128,
+    num_microbatches: int = 1,
 ) -> TrainResult:
     """Trains `model_config` on `pipeline_factory()` for `total_steps`, resuming from model_dir.
 
@@ -403,8 +404,8 @@ def train(
         (`@make_train_pipeline` or `@make_synthetic_pipeline`); its `seq_len` and `global_batch`
         are the run's: each step consumes one global batch.
       total_steps: optimizer updates; the schedule spans them. With
-        `make_optimizer.accumulation_steps = M` each step still takes one global batch, split
-        into M micro-batches inside the step (less activation memory, same update).
+        `num_microbatches = M` each step still takes one global batch, split into M
+        micro-batches inside the step (less activation memory, same update).
       seed: parameter init and dropout keys (dropout key of step s = fold_in(key, s), so a resumed
         run draws the same masks).
       log_every_steps: flush period (host sync, NaN check, one train.jsonl row).
@@ -422,6 +423,10 @@ def train(
       loss_chunk_size: positions per chunk of the model's fused tied-projection cross-entropy
         (default 128: never holds the [B, T, V] float32 logits; 1.2x faster steps at V = 64512,
         see benchmarks/README.md); None = full logits + losses.token_cross_entropy.
+      num_microbatches: gradient accumulation (t5x's name): each global batch is split into this
+        many micro-batches whose gradients are summed inside the step, for activation memory of
+        global_batch / num_microbatches rows. The update equals the whole batch's (the loss is
+        token-weighted over the batch), so steps, schedule, logs and checkpoints are unchanged.
 
     Returns:
       TrainResult(state, step, preempted). On SIGTERM the run checkpoints at the next step
@@ -452,14 +457,17 @@ def train(
 
     model = models.DecoderLM(model_config)
     # Gradient accumulation happens inside the step (exact token weighting over the whole batch),
-    # so the optimizer itself gets one gradient per step, not optax.MultiSteps.
-    microbatches = int(_configured_args(optim.make_optimizer).get("accumulation_steps", 1))
-    if microbatches < 1:
-        raise ValueError(f"make_optimizer.accumulation_steps must be >= 1, got {microbatches}")
-    partitioning.check_batch_divisible(global_batch, mesh, microbatches)
+    # so the optimizer gets one gradient per step; optax.MultiSteps would count micro-batches.
+    if num_microbatches < 1:
+        raise ValueError(f"train.num_microbatches must be >= 1, got {num_microbatches}")
+    if _configured_args(optim.make_optimizer).get("accumulation_steps", 1) != 1:
+        raise ValueError(
+            "make_optimizer.accumulation_steps is for code that calls the optimizer once per micro-batch; "
+            "the trainer accumulates inside its step: bind train.num_microbatches instead")
+    partitioning.check_batch_divisible(global_batch, mesh, num_microbatches)
     # The schedule's other settings come from gin (make_schedule.*); the phase reads the same ones.
     schedule = optim.make_schedule(total_steps=total_steps)
-    optimizer = optim.make_optimizer(schedule, accumulation_steps=1)
+    optimizer = optim.make_optimizer(schedule)
     schedule_args = _configured_args(optim.make_schedule)
 
     def last_update(step: int) -> int:
@@ -525,7 +533,7 @@ def train(
     batch_sh = partitioning.batch_sharding(mesh)
     metric_sh = {k: replicated for k in ("loss", "n_tokens", "grad_norm", "lr")}
     step_fn = jax.jit(
-        make_train_step(model, optimizer, schedule, microbatches, loss_chunk_size),
+        make_train_step(model, optimizer, schedule, num_microbatches, loss_chunk_size),
         in_shardings=(state_sh, {k: batch_sh for k in MODEL_INPUT_KEYS}, replicated),
         out_shardings=(state_sh, metric_sh),
         donate_argnums=(0,),

@@ -75,7 +75,7 @@ class Recorder:
 def test_train_logs_metrics_accounting_and_calls_callbacks(tmp_path):
     # Gradient accumulation on: a step is still one update on one whole global batch of 8 rows.
     gin.parse_config("make_schedule.warmup_steps = 2\nmake_schedule.peak_lr = 1e-3\n"
-                     "make_optimizer.accumulation_steps = 2")
+                     "train.num_microbatches = 2")
     recorder = Recorder()
     total = 5
     result = trainer.train(
@@ -113,7 +113,8 @@ def test_train_logs_metrics_accounting_and_calls_callbacks(tmp_path):
     tb_loss, tb_tags = _tensorboard_scalars(tmp_path / "tb")
     assert {"loss", "lr", "tokens_per_s", "flops_per_s", "mfu", "tokens_by_lang/en"} <= tb_tags
     assert tb_loss == pytest.approx({r["step"]: r["loss"] for r in rows}, rel=1e-6)
-    assert "make_schedule.warmup_steps = 2" in (tmp_path / "config.gin").read_text()
+    config = (tmp_path / "config.gin").read_text()
+    assert "make_schedule.warmup_steps = 2" in config and "train.num_microbatches = 2" in config
     assert checkpoints.complete_steps(tmp_path / "checkpoints") == [total]
 
 
@@ -165,9 +166,12 @@ def test_mesh_not_dividing_devices_or_batch_is_an_error_with_both_numbers(tmp_pa
         run(mesh_config=partitioning.MeshConfig(data=16), pipeline_factory=_pipeline_factory())
     with pytest.raises(ValueError, match=r"global batch 4 .*data\*fsdp = 8"):
         run(mesh_config=partitioning.MeshConfig(data=8), pipeline_factory=_pipeline_factory(global_batch=4))
-    gin.parse_config("make_optimizer.accumulation_steps = 3")
     with pytest.raises(ValueError, match=r"global batch 8 does not split into 3 micro-batches.*multiple of 12"):
-        run(mesh_config=partitioning.MeshConfig(data=2, fsdp=2, tensor=2), pipeline_factory=_pipeline_factory())
+        run(mesh_config=partitioning.MeshConfig(data=2, fsdp=2, tensor=2), pipeline_factory=_pipeline_factory(),
+            num_microbatches=3)
+    gin.parse_config("make_optimizer.accumulation_steps = 2")  # MultiSteps would count micro-batches as steps
+    with pytest.raises(ValueError, match=r"bind train.num_microbatches instead"):
+        run(pipeline_factory=_pipeline_factory())
     assert not (tmp_path / "run").exists()
 
 
