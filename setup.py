@@ -25,6 +25,7 @@ CORE = [
     "matplotlib>=3.9,<4",
     "scikit-learn>=1.5,<2",
     "threadpoolctl>=3.1,<4",
+    "etils[epath]>=1.7,<2",
     "tqdm>=4.66,<5",
     "pyyaml>=6,<7",
 ]
