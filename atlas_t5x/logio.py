@@ -1,8 +1,13 @@
-"""Reading and appending JSONL logs safely (standard library only; the fitter uses this too).
+"""Reading and appending JSONL logs safely (standard library only for local files; the fitter uses
+this too).
 
 A crash can leave the last line of a log half-written. Readers keep every complete row and warn
 once per file; writers append whole lines with a single write and fsync, and rewrite files via a
 temporary file and an atomic rename.
+
+Paths with a URL scheme (`gs://bucket/run/logs/eval.jsonl`) go through `etils.epath`, imported
+only then. Object stores replace objects whole (so a write is atomic) but cannot append: an
+append there rewrites the object with the new rows.
 """
 
 from __future__ import annotations
@@ -19,14 +24,40 @@ class LogFormatError(ValueError):
     """A log line that is complete (newline-terminated) but is not a JSON object."""
 
 
+def to_jsonl(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Rows as JSONL text: one sorted-key JSON object per line, each ending in a newline."""
+    return "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in rows)
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether `path` names an object in a remote store (`gs://...`, `s3://...`)."""
+    return "://" in str(path)
+
+
+def _remote(path: str | os.PathLike):
+    from etils import epath  # only for URLs: keeps local use standard-library only
+
+    return epath.Path(str(path))
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    if is_url(path):
+        return _remote(path).read_text()
+    return Path(path).read_text(encoding="utf-8")
+
+
+def exists(path: str | os.PathLike) -> bool:
+    """Whether the local file or remote object exists."""
+    return _remote(path).exists() if is_url(path) else Path(path).exists()
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Returns the complete rows of a JSONL file.
 
     A final line without a trailing newline that does not parse (a crash mid-write) is dropped
     with one warning. A malformed line anywhere else raises LogFormatError naming file and line.
     """
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     lines = text.split("\n")
     rows: list[dict[str, Any]] = []
     for lineno, line in enumerate(lines, start=1):
@@ -55,10 +86,19 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> 
     If the file ends in a truncated line (a crash mid-write), the file is first rewritten without
     it so the new rows start on a line of their own.
     """
-    path = Path(path)
-    payload = "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in rows)
+    payload = to_jsonl(rows)
     if not payload:
         return
+    if is_url(path):
+        if exists(path):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                kept = read_jsonl(path)
+        else:
+            kept = []
+        write_atomic(path, to_jsonl(kept) + payload)
+        return
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.stat().st_size > 0:
         with open(path, "rb") as f:
@@ -67,7 +107,7 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> 
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     kept = read_jsonl(path)
-                write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+                write_atomic(path, to_jsonl(kept))
     with open(path, "a", encoding="utf-8") as f:
         f.write(payload)
         f.flush()
@@ -85,7 +125,13 @@ _UMASK = _read_umask()
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-    """Writes `data` to `path` through a temporary file in the same folder and an atomic rename."""
+    """Writes `data` to `path` through a temporary file in the same folder and an atomic rename
+    (a remote object is replaced whole)."""
+    if is_url(path):
+        remote = _remote(path)
+        remote.parent.mkdir(parents=True, exist_ok=True)
+        remote.write_bytes(data) if isinstance(data, bytes) else remote.write_text(data)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"

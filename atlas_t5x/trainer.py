@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import json
 import logging
 import math
 import signal
@@ -264,44 +263,13 @@ def _configured_args(fn: Callable) -> dict[str, Any]:
     return values
 
 
-def _is_local(path: epath.Path) -> bool:
-    return "://" not in str(path)
-
-
-def _write_text(path: epath.Path, text: str) -> None:
-    """Whole-file write: temporary file + rename locally; object stores replace objects whole."""
-    if _is_local(path):
-        logio.write_atomic(path, text)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
-def _jsonl(rows: Sequence[Mapping]) -> str:
-    return "".join(json.dumps(dict(r), sort_keys=True) + "\n" for r in rows)
-
-
-def _read_rows(path: epath.Path) -> list[dict]:
-    if _is_local(path):
-        return logio.read_jsonl(path)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _append_rows(path: epath.Path, rows: Sequence[Mapping]) -> None:
-    """Appends JSONL rows (object stores cannot append: the file is rewritten with them)."""
-    if _is_local(path):
-        logio.append_jsonl(path, rows)
-    else:
-        _write_text(path, (path.read_text() if path.exists() else "") + _jsonl(rows))
-
-
 def _truncate_log(path: epath.Path, last_step: int) -> None:
     """Drops rows logged after `last_step` (a run that died after its last checkpoint)."""
-    if path.exists():
-        rows = _read_rows(path)
+    if logio.exists(path):
+        rows = logio.read_jsonl(path)
         kept = [r for r in rows if int(r.get("step", 0)) <= last_step]
         if len(kept) != len(rows):
-            _write_text(path, _jsonl(kept))
+            logio.write_atomic(path, logio.to_jsonl(kept))
 
 
 class _StopFlag:
@@ -528,7 +496,7 @@ def train(
         "total_steps": total_steps,
     }
     if is_chief:
-        _write_text(model_dir_path / "config.gin", gin.operative_config_str())
+        logio.write_atomic(model_dir_path / "config.gin", gin.operative_config_str())
 
     batch_sh = partitioning.batch_sharding(mesh)
     metric_sh = {k: replicated for k in ("loss", "n_tokens", "grad_norm", "lr")}
@@ -671,7 +639,7 @@ class _TrainLogger:
         if self._peak:
             row["mfu"] = flops_per_s / self._peak
         if self._is_chief:
-            _append_rows(self._path, [row])
+            logio.append_jsonl(self._path, [row])
         if self._writer is not None:
             scalars = {k: row[k] for k in ("loss", "grad_norm", "lr", "tokens", "tokens_per_s", "flops_per_s")}
             scalars.update({f"tokens_by_lang/{k}": v for k, v in row["tokens_by_lang"].items()})

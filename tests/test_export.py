@@ -154,3 +154,27 @@ def test_write_atomic_gives_files_the_umask_mode_not_mkstemps_0600(tmp_path):
     assert target.read_text() == "{}"
     assert (target.stat().st_mode & 0o777) == 0o666 & ~logio._UMASK
     assert not [p for p in tmp_path.iterdir() if p.name != "out.json"]  # no temp file left
+
+
+def test_logio_treats_urls_as_whole_object_stores(tmp_path, monkeypatch):
+    """gs://-style paths go through etils.epath: appends rewrite the object, reads see every row."""
+    import pathlib
+    from atlas_t5x import logio
+
+    bucket = tmp_path / "bucket"
+    opened = []
+
+    def fake_remote(path):
+        opened.append(str(path))
+        return pathlib.Path(bucket, str(path).split("://", 1)[1])
+
+    monkeypatch.setattr(logio, "_remote", fake_remote)
+    url = "gs://b/run/logs/eval.jsonl"
+    assert logio.is_url(url) and not logio.is_url(tmp_path / "x.jsonl")
+    assert not logio.exists(url)
+    logio.append_jsonl(url, [{"step": 1}])
+    logio.append_jsonl(url, [{"step": 2}, {"step": 3}])
+    assert logio.exists(url)
+    assert [r["step"] for r in logio.read_jsonl(url)] == [1, 2, 3]
+    assert opened and all(p == url for p in opened)
+    assert (bucket / "b/run/logs/eval.jsonl").read_text().count("\n") == 3

@@ -7,6 +7,8 @@ missing and never writes a row twice. Rows are appended as whole lines with one 
 fsync (`logio.append_jsonl`); a half-written last line left by a crash is dropped on the next
 append.
 
+`model_dir` may be a local folder or a URL (`gs://...`; `logio` handles both).
+
 TensorBoard gets the same losses per language under `MODEL_DIR/tb/eval`
 (`eval/<target>/loss`, `eval/<target>/loss_unigram_norm`, `eval/<target>/bits_per_byte`).
 """
@@ -15,17 +17,18 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from etils import epath
 
 from atlas_t5x import logio, schema
 
 SCALAR_FIELDS = ("loss", "loss_unigram_norm", "bits_per_byte")
 
 
-def eval_log_path(model_dir: str | os.PathLike) -> Path:
-    """MODEL_DIR/logs/eval.jsonl."""
-    return Path(model_dir) / "logs" / "eval.jsonl"
+def eval_log_path(model_dir: str | os.PathLike) -> epath.Path:
+    """MODEL_DIR/logs/eval.jsonl (local path or URL)."""
+    return epath.Path(model_dir) / "logs" / "eval.jsonl"
 
 
 class EvalLogWriter:
@@ -43,7 +46,7 @@ class EvalLogWriter:
         self.path = eval_log_path(model_dir)
         self.is_writer = is_writer
         self._keys: set[tuple[str, int, str]] = set()
-        if self.path.exists():
+        if logio.exists(self.path):
             with warnings.catch_warnings():
                 # A truncated last line is a crash mid-write: its row is re-evaluated.
                 warnings.simplefilter("ignore")
@@ -53,7 +56,7 @@ class EvalLogWriter:
         if tensorboard and is_writer:
             from clu import metric_writers  # TensorFlow-backed; only imported when used.
 
-            self._tb = metric_writers.SummaryWriter(os.fspath(Path(model_dir) / "tb" / "eval"))
+            self._tb = metric_writers.SummaryWriter(str(epath.Path(model_dir) / "tb" / "eval"))
 
     def has(self, run: str, step: int, target: str) -> bool:
         """Whether the log already holds the row (run, step, target)."""
