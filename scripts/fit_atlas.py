@@ -71,6 +71,8 @@ def parse_args(argv):
                         "model and then cannot be fitted in log-loss")
     p.add_argument("--drop_highest", type=int, default=0, help="drop this many highest-loss rows (tables)")
     p.add_argument("--final_only", action="store_true", help="only each run's last evaluation (logs)")
+    p.add_argument("--include_finetunes", action="store_true",
+                   help="also fit runs started from a checkpoint (init != scratch; logs)")
     p.add_argument("--dcsl_stage", default="one", choices=["one", "two"])
     p.add_argument("--n_transfer", type=int, default=3, help="|K_t| transfer languages for atlas")
     p.add_argument("--transfer_rule", default="cosampling", choices=["cosampling", "matrix"])
@@ -116,12 +118,13 @@ def parse_bounds(items) -> tuple[tuple[str, float, float], ...]:
 
 def load_points(args):
     if args.logs:
-        return data_lib.load_logs(args.logs, loss_field=args.loss_field, final_only=args.final_only)
+        return data_lib.load_logs(args.logs, loss_field=args.loss_field, final_only=args.final_only,
+                                  include_finetunes=args.include_finetunes)
     if args.map:
         return data_lib.load_table(args.table, data_lib.parse_map(args.map), args.drop_highest)
     if data_lib.is_exported_table(args.table):
         return data_lib.rows_to_points(data_lib.read_table_rows(args.table), loss_field=args.loss_field,
-                                       final_only=args.final_only)
+                                       final_only=args.final_only, include_finetunes=args.include_finetunes)
     raise UsageError(f"{args.table}: not an exported-log table; give --map N=col,D=col,U=col,loss=col")
 
 

@@ -266,3 +266,17 @@ def test_bounds_hold_and_are_recorded(tmp_path):
     assert "E" not in fit["bootstrap"]["intervals"]
     samples = fit["bootstrap"]["samples"]
     assert len(samples) >= 12 and all(s["E"] == 1.8 and set(s) == set(fit["params"]) for s in samples)
+
+
+def test_finetune_runs_are_left_out_of_fits_unless_asked(tmp_path):
+    root = _write_logs(tmp_path)
+    src = sorted(root.rglob("eval.jsonl"))[0]
+    rows = logio.read_jsonl(src)
+    finetune = [dict(r, run="ft-" + r["run"], init=f"/ckpt/{r['run']}/checkpoints/10") for r in rows]
+    logio.append_jsonl(root / "ft" / "logs" / "eval.jsonl", finetune)
+    default = data.load_logs(str(root))
+    assert not default["run"].str.startswith("ft-").any()
+    both = data.load_logs(str(root), include_finetunes=True)
+    assert len(both) == len(default) + len(finetune)
+    with pytest.raises(data.DataError, match="finetunes"):
+        data.load_logs(str(root / "ft"))

@@ -141,6 +141,7 @@ def rows_to_points(
     targets: Sequence[str] | None = None,
     phases: Sequence[str] = ("stable", "decay"),
     final_only: bool = False,
+    include_finetunes: bool = False,
 ) -> pd.DataFrame:
     """Log rows → points table. Rows with no training tokens yet are dropped.
 
@@ -148,6 +149,8 @@ def rows_to_points(
     "loss_unigram_norm" (only usable while it stays positive: the laws are fitted in log-loss).
     `phases`: schedule phases kept (warmup points are off the scaling curve) [our choice].
     `final_only`: keep only each run's last evaluated step.
+    `include_finetunes`: keep runs started from a checkpoint (`init` != "scratch"). Off by default:
+    their token counts start at the finetune, so a law over (N, D) would misread them.
     A target absent from a run's mixture gets D = 0 and U = 1 (only ATLAS transfer terms explain it).
     Raises DataError naming the run/step/target of a row with a non-positive or NaN loss,
     non-positive N or U, or negative token counts.
@@ -159,6 +162,8 @@ def rows_to_points(
         if targets and row["target"] not in targets:
             continue
         if row["schedule_phase"] not in phases or row["tokens"] <= 0:
+            continue
+        if not include_finetunes and row.get("init", "scratch") != "scratch":
             continue
         check_row_values(row, loss_field)
         tgt = row["target"]
@@ -174,7 +179,8 @@ def rows_to_points(
             "D_by_lang": tokens, "U_by_lang": unique, "weights": weights,
         })
     if not records:
-        raise DataError("no usable points (after filtering targets, schedule phases and step 0)")
+        raise DataError("no usable points (after filtering targets, schedule phases, step 0 and "
+                        "finetunes; see include_finetunes)")
     points = pd.DataFrame.from_records(records)
     if final_only:
         last = points.groupby("run")["step"].transform("max")

@@ -354,8 +354,8 @@ def build_report(
     kw = {"grid_budget": 1000, "n_polish": 2, **dict(fit_kwargs or {})}
     curse_kw = {k: v for k, v in kw.items() if k in ("grid_budget", "n_polish", "objective", "seed")}
     doc = _Doc(out)
-    source = logs if isinstance(logs, (str, os.PathLike)) else f"{len(rows)} rows"
-    doc.add("# ATLAS scaling report", "", f"Source: `{source}`", "")
+    source = f"`{logs}`" if isinstance(logs, (str, os.PathLike)) else f"{len(rows)} evaluation rows passed in"
+    doc.add("# ATLAS scaling report", "", f"Source: {source}", "")
     _section(doc, "Runs", lambda: _overview(doc, rows, loss_field))
     _section(doc, "Fits and held-out R²", lambda: _fits(doc, rows, laws, loss_field, seed, kw))
     _section(doc, "Cross-lingual transfer", lambda: _transfer(doc, rows, loss_field))
