@@ -165,12 +165,14 @@ def run(args) -> dict:
             raise UsageError(f"--target {missing} not in the data; targets present: {present}")
         points = points[points["target"].isin(targets)].reset_index(drop=True)
     notes = []
-    if args.law != "atlas":
-        # Only ATLAS explains a target the run never trained on (through transfer terms).
+    own_data_laws = [law for law in [args.law] + compare if law != "atlas"]
+    if own_data_laws:
+        # Only ATLAS explains a target the run never trained on (through transfer terms); compared
+        # laws must see the same points, so those points go for every law here.
         untrained = (points["D"] <= 0).to_numpy()
         if untrained.any():
             notes.append(f"dropped {int(untrained.sum())} point(s) whose target had no training tokens "
-                         f"(law {args.law} reads the target's own tokens D_t)")
+                         f"(law {own_data_laws[0]} reads the target's own tokens D_t)")
             points = points[~untrained].reset_index(drop=True)
             if points.empty:
                 raise UsageError("no points left: no target was trained on in these runs")

@@ -280,3 +280,20 @@ def test_finetune_runs_are_left_out_of_fits_unless_asked(tmp_path):
     assert len(both) == len(default) + len(finetune)
     with pytest.raises(data.DataError, match="finetunes"):
         data.load_logs(str(root / "ft"))
+
+
+def test_compare_with_untrained_target_points_drops_them_for_every_law(tmp_path, capsys):
+    root = _write_logs(tmp_path)
+    src = sorted(root.rglob("eval.jsonl"))[0]
+    rows = logio.read_jsonl(src)
+    trained = set(rows[0]["tokens_by_lang"])
+    other = next(t for t in ("en", "de", "fr") if t not in trained)
+    # the same run also evaluated on a language it never trained on (D_t = 0)
+    logio.append_jsonl(src, [dict(r, target=other, step=r["step"]) for r in rows if r["target"] in trained])
+    out = tmp_path / "cmp"
+    rc = fit_atlas.main(["--logs", str(root), "--law", "atlas", "--holdout", "random", "--compare", "csl,atlas",
+                         "--no_plots", "--out", str(out)])
+    assert rc == 0
+    assert "whose target had no training tokens" in capsys.readouterr().out
+    fit = json.loads((out / "fit.json").read_text())
+    assert {r["law"] for r in fit["comparison"]} >= {"csl", "atlas"}
