@@ -64,3 +64,20 @@ def test_prior_runs_make_it_a_fit_across_sizes():
     assert pred.predicted_final_loss == pytest.approx(law(3e7, 1e10), rel=0.01)
     with pytest.raises(live.LiveError, match="params"):
         live.predict_final_loss(d, [law(3e7, x) for x in d], 1e10, prior=prior)
+
+
+def test_callback_reads_and_writes_a_url_model_dir(tmp_path, monkeypatch):
+    """A gs:// model_dir (eval.jsonl on an object store, as the eval writer allows) gets predictions."""
+    import pathlib
+
+    monkeypatch.setattr(logio, "_remote", lambda url: pathlib.Path(tmp_path, str(url).split("://", 1)[1]))
+    model_dir = "gs://bucket/run"
+    rows = run_rows("r1", {"en": 1.0}, ["en"], lambda t, by, tot: float(_truth(tot)), log_grid(1e7, 1e9, 6))
+    logio.append_jsonl(f"{model_dir}/logs/eval.jsonl", rows)
+    cb = LiveLossPrediction(every_steps=100, total_steps=6000, n_boot=20)
+    ctx = types.SimpleNamespace(step=600, run_info=types.SimpleNamespace(model_dir=model_dir, run="r1"))
+    cb(ctx)
+    cb(ctx)  # resumed: the step's rows are already in the object
+    out = logio.read_jsonl(f"{model_dir}/{LIVE_LOG_RELPATH}")
+    assert [r["target"] for r in out] == ["en"]
+    assert out[0]["predicted_final_loss"] == pytest.approx(float(_truth(1e10)), rel=0.02)

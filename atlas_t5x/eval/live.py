@@ -99,7 +99,7 @@ class LiveLossPrediction:
     def predict(self, model_dir: str, run: str, step: int) -> list[dict[str, Any]]:
         """Prediction rows for `run` from MODEL_DIR/logs/eval.jsonl (no writing)."""
         path = os.path.join(model_dir, EVAL_LOG_RELPATH)
-        if not os.path.exists(path):
+        if not logio.exists(path):  # local file or object-store URL
             return []
         rows = [r for r in logio.read_jsonl(path) if r.get("run") == run and r.get("step", 0) <= step]
         targets = self.targets or sorted({r["target"] for r in rows})
@@ -133,7 +133,7 @@ class LiveLossPrediction:
             return
         path = os.path.join(ctx.run_info.model_dir, LIVE_LOG_RELPATH)
         step = int(ctx.step)
-        if os.path.exists(path):  # a resumed run calls again at a step it already predicted at
+        if logio.exists(path):  # a resumed run calls again at a step it already predicted at
             done = {(r.get("run"), r.get("step"), r.get("target")) for r in logio.read_jsonl(path)}
         else:
             done = set()
