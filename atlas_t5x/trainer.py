@@ -582,7 +582,7 @@ class _TrainLogger:
     """Turns kept per-step metrics into train.jsonl rows and TensorBoard scalars at flush points."""
 
     def __init__(self, model_dir: epath.Path, run: str, tensorboard: bool, is_chief: bool,
-                 peak_flops: float | None, model_flops_per_step: float):
+                 peak_flops: float, model_flops_per_step: float):
         self._path = model_dir / "logs" / "train.jsonl"
         self._run = run
         self._is_chief = is_chief
@@ -635,16 +635,14 @@ class _TrainLogger:
             "tokens_per_s": (tokens - self._last_tokens) / elapsed,
             "steps_per_s": steps_done / elapsed,
             "flops_per_s": flops_per_s,
+            "mfu": flops_per_s / self._peak,
         }
-        if self._peak:
-            row["mfu"] = flops_per_s / self._peak
         if self._is_chief:
             logio.append_jsonl(self._path, [row])
         if self._writer is not None:
-            scalars = {k: row[k] for k in ("loss", "grad_norm", "lr", "tokens", "tokens_per_s", "flops_per_s")}
+            scalars = {k: row[k] for k in
+                       ("loss", "grad_norm", "lr", "tokens", "tokens_per_s", "flops_per_s", "mfu")}
             scalars.update({f"tokens_by_lang/{k}": v for k, v in row["tokens_by_lang"].items()})
-            if "mfu" in row:
-                scalars["mfu"] = row["mfu"]
             self._writer.write_scalars(step, scalars)
         self._last_time, self._last_tokens, self._last_step = time.perf_counter(), tokens, step
         return row
