@@ -162,7 +162,7 @@ def fit_crossover_law(params: Sequence[float], flops: Sequence[float], n_boot: i
     sizes = np.unique(N)
     if sizes.size < 2:
         raise CrossoverError("C*(N) needs finite crossovers at two or more model sizes; "
-                             f"got sizes {sorted(set(N.tolist()))}")
+                             f"got sizes {sizes.tolist()}")
     lx, ly = np.log(N), np.log(C)
     b, log_a = np.polyfit(lx, ly, 1)
     rng = np.random.default_rng(seed)
@@ -175,7 +175,7 @@ def fit_crossover_law(params: Sequence[float], flops: Sequence[float], n_boot: i
         idx = np.concatenate([members[i] for i in drawn])
         bb, la = np.polyfit(lx[idx], ly[idx], 1)
         samples.append((math.exp(la), bb))
-    return CrossoverLaw(math.exp(log_a), float(b), np.array(samples).reshape(-1, 2), int(np.unique(N).size),
+    return CrossoverLaw(math.exp(log_a), float(b), np.array(samples).reshape(-1, 2), int(sizes.size),
                         (float(N.min()), float(N.max())))
 
 
@@ -184,9 +184,8 @@ def fit_crossover_law(params: Sequence[float], flops: Sequence[float], n_boot: i
 
 
 def _draw_crossover(ax, scratch: cv.Curve, finetune: cv.Curve, result: Crossover, fontsize: float = 8) -> None:
-    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.NullFormatter below)
+    import matplotlib.ticker
 
-    import matplotlib
     ax.plot(scratch.x, scratch.loss, "o-", ms=3, label=f"from scratch ({scratch.run})")
     ax.plot(finetune.x, finetune.loss, "s-", ms=3, label=f"finetuned ({finetune.run})")
     if result.status == "ok":
