@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from atlas_t5x import logio, schema
-from atlas_t5x.scaling import data
+from atlas_t5x.scaling import data, engine
 
 _SPEC = importlib.util.spec_from_file_location(
     "fit_atlas", Path(__file__).resolve().parents[1] / "scripts" / "fit_atlas.py")
@@ -266,6 +266,11 @@ def test_bounds_hold_and_are_recorded(tmp_path):
     assert "E" not in fit["bootstrap"]["intervals"]
     samples = fit["bootstrap"]["samples"]
     assert len(samples) >= 12 and all(s["E"] == 1.8 and set(s) == set(fit["params"]) for s in samples)
+    # the one conversion every fit (per target, dcsl base stage, leave-one-language-out) uses
+    spec = engine.FitSpec(bounds=(("alpha", 0.1, 0.3), ("E", 1.0, 2.0)))
+    assert spec.bounds_for() == {"alpha": (0.1, 0.3), "E": (1.0, 2.0)}
+    assert spec.bounds_for(["alpha", "beta"]) == {"alpha": (0.1, 0.3)}
+    assert spec.bounds_for(["beta"]) is None and engine.FitSpec().bounds_for() is None
 
 
 def test_finetune_runs_are_left_out_of_fits_unless_asked(tmp_path):

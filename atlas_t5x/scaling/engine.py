@@ -828,6 +828,11 @@ class FitSpec:
     n_polish: int = 6
     bounds: tuple[tuple[str, float, float], ...] = ()   # (name, low, high), natural units
 
+    def bounds_for(self, names: Sequence[str] | None = None) -> dict[str, tuple[float, float]] | None:
+        """`bounds` as {name: (low, high)} for `engine.fit`, only those of `names` when given;
+        None when none apply (the defaults)."""
+        return {n: (lo, hi) for n, lo, hi in self.bounds if names is None or n in names} or None
+
 
 @dataclasses.dataclass
 class TableFit:
@@ -910,14 +915,13 @@ def fit_points(spec: FitSpec, points, targets: Sequence[str] | None = None) -> T
             if unknown:
                 raise FitError(f"{what} names unknown parameter(s) {unknown} for law {law.name!r}; "
                                f"its parameters: {list(law.param_names)}")
-        bounds = {name: (lo, hi) for name, lo, hi in spec.bounds}
         X = data_lib.law_inputs(law, sub)
         y = sub["loss"].to_numpy(np.float64)
         unidentified = _unidentified_params(law, X, fixed)
         fixed.update({k: 0.0 for k in unidentified})
         if law.name == "dcsl" and spec.dcsl_stage == "two":
             fixed = {**_dcsl_base_fit(spec, sub, law, fixed), **fixed}
-        fits[target] = fit(law, X, y, spec.objective, fixed, init=init, bounds=bounds or None,
+        fits[target] = fit(law, X, y, spec.objective, fixed, init=init, bounds=spec.bounds_for(),
                            allow_negative_tau=spec.allow_negative_tau,
                            grid_budget=spec.grid_budget, n_polish=spec.n_polish)
         fits[target].initial_values = dict(init)
@@ -960,5 +964,5 @@ def _dcsl_base_fit(spec: FitSpec, sub, law: Law, fixed: Mapping[str, float]) -> 
     res = fit(csl, {"N": one_epoch["N"].to_numpy(float), "D": one_epoch["D"].to_numpy(float)},
               one_epoch["loss"].to_numpy(float), spec.objective,
               {k: v for k, v in fixed.items() if k in csl.param_names},
-              bounds={n: (lo, hi) for n, lo, hi in spec.bounds if n in csl.param_names} or None)
+              bounds=spec.bounds_for(csl.param_names))
     return {k: v for k, v in res.params.items() if k in law.param_names}

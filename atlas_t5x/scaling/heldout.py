@@ -154,9 +154,8 @@ def _leave_one_language_out(spec: engine.FitSpec, points: pd.DataFrame) -> Split
         held = (points["target"] == t).to_numpy()
         train, test = points[~held], points[held]
         law, _ = engine.build_law(pooled_spec, train, train["target"].iloc[0])
-        bounds = {name: (lo, hi) for name, lo, hi in spec.bounds if name in law.param_names}
         res = engine.fit(law, data_lib.law_inputs(law, train), train["loss"].to_numpy(float),
-                         spec.objective, dict(spec.fixed), bounds=bounds or None,
+                         spec.objective, dict(spec.fixed), bounds=spec.bounds_for(law.param_names),
                          allow_negative_tau=spec.allow_negative_tau,
                          grid_budget=spec.grid_budget, n_polish=spec.n_polish)
         pred[held] = res.predict(data_lib.law_inputs(law, test))
