@@ -33,22 +33,15 @@ from tasks.madlad import task_name
 MIXTURE_PREFIX = "madlad_"
 SAMPLE_DOCUMENTS = 1000  # documents per Task for the mean-tokens-per-document estimate
 
-_mean_tokens_cache: dict[int, tuple[seqio.Task, float]] = {}
-
-
+@functools.lru_cache(maxsize=None)  # seqio.Task hashes by identity: once per registered Task object
 def mean_document_tokens(task: seqio.Task, max_documents: int = SAMPLE_DOCUMENTS) -> float:
     """Mean tokens per example of a Task's train split (first `max_documents`, untrimmed, EOS
     included), computed once per registered Task object."""
-    cached = _mean_tokens_cache.get(id(task))
-    if cached is not None and cached[0] is task:
-        return cached[1]
     ds = task.get_dataset(sequence_length=None, split="train", shuffle=False, use_cached=False)
     lengths = [len(ex["targets"]) for ex in ds.take(max_documents).as_numpy_iterator()]
     if not lengths or not sum(lengths):
         raise ValueError(f"seqio Task {task.name!r}: its train split yields no tokens")
-    mean = float(np.mean(lengths))
-    _mean_tokens_cache[id(task)] = (task, mean)
-    return mean
+    return float(np.mean(lengths))
 
 
 def token_share_rate(token_share: float, task: seqio.Task) -> float:
