@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from atlas_t5x.scaling.planner import EXTRAPOLATION_FACTOR, FittedLaw, PlanError
+from atlas_t5x.scaling.planner import FittedLaw, PlanError, outside_fit_range
 
 # mT5/MADLAD-style temperature (sampling exponent 0.3) [our choice of default baseline]
 DEFAULT_TEMPERATURE = 1.0 / 0.3
@@ -131,14 +131,10 @@ class _Problem:
         """Warnings for laws used far outside their fitted (N, D_t) range (laws with a fit_range)."""
         notes = []
         for t in self.targets:
-            rng = self.laws[t].fit_range or {}
             for key, value, unit in (("N", self.N, "parameters"), ("D", tokens[t], f"{t} tokens")):
-                if key not in rng or value <= 0:
-                    continue
-                lo, hi = rng[key]
-                if value > hi * EXTRAPOLATION_FACTOR or value < lo / EXTRAPOLATION_FACTOR:
-                    notes.append(f"target {t}: {key} = {value:.3g} {unit} is far outside the fitted range "
-                                 f"[{lo:.3g}, {hi:.3g}]: the law is extrapolated")
+                note = outside_fit_range(self.laws[t].fit_range, key, value, unit) if value > 0 else ""
+                if note:
+                    notes.append(f"target {t}: {note}")
         return tuple(notes)
 
 

@@ -35,6 +35,19 @@ class PlanError(ValueError):
     """A plan that cannot be made (budget, law or data problem), with the reason."""
 
 
+def outside_fit_range(fit_range: Mapping[str, tuple[float, float]] | None, key: str, value: float,
+                      unit: str, factor: float = EXTRAPOLATION_FACTOR) -> str:
+    """"KEY = value unit is far outside the fitted range [lo, hi]: ..." when `value` lies more
+    than `factor` outside `fit_range[key]`; "" when it is inside or `key` has no range."""
+    if not fit_range or key not in fit_range:
+        return ""
+    lo, hi = fit_range[key]
+    if lo / factor <= value <= hi * factor:
+        return ""
+    return (f"{key} = {value:.3g} {unit} is far outside the fitted range [{lo:.3g}, {hi:.3g}]: "
+            "the law is extrapolated")
+
+
 class ExtrapolationWarning(UserWarning):
     """The plan lies far outside the range the law was fitted on."""
 
@@ -296,11 +309,9 @@ def plan_compute(
         notes.append(f"law {fitted.law.name!r} does not model repetition: U only sets the epoch count")
     if fitted.fit_range:
         for key, value, unit in (("N", n, "parameters"), ("D", d, "tokens")):
-            if key in fitted.fit_range:
-                lo_r, hi_r = fitted.fit_range[key]
-                if value > hi_r * extrapolation_factor or value < lo_r / extrapolation_factor:
-                    notes.append(f"plan {key} = {value:.3g} {unit} is far outside the fitted range "
-                                 f"[{lo_r:.3g}, {hi_r:.3g}]: the law is extrapolated")
+            note = outside_fit_range(fitted.fit_range, key, value, unit, extrapolation_factor)
+            if note:
+                notes.append(f"plan {note}")
         epochs = d / U
         if "epochs" in fitted.fit_range and "U" in fitted.law.inputs:
             lo_e, hi_e = fitted.fit_range["epochs"]
