@@ -168,36 +168,22 @@ def trained_target_rows(rows):
     return [r for r in rows if r["target"] in r["tokens_by_lang"]]
 
 
-def scratch_rows(rows):
-    """Rows of from-scratch runs: the laws describe training from initialisation; a finetune's
-    curve starts from its source's loss and is only used for the crossover (spec §1.7)."""
-    return [r for r in rows if r["init"] == "scratch"]
-
-
 def fit_points_and_targets(rows):
     """The fitter's points table of the from-scratch runs and the targets that can be fitted
-    (at least MIN_POINTS_PER_TARGET points from two or more model sizes)."""
+    (at least MIN_POINTS_PER_TARGET points from two or more model sizes).
+
+    `rows_to_points` leaves finetunes out: the laws describe training from initialisation; a
+    finetune's curve starts from its source's loss and is only used for the crossover (spec §1.7).
+    """
     from atlas_t5x.scaling import data as fdata
 
-    points = fdata.rows_to_points(trained_target_rows(scratch_rows(rows)), loss_field="loss")
+    points = fdata.rows_to_points(trained_target_rows(rows), loss_field="loss")
     targets = sorted(t for t in points["target"].unique()
                      if points.loc[points["target"] == t, "N"].nunique() >= 2
                      and (points["target"] == t).sum() >= MIN_POINTS_PER_TARGET)
     if not targets:
         raise ValueError(f"no target has {MIN_POINTS_PER_TARGET} points from two or more model sizes")
     return points[points["target"].isin(targets)].reset_index(drop=True), targets
-
-
-def _mean_over_targets(points, pred) -> float:
-    """R² per target, averaged over targets (the paper's convention, spec §1.4)."""
-    from atlas_t5x.scaling import engine
-
-    values = []
-    for t in points["target"].unique():
-        sel = (points["target"] == t).to_numpy()
-        if sel.sum() >= 2:
-            values.append(engine.r2_score(points["loss"].to_numpy(float)[sel], pred[sel]))
-    return float(sum(values) / len(values)) if values else math.nan
 
 
 def heldout_table(points):
@@ -222,7 +208,7 @@ def heldout_table(points):
             continue
         pred = fits[law].predict(points)
         records.append({"law": law, "split": "in_sample", **heldout.metrics(points["loss"], pred),
-                        "r2_mean_over_targets": _mean_over_targets(points, pred)})
+                        "r2_mean_over_targets": heldout.mean_target_r2(points, pred)})
         for split in HELDOUT_SPLITS:
             try:
                 res = heldout.evaluate_split(spec, points, split, seed=0)

@@ -131,11 +131,12 @@ def evaluate_split(spec: engine.FitSpec, points: pd.DataFrame, split: str, seed:
     idx = np.flatnonzero(mask)[scored]
     pred[idx] = fitted.predict(test[scored])
     m = metrics(points["loss"].to_numpy(float)[idx], pred[idx])
-    m["r2_mean_over_targets"] = _mean_target_r2(points.iloc[idx], pred[idx])
+    m["r2_mean_over_targets"] = mean_target_r2(points.iloc[idx], pred[idx])
     return SplitResult(split, m, int(len(train)), mask, pred, skipped)
 
 
-def _mean_target_r2(points: pd.DataFrame, pred: np.ndarray) -> float:
+def mean_target_r2(points: pd.DataFrame, pred: np.ndarray) -> float:
+    """R² of each target's points (targets with two or more), averaged over targets (spec §1.4)."""
     values = []
     for t in points["target"].unique():
         sel = (points["target"] == t).to_numpy()
@@ -160,7 +161,7 @@ def _leave_one_language_out(spec: engine.FitSpec, points: pd.DataFrame) -> Split
                          grid_budget=spec.grid_budget, n_polish=spec.n_polish)
         pred[held] = res.predict(data_lib.law_inputs(law, test))
     m = metrics(points["loss"].to_numpy(float), pred)
-    m["r2_mean_over_targets"] = _mean_target_r2(points, pred)
+    m["r2_mean_over_targets"] = mean_target_r2(points, pred)
     return SplitResult("lolo", m, int(len(points)), np.ones(len(points), bool), pred, [])
 
 
