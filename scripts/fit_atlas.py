@@ -169,11 +169,10 @@ def run(args) -> dict:
     if own_data_laws:
         # Only ATLAS explains a target the run never trained on (through transfer terms); compared
         # laws must see the same points, so those points go for every law here.
-        untrained = (points["D"] <= 0).to_numpy()
-        if untrained.any():
-            notes.append(f"dropped {int(untrained.sum())} point(s) whose target had no training tokens "
+        points, n_dropped = data_lib.drop_untrained_targets(points)
+        if n_dropped:
+            notes.append(f"dropped {n_dropped} point(s) whose target had no training tokens "
                          f"(law {own_data_laws[0]} reads the target's own tokens D_t)")
-            points = points[~untrained].reset_index(drop=True)
             if points.empty:
                 raise UsageError("no points left: no target was trained on in these runs")
     spec = engine.FitSpec(

@@ -188,6 +188,17 @@ def rows_to_points(
     return points
 
 
+def drop_untrained_targets(points: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """(points whose target had training tokens, D_t > 0; how many points were dropped).
+
+    Only ATLAS explains the loss on a target a run never trained on (through its transfer terms);
+    the other laws read the target's own tokens D_t, and laws compared with each other must share
+    one point set.
+    """
+    untrained = (points["D"] <= 0).to_numpy()
+    return points[~untrained].reset_index(drop=True), int(untrained.sum())
+
+
 def load_logs(spec: str, **kwargs) -> pd.DataFrame:
     """Points from eval.jsonl logs (file, folder or glob) or an exported CSV/Parquet table."""
     p = Path(spec)

@@ -135,20 +135,18 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
 
     if not laws:
         raise _Skip("no laws requested")
-    scratch = [r for r in rows if r.get("init", "scratch") == "scratch"]  # finetunes follow no law here
     try:
-        points = fdata.rows_to_points(scratch, loss_field=loss_field)
+        points = fdata.rows_to_points(rows, loss_field=loss_field)  # finetunes are left out
     except fdata.DataError as err:
         raise _Skip(str(err)) from err
     if (points["loss"] <= 0).any():
         raise _Skip(f"`{loss_field}` has non-positive values; the laws are fitted in log-loss")
-    untrained = (points["D"] <= 0).to_numpy()
     dropped = ""
-    if untrained.any() and any(name != "atlas" for name in laws):
-        # only ATLAS can explain a target a run never trained on; the laws share one point set
-        dropped = (f" {int(untrained.sum())} points whose target was not in the run's mixture are left "
-                   "out (laws other than ATLAS read the target's own tokens D_t).")
-        points = points[~untrained].reset_index(drop=True)
+    if any(name != "atlas" for name in laws):
+        points, n_dropped = fdata.drop_untrained_targets(points)
+        if n_dropped:
+            dropped = (f" {n_dropped} points whose target was not in the run's mixture are left "
+                       "out (laws other than ATLAS read the target's own tokens D_t).")
         if points.empty:
             raise _Skip("no run trained on any of its evaluated targets")
     counts = points["target"].value_counts()
