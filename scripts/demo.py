@@ -46,7 +46,6 @@ LAWS = ("csl", "dcsl", "atlas")
 HELDOUT_SPLITS = ("random", "N", "D", "C")
 CALIBRATION_STEPS = 12  # evaluated at 6 and 12: the first of each compiles
 MIN_STEPS = 32
-MIN_POINTS_PER_TARGET = 20  # twice the 10 parameters of the multilingual ATLAS law
 RUN_OVERHEAD_S = 5.0  # pipeline set-up, first eval, checkpoint write, per run [measured on this machine]
 SAFETY = 1.2  # estimates ran ~15% short on a shared, loaded 2-core machine [measured]
 
@@ -176,6 +175,7 @@ def fit_points_and_targets(rows):
     finetune's curve starts from its source's loss and is only used for the crossover (spec §1.7).
     """
     from atlas_t5x.scaling import data as fdata
+    from atlas_t5x.scaling.report import MIN_POINTS_PER_TARGET
 
     points = fdata.rows_to_points(trained_target_rows(rows), loss_field="loss")
     targets = sorted(t for t in points["target"].unique()
