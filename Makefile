@@ -4,18 +4,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo study clean
+.PHONY: install test test-fast demo study clean
 
 install: $(STAMP)
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,beam]'
 	touch $(STAMP)
 
 test: install
 	$(PY) -m pytest -q -n 2 --durations=15 tests
+
+# The fixed fast sample: every test but the costlier variants marked @pytest.mark.slow.
+test-fast: install
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
 
 demo: install
 	$(PY) scripts/demo.py --out out/demo

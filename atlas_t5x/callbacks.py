@@ -69,11 +69,15 @@ class StepContext:
       mesh: the device mesh the state is sharded over.
       pipeline: the train pipeline (`languages`, `accounting()` give the tokens seen so far).
       lr: learning rate applied at the last update.
-      schedule_phase: "warmup", "stable" or "decay".
+      schedule_phase: "warmup", "stable" or "decay"; "final" at a run's last step, "cooldown_end"
+        at the end of a cooldown branch.
       run_info: the run's RunInfo.
       eval_step: jitted `(params, batch) -> (sum_nll[B], n_tokens[B])`; `batch` is a dict of
         numpy arrays [B, seq_len] with the train-batch keys (B divisible by the mesh's batch axes);
         sum_nll in nats over the example's weighted target tokens.
+      branch: None on the trunk; at the end of a WSD cooldown branch (atlas_t5x/cooldown.py),
+        {"trunk": trunk run name, "branch_tokens": tokens at the branch point}. Only callbacks with
+        a true `evaluates_branches` attribute are called there.
     """
 
     step: int
@@ -86,6 +90,7 @@ class StepContext:
     schedule_phase: str
     run_info: RunInfo
     eval_step: EvalStep
+    branch: Mapping[str, Any] | None = None
 
 
 @runtime_checkable

@@ -8,9 +8,18 @@ A step directory counts as complete only if orbax's `_CHECKPOINT_METADATA` in it
 time. Anything else under `checkpoints/` (an interrupted write, a folder copied by hand) is skipped
 with a warning, and removed before this run writes a checkpoint at the same step.
 
-The `meta` item holds the model config and every parameter's shape, so a restart against a
-checkpoint of a different model fails with an error naming the parameter, before anything is
-written. Finetuning (`load_params`) restores the parameters only.
+The `meta` item holds the model config, every parameter's shape and the parameter layout
+(`param_layout`: "scanned" blocks under `layers/` or "unrolled" `layer_<i>/`), so a restart
+against a checkpoint of a different model or layout fails with an error naming the parameter or
+both layouts, before anything is written. Finetuning (`load_params`) restores the parameters only.
+
+Corrupt checkpoints heal (`TrainCheckpointer.restore_latest`): once a checkpoint has committed,
+process 0 records the size of each of its files in `atlas_files.json`. A restart verifies the
+newest checkpoint (file sizes, the JSON records, then the restore itself); if it fails, the bad
+file is logged, the folder is moved aside to `<step>.corrupt-<time>` (kept for inspection, never
+deleted) and the previous complete checkpoint is tried. Only if none restores does the run stop
+(NoRestorableCheckpointError, naming each checkpoint tried and why). A step folder whose commit
+record exists but is not readable is moved aside the same way.
 
 Paths are `etils.epath` paths, so a model_dir may be a local folder (relative ones are made
 absolute, as orbax requires) or a cloud URL such as `gs://bucket/run` (kept as given).
@@ -35,8 +44,19 @@ _COMMIT_FILE = "_CHECKPOINT_METADATA"
 META_FORMAT = 1
 
 
+FILES_MANIFEST = "atlas_files.json"
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model of this run."""
+
+
+class CheckpointCorruptError(OSError):
+    """A committed checkpoint whose files are damaged (the message names the file)."""
+
+
+class NoRestorableCheckpointError(RuntimeError):
+    """No complete checkpoint of a run restores (the message names each one tried and why)."""
 
 
 def param_shapes(params: Any) -> dict[str, list[int]]:
@@ -48,8 +68,28 @@ def param_shapes(params: Any) -> dict[str, list[int]]:
     }
 
 
+def param_layout(shapes: Mapping[str, list[int]]) -> str:
+    """"scanned" (blocks stacked under ``layers/``), "unrolled" (``layer_0/`` ...) or "none"."""
+    if any(name.startswith("layers/") for name in shapes):
+        return "scanned"
+    if any(name.startswith("layer_") for name in shapes):
+        return "unrolled"
+    return "none"
+
+
 def check_param_shapes(expected: Mapping[str, list[int]], found: Mapping[str, list[int]], where: str) -> None:
-    """Raises CheckpointMismatchError naming the first differing parameters (missing, extra, shape)."""
+    """Raises CheckpointMismatchError naming the first differing parameters (missing, extra, shape).
+
+    A checkpoint whose blocks are laid out differently (scanned vs unrolled, see
+    ``models.ModelConfig.scan_layers``) gets its own message naming both layouts.
+    """
+    want_layout, got_layout = param_layout(expected), param_layout(found)
+    if "none" not in (want_layout, got_layout) and want_layout != got_layout:
+        raise CheckpointMismatchError(
+            f"checkpoint {where} holds the {got_layout} parameter layout but this model is {want_layout} "
+            f"(ModelConfig.scan_layers = {want_layout == 'scanned'}); set ModelConfig.scan_layers = "
+            f"{got_layout == 'scanned'} to use it, or convert the parameters with "
+            f"models.{'stack_layers' if want_layout == 'scanned' else 'unstack_layers'}")
     problems = []
     for name in sorted(set(expected) | set(found)):
         want, got = expected.get(name), found.get(name)
@@ -71,15 +111,93 @@ def as_path(path: str | os.PathLike) -> epath.Path:
     return path if path.is_absolute() else path.absolute()
 
 
-def _is_committed(step_dir: epath.Path) -> bool:
+def _commit_state(step_dir: epath.Path) -> str:
+    """"committed", "absent" (never committed: an interrupted write) or "garbled" (a commit record
+    that exists but cannot be read: the folder was damaged after it committed)."""
     record = step_dir / _COMMIT_FILE
     if not record.exists():  # checked first: cloud backends raise their own not-found errors
-        return False
+        return "absent"
     try:
         meta = json.loads(record.read_text())
     except (OSError, ValueError):
-        return False
-    return bool(meta.get("commit_timestamp_nsecs"))
+        return "garbled"
+    if not isinstance(meta, dict):
+        return "garbled"
+    return "committed" if meta.get("commit_timestamp_nsecs") else "absent"
+
+
+def _is_committed(step_dir: epath.Path) -> bool:
+    return _commit_state(step_dir) == "committed"
+
+
+def _relative_files(step_dir: epath.Path) -> dict[str, int]:
+    """{path relative to step_dir: bytes} of every file below it (iterdir: works on gs:// too)."""
+    found: dict[str, int] = {}
+    pending = [(step_dir, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        for p in folder.iterdir():
+            if p.is_dir():
+                pending.append((p, f"{prefix}{p.name}/"))
+            elif p.name != FILES_MANIFEST:
+                found[f"{prefix}{p.name}"] = p.stat().length
+    return found
+
+
+def write_files_manifest(step_dir: str | os.PathLike) -> None:
+    """Records {relative path: bytes} of a committed checkpoint's files (for `verify_checkpoint`)."""
+    step_dir = as_path(step_dir)
+    (step_dir / FILES_MANIFEST).write_text(json.dumps(_relative_files(step_dir), sort_keys=True, indent=0))
+
+
+def verify_checkpoint(step_dir: str | os.PathLike) -> None:
+    """Cheap integrity checks of one committed checkpoint, before orbax reads it.
+
+    Every file recorded in its `atlas_files.json` must exist with the recorded size, and the
+    JSON records orbax and this module wrote must parse.
+
+    Raises:
+      CheckpointCorruptError naming the first bad file.
+    """
+    step_dir = as_path(step_dir)
+    manifest = step_dir / FILES_MANIFEST
+    if manifest.exists():
+        try:
+            expected = json.loads(manifest.read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointCorruptError(f"{manifest}: file list is not readable ({err})") from err
+        found = _relative_files(step_dir)
+        for rel, size in sorted(expected.items()):
+            if rel not in found:
+                raise CheckpointCorruptError(f"{step_dir / rel}: missing (recorded {size} bytes)")
+            if found[rel] != size:
+                raise CheckpointCorruptError(
+                    f"{step_dir / rel}: {found[rel]} bytes, {size} when written (truncated or overwritten)")
+    for rel in (f"{META}/metadata", f"{PIPELINE}/metadata", f"{STATE}/_METADATA"):
+        path = step_dir / rel
+        if not path.exists():
+            raise CheckpointCorruptError(f"{path}: missing")
+        try:
+            doc = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as err:  # ValueError: JSON and UTF-8 decoding errors
+            raise CheckpointCorruptError(f"{path}: not valid JSON ({err})") from err
+        if not isinstance(doc, dict):
+            raise CheckpointCorruptError(f"{path}: expected a JSON object, got {type(doc).__name__}")
+
+
+def quarantine(step_dir: epath.Path, why: str) -> epath.Path:
+    """Moves a damaged step folder aside (`<step>.corrupt-<UTC time>`), keeping its files."""
+    import time
+
+    target = step_dir.parent / f"{step_dir.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    try:
+        step_dir.rename(target)
+    except Exception as err:  # some object stores cannot rename a folder
+        raise CheckpointCorruptError(
+            f"checkpoint {step_dir} is damaged ({why}) and could not be moved aside ({err}); move it away "
+            "by hand (nothing was deleted) and restart") from err
+    logging.error("checkpoint %s is damaged (%s); moved it to %s (kept for inspection)", step_dir, why, target)
+    return target
 
 
 def _step_dirs(directory: epath.Path) -> dict[int, epath.Path]:
@@ -152,6 +270,7 @@ class TrainCheckpointer:
         self._keep = keep
         self._async = async_save
         self._manager: ocp.CheckpointManager | None = None
+        self._unrecorded: set[int] = set()  # saved by this object, file list not yet written
 
     def latest_step(self) -> int | None:
         """Newest committed step, or None."""
@@ -186,12 +305,16 @@ class TrainCheckpointer:
         return self._manager
 
     def _discard_incomplete(self) -> None:
-        """Removes step folders without a commit record (process 0), so their steps can be rewritten."""
-        incomplete = [p for p in _step_dirs(self.directory).values() if not _is_committed(p)]
-        if incomplete and jax.process_index() == 0:
-            for p in incomplete:
-                logging.warning("removing incomplete checkpoint folder %s (never committed)", p)
-                p.rmtree()
+        """Removes step folders without a commit record (process 0), so their steps can be rewritten;
+        moves aside (never deletes) those whose commit record is damaged."""
+        states = {p: _commit_state(p) for p in _step_dirs(self.directory).values()}
+        if jax.process_index() == 0:
+            for p, state in states.items():
+                if state == "absent":
+                    logging.warning("removing incomplete checkpoint folder %s (never committed)", p)
+                    p.rmtree()
+                elif state == "garbled":
+                    quarantine(p, f"its commit record {p / _COMMIT_FILE} is not readable")
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("atlas_t5x.checkpoints.discard_incomplete")
 
@@ -206,6 +329,8 @@ class TrainCheckpointer:
                 zlib.crc32(json.dumps(pipeline_state, sort_keys=True).encode()) % (2**31),  # int32-safe
                 "pipeline state differs between processes; it must be a global position",
             )
+        self._record_committed()
+        self._unrecorded.add(int(step))
         self._open().save(
             step,
             args=ocp.args.Composite(
@@ -247,12 +372,83 @@ class TrainCheckpointer:
         """Blocks until every started save has committed."""
         if self._manager is not None:
             self._manager.wait_until_finished()
+            self._record_committed()
+
+    def _record_committed(self) -> None:
+        """Writes the file list of the checkpoints this object saved once they have committed
+        (process 0); never of checkpoints it found, whose files may already be damaged."""
+        committed = set(complete_steps(self.directory)) & self._unrecorded
+        for step in sorted(committed):
+            self._unrecorded.discard(step)
+            step_dir = self.directory / str(step)
+            if jax.process_index() != 0 or (step_dir / FILES_MANIFEST).exists():
+                continue
+            try:
+                write_files_manifest(step_dir)
+            except OSError as err:  # best effort: verification then relies on the JSON checks
+                logging.warning("could not record the files of %s: %s", step_dir, err)
 
     def close(self) -> None:
         if self._manager is not None:
             self._manager.wait_until_finished()
+            self._record_committed()
             self._manager.close()
             self._manager = None
+
+    def restore_latest(self, abstract_state: Any, expected_shapes: Mapping[str, list[int]]
+                       ) -> tuple[int, Any, dict, dict] | None:
+        """(step, state, pipeline state, metadata) of the newest checkpoint that verifies and
+        restores; None when there is no complete checkpoint.
+
+        Newer checkpoints that fail are logged with the bad file and moved aside (never deleted),
+        once an older one has restored.
+
+        Raises:
+          CheckpointMismatchError: the checkpoints hold another model (parameter shapes) or another
+            train-state structure (optimizer settings) — nothing is changed on disk.
+          NoRestorableCheckpointError: no checkpoint restores; names each one tried and why.
+        """
+        tried: list[tuple[epath.Path, str, Exception]] = []
+        for step in reversed(complete_steps(self.directory)):
+            where = self.directory / str(step)
+            try:
+                verify_checkpoint(where)
+                check_param_shapes(expected_shapes, read_metadata(self.directory, step)["param_shapes"], str(where))
+            except CheckpointMismatchError as err:
+                raise CheckpointMismatchError(f"{err}. Nothing was written; give this model its own model_dir") from None
+            except (CheckpointCorruptError, KeyError, TypeError, ValueError, OSError) as err:
+                reason = str(err) if isinstance(err, CheckpointCorruptError) else f"{where / META / 'metadata'}: {err!r}"
+                logging.error("checkpoint %s fails verification: %s", where, reason)
+                tried.append((where, reason, err))
+                continue
+            try:
+                state, pipeline_state, meta = self.restore(step, abstract_state)
+            except CheckpointMismatchError as err:
+                tried.append((where, str(err), err))
+                logging.error("checkpoint %s does not restore: %s", where, err)
+                continue
+            except Exception as err:  # orbax / TensorStore read errors name the array, not the file
+                reason = f"restoring it failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                logging.error("checkpoint %s: %s", where, reason)
+                tried.append((where, reason, err))
+                continue
+            if tried:
+                self.close()  # the manager listed the damaged folders: reopen without them
+                if jax.process_index() == 0:
+                    for bad, why, _ in tried:
+                        quarantine(bad, why)
+                if jax.process_count() > 1:
+                    multihost_utils.sync_global_devices("atlas_t5x.checkpoints.quarantine")
+                logging.warning("resumed from the older checkpoint %s", where)
+            return step, state, pipeline_state, meta
+        if not tried:
+            return None
+        if all(isinstance(err, CheckpointMismatchError) for _, _, err in tried):
+            raise tried[0][2]  # every checkpoint disagrees with this run's settings: not damage
+        raise NoRestorableCheckpointError(
+            f"no checkpoint under {self.directory} restores; tried, newest first:\n"
+            + "\n".join(f"  {where}: {why}" for where, why, _ in tried)
+            + "\nNothing was changed; move the damaged folders away to start over from scratch")
 
 
 def load_params(source: str | os.PathLike, abstract_params: Any) -> tuple[Any, str]:
@@ -267,10 +463,12 @@ def load_params(source: str | os.PathLike, abstract_params: Any) -> tuple[Any, s
 
     Raises:
       FileNotFoundError: no complete checkpoint at `source`.
+      CheckpointCorruptError: its newest checkpoint fails `verify_checkpoint` (names the file).
       CheckpointMismatchError: the checkpoint's parameters differ from this model's.
     """
     directory, step = resolve_checkpoint(source)
     where = directory / str(step)
+    verify_checkpoint(where)  # a damaged source is named (CheckpointCorruptError), not an orbax traceback
     check_param_shapes(param_shapes(abstract_params), read_metadata(directory, step)["param_shapes"], str(where))
     item = {"params": abstract_params}
     manager = ocp.CheckpointManager(directory, item_handlers=_handlers())

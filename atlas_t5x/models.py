@@ -18,8 +18,15 @@ Architecture (spec §3, with the [our choice] items marked):
   near zero), and are always returned in float32.
 
 Parameters are created in ``param_dtype`` and annotated with logical axis names
-(``vocab, embed, heads, kv, mlp``); activations carry ``batch, length, embed, heads, kv,
-mlp, vocab`` constraints. ``atlas_t5x.partitioning`` maps these names to mesh axes.
+(``vocab, embed, heads, kv, mlp``, plus ``layers`` on the stacked parameters of the scanned
+blocks); activations carry ``batch, length, embed, heads, kv, mlp, vocab`` constraints.
+``atlas_t5x.partitioning`` maps these names to mesh axes.
+
+Compute at paper scale (all gin-selectable on ``ModelConfig``): the blocks run as one
+``nn.scan`` (``scan_layers``; program size and compile time independent of depth), each block
+rematerialised under a named policy (``remat_policy``, ``REMAT_POLICIES``), and attention goes
+through ``jax.nn.dot_product_attention`` (XLA or cuDNN flash) or Pallas splash attention on
+TPU (``attention``, ``ATTENTION_IMPLEMENTATIONS``), with causal + packed-segment masking.
 
 Training steps should prefer ``DecoderLM.token_loss`` (fused, chunked output projection
 and cross-entropy, no [B, T, V] logits buffer) over ``__call__`` + ``token_cross_entropy``;
@@ -31,18 +38,31 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from typing import Optional
 
 import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from atlas_t5x import losses
 
 Array = jax.Array
 
 VOCAB_SIZE = 64512  # 64k SentencePiece pieces + 512 special rows (spec §3).
+
+# Remat (activation checkpointing) policies by name: None = no remat; otherwise the
+# jax.checkpoint policy deciding which intermediate values of a block are saved.
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_qkv_proj": jax.checkpoint_policies.save_only_these_names("query_proj", "key_proj", "value_proj"),
+}
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash", "reference")
 
 
 @gin.configurable
@@ -61,8 +81,20 @@ class ModelConfig:
       dropout_rate: dropout probability used when ``deterministic=False``.
       dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (mixed precision).
       param_dtype: storage dtype of the parameters (keep ``"float32"`` for training).
-      remat: rematerialise each block in the backward pass (saves activation memory,
-        costs one extra forward pass of the blocks).
+      scan_layers: run the blocks as one ``nn.scan`` over stacked parameters (leading
+        ``layers`` axis, parameter tree ``layers/...``) so that the compiled program and its
+        compile time do not grow with depth; False = unrolled Python loop, parameters
+        ``layer_0/...`` .. ``layer_{L-1}/...`` (the layout of checkpoints written before
+        scanning; ``stack_layers``/``unstack_layers`` convert between the two).
+      remat_policy: what each block keeps for the backward pass (``REMAT_POLICIES``):
+        ``"none"`` keeps everything, ``"full"`` keeps only the block input and recomputes
+        the block, ``"dots_saveable"`` / ``"dots_with_no_batch_dims_saveable"`` keep matmul
+        outputs (all / weight matmuls only), ``"save_qkv_proj"`` keeps the q, k, v projections.
+      attention: attention implementation (``ATTENTION_IMPLEMENTATIONS``): ``"auto"`` picks
+        cuDNN flash attention on GPU for 16-bit compute, else XLA's
+        ``jax.nn.dot_product_attention``; ``"xla"``, ``"cudnn"``, ``"splash"`` (Pallas
+        splash attention, TPU) force one; ``"reference"`` is the plain einsum + softmax with
+        float32 [B, H, T, T] scores, kept for tests.
     """
 
     name: str
@@ -75,7 +107,9 @@ class ModelConfig:
     dropout_rate: float = 0.1
     dtype: str = "float32"
     param_dtype: str = "float32"
-    remat: bool = False
+    scan_layers: bool = True
+    remat_policy: str = "none"
+    attention: str = "auto"
 
     def __post_init__(self):
         for field in ("num_heads", "num_layers", "d_model", "d_ff", "d_kv", "vocab_size"):
@@ -89,6 +123,12 @@ class ModelConfig:
                 raise ValueError(
                     f"ModelConfig({self.name!r}).{field} must be float32, bfloat16 or float16, "
                     f"got {getattr(self, field)!r}")
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"ModelConfig({self.name!r}).remat_policy {self.remat_policy!r} is unknown; "
+                             f"valid names: {', '.join(REMAT_POLICIES)}")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"ModelConfig({self.name!r}).attention {self.attention!r} is unknown; "
+                             f"valid names: {', '.join(ATTENTION_IMPLEMENTATIONS)}")
 
 
 # (H, L, d_model, d_ff, d_kv) for the 47 sizes of the spec's table.
@@ -111,6 +151,8 @@ _SPEC_TABLE = (
 )
 
 # CPU sizes for tests and demos [our choice]; use vocab_size=<spm size> for a small vocabulary.
+# They keep the unrolled layout (scan_layers=False): at 1-4 layers the scan buys nothing and
+# costs 5-15% of a CPU step (benchmarks/README.md).
 _TINY_TABLE = (
     (2, 1, 32, 64, 16),
     (2, 2, 64, 128, 32),
@@ -124,7 +166,8 @@ def _build_scales() -> dict[str, ModelConfig]:
     for prefix, table in (("scale", _SPEC_TABLE), ("tiny", _TINY_TABLE)):
         for i, (h, l, d, f, kv) in enumerate(table):
             name = f"{prefix}{i}"
-            scales[name] = ModelConfig(name=name, num_heads=h, num_layers=l, d_model=d, d_ff=f, d_kv=kv)
+            scales[name] = ModelConfig(name=name, num_heads=h, num_layers=l, d_model=d, d_ff=f, d_kv=kv,
+                                       scan_layers=prefix == "scale")
     return scales
 
 
@@ -251,13 +294,105 @@ def _dense(x: Array, kernel: Array, n_in: int = 1) -> Array:
     return y.reshape(x.shape[:x.ndim - n_in] + out_shape)
 
 
+def resolve_attention(implementation: str, dtype, length: int) -> str:
+    """The concrete attention implementation ``"auto"`` stands for on this backend.
+
+    GPU with 16-bit compute → ``"cudnn"`` (flash attention); TPU with a sequence length
+    that is a multiple of 128 → ``"splash"`` (Pallas); otherwise ``"xla"``
+    (``jax.nn.dot_product_attention``'s XLA path, which does hold the [B, H, T, T] scores).
+    """
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"unknown attention implementation {implementation!r}; valid names: "
+                         f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
+    if implementation != "auto":
+        return implementation
+    backend = jax.default_backend()
+    if backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    if backend == "tpu" and length % 128 == 0:
+        return "splash"
+    return "xla"
+
+
+def _reference_attention(q: Array, k: Array, v: Array, segment_ids: Optional[Array]) -> Array:
+    """Einsum attention with float32 [B, H, T, T] scores: the plain definition, for tests."""
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (q.shape[-1] ** -0.5)
+    scores = jnp.where(attention_mask(segment_ids, q.shape[1]), scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def _splash_attention(q: Array, k: Array, v: Array, segment_ids: Optional[Array]) -> Array:
+    """Pallas splash attention (TPU): causal + segment masking inside the kernel.
+
+    The kernel runs per device on its rows (``jax.shard_map`` over the batch axes when a
+    mesh is set); heads stay whole on each device. Off TPU the kernel runs in the Pallas
+    interpreter (slow; for tests on CPU).
+    """
+    from jax.experimental.pallas.ops.tpu import splash_attention as splash
+
+    _, length, heads, head_dim = q.shape
+    mask = splash.MultiHeadMask([splash.CausalMask((length, length)) for _ in range(heads)])
+    block = min(512, length)
+    sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
+                              block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block,
+                              block_kv_dq=block)
+    kernel = splash.make_splash_mha(mask, head_shards=1, q_seq_shards=1, block_sizes=sizes,
+                                    interpret=jax.default_backend() != "tpu")
+    if segment_ids is None:
+        segment_ids = jnp.ones(q.shape[:2], jnp.int32)
+
+    def local(q, k, v, seg):
+        to_heads_first = lambda t: t.transpose(0, 2, 1, 3)
+        out = jax.vmap(lambda q1, k1, v1, s1: kernel(q1, k1, v1, segment_ids=splash.SegmentIds(q=s1, kv=s1)))(
+            to_heads_first(q * (head_dim ** -0.5)), to_heads_first(k), to_heads_first(v), seg)
+        return to_heads_first(out)
+
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return local(q, k, v, segment_ids)
+    from jax.sharding import PartitionSpec
+
+    batch_axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
+    if q.shape[0] % math.prod(mesh.shape[a] for a in batch_axes):
+        batch_axes = None  # e.g. the one-row init batch: every device computes all rows
+    qkv_spec, seg_spec = PartitionSpec(batch_axes, None, None, None), PartitionSpec(batch_axes, None)
+    return jax.shard_map(local, mesh=mesh, in_specs=(qkv_spec, qkv_spec, qkv_spec, seg_spec),
+                         out_specs=qkv_spec, check_vma=False)(q, k, v, segment_ids)
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, segment_ids: Optional[Array],
+                          implementation: str = "xla") -> Array:
+    """Causal, segment-masked attention: q, k, v [B, T, H, D] → context [B, T, H, D].
+
+    Query i attends to key j iff j <= i and both carry the same segment id (packed
+    sequences; ``segment_ids`` [B, T] or None for one segment per row). Scores are scaled by
+    D**-0.5. ``implementation``: one of ``ATTENTION_IMPLEMENTATIONS`` (``"auto"`` resolved
+    by ``resolve_attention``). ``"xla"``/``"cudnn"`` go through
+    ``jax.nn.dot_product_attention``; ``"cudnn"`` needs a GPU and 16-bit inputs, and turns the
+    segment mask into one additive [B, 1, T, T] bias in the compute dtype (the kernel never
+    holds per-head float32 scores); ``"splash"`` masks segments inside the Pallas kernel.
+    """
+    implementation = resolve_attention(implementation, q.dtype, q.shape[1])
+    if implementation == "reference":
+        return _reference_attention(q, k, v, segment_ids)
+    if implementation == "splash":
+        return _splash_attention(q, k, v, segment_ids)
+    same_segment = None
+    if segment_ids is not None:
+        same_segment = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    return jax.nn.dot_product_attention(q, k, v, mask=same_segment, is_causal=True,
+                                        implementation=implementation)
+
+
 class SelfAttention(nn.Module):
     """Multi-head causal self-attention with rotary positions, no biases."""
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, positions: Array, mask: Array) -> Array:
+    def __call__(self, x: Array, positions: Array, segment_ids: Optional[Array]) -> Array:
         cfg = self.config
         dtype = _dtype(cfg.dtype)
         shape, axes = (cfg.d_model, cfg.num_heads, cfg.d_kv), ("embed", "heads", "kv")
@@ -269,12 +404,10 @@ class SelfAttention(nn.Module):
         q = nn.with_logical_constraint(apply_rotary(project("query"), positions), act_axes)
         k = nn.with_logical_constraint(apply_rotary(project("key"), positions), act_axes)
         v = nn.with_logical_constraint(project("value"), act_axes)
+        q, k, v = (checkpoint_name(t, f"{n}_proj") for t, n in ((q, "query"), (k, "key"), (v, "value")))
 
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores * (cfg.d_kv ** -0.5)
-        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        context = nn.with_logical_constraint(jnp.einsum("bhqk,bkhd->bqhd", probs, v), act_axes)
+        context = dot_product_attention(q, k, v, segment_ids, cfg.attention)
+        context = nn.with_logical_constraint(context, act_axes)
 
         out = _kernel(self, "out", (cfg.num_heads, cfg.d_kv, cfg.d_model), ("heads", "kv", "embed"),
                       cfg.num_heads * cfg.d_kv, dtype)
@@ -303,14 +436,34 @@ class DecoderBlock(nn.Module):
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, x: Array, positions: Array, mask: Array, deterministic: bool) -> Array:
+    def __call__(self, x: Array, positions: Array, segment_ids: Optional[Array], deterministic: bool) -> Array:
         cfg = self.config
         normed = RMSNorm(dtype=cfg.dtype, param_dtype=cfg.param_dtype, name="norm")(x)
-        attn = SelfAttention(cfg, name="attention")(normed, positions, mask)
+        attn = SelfAttention(cfg, name="attention")(normed, positions, segment_ids)
         mlp = GatedMLP(cfg, name="mlp")(normed)
         drop = nn.Dropout(cfg.dropout_rate)
         x = x + drop(attn, deterministic=deterministic) + drop(mlp, deterministic=deterministic)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class ScannedDecoderBlock(DecoderBlock):
+    """A DecoderBlock in ``nn.scan``'s (carry, output) form: the residual stream is the carry."""
+
+    @nn.compact
+    def __call__(self, x: Array, positions: Array, segment_ids: Optional[Array],
+                 deterministic: bool) -> tuple[Array, None]:
+        return super().__call__(x, positions, segment_ids, deterministic), None
+
+
+def block_class(cfg: ModelConfig) -> type[nn.Module]:
+    """The block module of ``cfg``: scanned or not, wrapped in ``nn.remat`` with its policy."""
+    block = ScannedDecoderBlock if cfg.scan_layers else DecoderBlock
+    if cfg.remat_policy == "none":
+        return block
+    # Argument 0 is the module itself, so `deterministic` (4th call argument) is index 4.
+    # Inside a scan the loop already stops XLA from merging recomputation away (prevent_cse off).
+    return nn.remat(block, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers,
+                    static_argnums=(4,))
 
 
 class DecoderLM(nn.Module):
@@ -323,9 +476,15 @@ class DecoderLM(nn.Module):
         self.embedding = self.param(
             "embedding", nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
             (cfg.vocab_size, cfg.d_model), _dtype(cfg.param_dtype))
-        # Argument 0 is the module itself, so `deterministic` (4th call argument) is index 4.
-        block = nn.remat(DecoderBlock, static_argnums=(4,)) if cfg.remat else DecoderBlock
-        self.blocks = [block(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
+        block = block_class(cfg)
+        if cfg.scan_layers:
+            scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                              in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                              metadata_params={nn.PARTITION_NAME: "layers"},
+                              unroll=cfg.num_layers if cfg.num_layers <= SCAN_UNROLL_MAX_LAYERS else 1)
+            self.layers = scanned(cfg, name=SCANNED_LAYERS)
+        else:
+            self.blocks = [block(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
         self.dropout = nn.Dropout(cfg.dropout_rate)
 
     def hidden_states(self, tokens: Array, positions: Optional[Array] = None,
@@ -335,12 +494,14 @@ class DecoderLM(nn.Module):
         dtype = _dtype(cfg.dtype)
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
-        mask = attention_mask(segment_ids, tokens.shape[1])
         x = jnp.take(self.embedding, tokens, axis=0).astype(dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         x = self.dropout(x, deterministic=deterministic)
-        for block in self.blocks:
-            x = block(x, positions, mask, deterministic)
+        if cfg.scan_layers:
+            x, _ = self.layers(x, positions, segment_ids, deterministic)
+        else:
+            for block in self.blocks:
+                x = block(x, positions, segment_ids, deterministic)
         return rms_normalize(x)
 
     def logits_from_hidden(self, hidden: Array) -> Array:
@@ -381,3 +542,40 @@ class DecoderLM(nn.Module):
         hidden = self.hidden_states(tokens, positions, segment_ids, deterministic)
         return losses.tied_cross_entropy(hidden, self.embedding.astype(_dtype(cfg.dtype)), targets, weights,
                                          logit_scale=cfg.d_model ** -0.5, chunk_size=chunk_size)
+
+
+# --------------------------------------------------------------------------------------
+# Parameter layouts.
+
+SCANNED_LAYERS = "layers"  # parameter subtree of the scanned blocks (leading axis: layer)
+# Scans of at most this many blocks are unrolled inside the scan (same parameter layout): XLA:CPU
+# ran a 3-block loop 8% slower than straight-line code (scale0, CPU time), unrolled 4%; the program
+# stays bounded by four block bodies.
+SCAN_UNROLL_MAX_LAYERS = 4
+_UNROLLED_LAYER = re.compile(r"layer_(\d+)")
+
+
+def stack_layers(params: dict) -> dict:
+    """Unrolled parameters (``layer_0`` .. ``layer_{L-1}``) → the scanned layout (``layers``).
+
+    Works on plain (unboxed) parameter trees, e.g. to load an unrolled checkpoint into a
+    ``scan_layers=True`` model; ``unstack_layers`` is the inverse.
+    """
+    indexed = sorted((int(m.group(1)), k) for k in params if (m := _UNROLLED_LAYER.fullmatch(k)))
+    if [i for i, _ in indexed] != list(range(len(indexed))) or not indexed:
+        raise ValueError(f"unrolled parameters need layer_0..layer_{{L-1}}; found {[k for _, k in indexed]}")
+    out = {k: v for k, v in params.items() if not _UNROLLED_LAYER.fullmatch(k)}
+    out[SCANNED_LAYERS] = jax.tree.map(lambda *xs: jnp.stack(xs), *[params[k] for _, k in indexed])
+    return out
+
+
+def unstack_layers(params: dict) -> dict:
+    """Scanned parameters (``layers`` with a leading layer axis) → ``layer_0`` .. ``layer_{L-1}``."""
+    if SCANNED_LAYERS not in params:
+        raise ValueError(f"scanned parameters need a {SCANNED_LAYERS!r} subtree; found {sorted(params)}")
+    stacked = params[SCANNED_LAYERS]
+    num_layers = jax.tree.leaves(stacked)[0].shape[0]
+    out = {k: v for k, v in params.items() if k != SCANNED_LAYERS}
+    for i in range(num_layers):
+        out[f"layer_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+    return out

@@ -85,6 +85,9 @@ def schedule_phase(step: int, total_steps: int, warmup_steps: int, kind: str = "
                    decay_fraction: float = 0.1) -> str:
     """``"warmup"``, ``"stable"`` or ``"decay"`` for the given update step.
 
+    What an evaluation point is, in the logs, adds two labels (atlas_t5x.schema): the trainer
+    marks a run's last evaluation ``"final"`` and a cooldown branch's ``"cooldown_end"``.
+
     Cosine has no stable phase (everything after warmup is decay); constant never decays.
     For WSD, evaluations in ``warmup``/``stable`` are the pre-decay points.
     """
@@ -96,6 +99,26 @@ def schedule_phase(step: int, total_steps: int, warmup_steps: int, kind: str = "
     if kind == "cosine":
         return "decay"
     return "decay" if step >= decay_start_step(total_steps, decay_fraction) else "stable"
+
+
+def cooldown_schedule(peak_lr: float, branch_step: int, decay_steps: int,
+                      final_lr_fraction: float = 0.0) -> optax.Schedule:
+    """The learning rate of a WSD cooldown branch that leaves a stable trunk after `branch_step`
+    updates: ``peak_lr`` before it, then linear decay to ``final_lr_fraction·peak_lr`` over
+    `decay_steps` updates (the same shape as the trunk's own WSD decay; Hägele et al. 2024)."""
+    if decay_steps < 1 or branch_step < 0:
+        raise ValueError(f"cooldown branch needs decay_steps >= 1 and branch_step >= 0, got "
+                         f"{decay_steps}, {branch_step}")
+    decay = optax.linear_schedule(peak_lr, final_lr_fraction * peak_lr, decay_steps)
+    return optax.join_schedules([optax.constant_schedule(peak_lr), decay], [branch_step])
+
+
+def cooldown_steps(branch_step: int, cooldown_fraction: float) -> int:
+    """Length of a cooldown branch in updates: round(cooldown_fraction · branch_step), at least 1
+    [our choice: the same fraction of the trunk's steps as the trunk's own decay]."""
+    if not 0.0 < cooldown_fraction <= 1.0:
+        raise ValueError(f"cooldown_fraction must be in (0, 1], got {cooldown_fraction}")
+    return max(1, int(round(cooldown_fraction * branch_step)))
 
 
 def _decay_mask(params):

@@ -29,7 +29,7 @@ EVAL_ROW_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "flops": ((float, int), "6 * params * tokens, FLOPs"),
     "mixture": ((dict,), "{'name': str, 'weights': {lang: float}}"),
     "lr": ((float, int), "learning rate at this step"),
-    "schedule_phase": ((str,), "warmup | stable | decay"),
+    "schedule_phase": ((str,), "warmup | stable | decay | cooldown_end | final"),
     "init": ((str,), "'scratch' or the checkpoint path a finetune started from"),
     "vocab": ((str,), "vocabulary name/path"),
     "vocab_size": ((int,), "vocabulary rows"),
@@ -38,7 +38,18 @@ EVAL_ROW_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "scale": ((str,), "model scale name, e.g. scale0 or tiny2"),
 }
 
-SCHEDULE_PHASES = ("warmup", "stable", "decay")
+# What an evaluated point is (docs/log_schema.md): warmup/stable/decay are points along a schedule;
+# "cooldown_end" is the last evaluation of a WSD cooldown branch (a completed schedule for the
+# branch's tokens), "final" the last evaluation of a run that finished its schedule. Only the last
+# two are valid (N, D) points of a scaling law fitted across runs (Hägele et al. 2024).
+SCHEDULE_PHASES = ("warmup", "stable", "decay", "cooldown_end", "final")
+END_PHASES = ("cooldown_end", "final")
+
+# Optional fields (readers must not require them): the trunk run a cooldown branch came from.
+OPTIONAL_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "trunk": ((str,), "the run a cooldown branch was branched from (its row group)"),
+    "branch_tokens": ((int,), "training tokens at which a cooldown branch left its trunk"),
+}
 
 
 class SchemaError(ValueError):
@@ -60,6 +71,10 @@ def validate_row(row: Mapping[str, Any], where: str = "row") -> None:
         raise SchemaError(
             f"{where}: schema_version {row['schema_version']} != supported {SCHEMA_VERSION}"
         )
+    for name, (types, _) in OPTIONAL_FIELDS.items():
+        if name in row and (isinstance(row[name], bool) or not isinstance(row[name], types)):
+            raise SchemaError(f"{where}: optional field {name!r} has type {type(row[name]).__name__}, "
+                              f"expected {types[0].__name__}")
     if row["schedule_phase"] not in SCHEDULE_PHASES:
         raise SchemaError(f"{where}: schedule_phase {row['schedule_phase']!r} not in {SCHEDULE_PHASES}")
     for key in ("tokens_by_lang", "unique_by_lang", "epochs_by_lang"):
@@ -148,8 +163,8 @@ def unflatten_row(flat: Mapping[str, Any]) -> dict[str, Any]:
         elif "." in col and col.split(".", 1)[0] in DICT_FIELDS:
             field, lang = col.split(".", 1)
             row[field][lang] = _DICT_VALUE_TYPES[field](float(value))
-        elif col in EVAL_ROW_FIELDS:
-            types = EVAL_ROW_FIELDS[col][0]
+        elif col in EVAL_ROW_FIELDS or col in OPTIONAL_FIELDS:
+            types = (EVAL_ROW_FIELDS.get(col) or OPTIONAL_FIELDS[col])[0]
             if types[0] is int:
                 row[col] = int(float(value))
             elif types[0] is float:

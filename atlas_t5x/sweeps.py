@@ -34,6 +34,12 @@ Run names: `mono-<lang>-<scale>`, `bi-<a>_<b>-<scale>`, `cap-<mix>-<scale>`,
 source run's final checkpoint with fresh optimiser state and a reset schedule on a new mixture;
 its logs record `init` = that checkpoint folder.
 
+Security: a sweep spec is data. Run names must be slugs (`RUN_NAME_PATTERN`: letters, digits,
+`.`, `_`, `-`; no `..`), every generated path must resolve inside `--out`, every value written into
+the generated gin is a quoted/checked literal, and `gin_bindings` entries must be single
+`name.param = value` lines (no `import`/`include`). gin files named in `gin_files` can import and
+call Python by design (as in t5x): run only specs and gin files you trust.
+
 Steps per run: total_steps = tokens // (batch · seq_len) (the pipeline packs full rows, so the run
 trains on exactly total_steps · batch · seq_len tokens, as `mixtures.plan_tokens` predicts).
 """
@@ -42,7 +48,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -57,6 +65,100 @@ FINISHED_MARKER = "FINISHED.json"
 
 class SweepError(ValueError):
     """A sweep spec that cannot run: names the file, the family entry and the bad value."""
+
+
+# Run names become folder names and gin string values: a slug, so no name can leave --out
+# (`../x`, `/abs`) or break out of a generated line (newlines, quotes).
+RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+# A generated-gin binding from the spec: `scope/name.param = value` on one line, no import/include.
+GIN_BINDING_PATTERN = re.compile(r"[A-Za-z_][\w.]*(/[A-Za-z_][\w.]*)*\.[A-Za-z_]\w*\s*=\s*\S.*")
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+def check_run_name(name: Any, where: str) -> str:
+    """`name` if it is a safe run name (slug, no `..`), else SweepError naming it."""
+    if not isinstance(name, str) or not RUN_NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise SweepError(f"{where}: run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' "
+                         "(starting with a letter or digit, no '..', at most 200 characters)")
+    return name
+
+
+def inside(path: str | os.PathLike, root: str | os.PathLike, what: str) -> Path:
+    """`path` if it resolves inside `root` (symlinks followed), else SweepError."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if resolved != base and base not in resolved.parents:
+        raise SweepError(f"{what} {path} resolves to {resolved}, outside the sweep's output folder {base}")
+    return Path(path)
+
+
+def _number(value: Any, field: str, where: str, integer: bool = False, minimum: float | None = None,
+            allow_none: bool = False) -> Any:
+    """A run field's number (YAML may read `3e-3` as a string: numeric strings are accepted)."""
+    if value is None and allow_none:
+        return None
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        kind = "an integer" if integer else "a number"
+        raise SweepError(f"{where}: {field!r} must be {kind}, got {value!r}")
+    if integer and float(number) != int(number):
+        raise SweepError(f"{where}: {field!r} must be an integer, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise SweepError(f"{where}: {field!r} must be at least {minimum:g}, got {value!r}")
+    if integer:
+        return int(number)
+    return float(number) if isinstance(value, str) else value  # numbers as given (ints stay ints)
+
+
+def check_settings(settings: dict[str, Any], where: str) -> None:
+    """Types and ranges of a run's fields (file and family entry in `where`), before expansion.
+    Numbers given as strings (`3e-3`) are replaced by the numbers, in `settings` itself."""
+    if settings["batch"] != "paper":
+        settings["batch"] = _number(settings["batch"], "batch", where, integer=True, minimum=1)
+    settings["seq_len"] = _number(settings["seq_len"], "seq_len", where, integer=True, minimum=2)
+    tokens = settings["tokens"]
+    if isinstance(tokens, Mapping):
+        settings["tokens"] = {scale: _number(value, f"tokens[{scale}]", where, minimum=1)
+                              for scale, value in tokens.items()}
+    else:
+        settings["tokens"] = _number(tokens, "tokens", where, minimum=1, allow_none=True)
+    for field in ("tokens_per_param", "min_tokens"):
+        settings[field] = _number(settings[field], field, where, minimum=0, allow_none=True)
+    settings["warmup_steps"] = _number(settings["warmup_steps"], "warmup_steps", where, integer=True, minimum=0)
+    settings["peak_lr"] = _number(settings["peak_lr"], "peak_lr", where)
+    if settings["peak_lr"] <= 0:
+        raise SweepError(f"{where}: 'peak_lr' must be positive, got {settings['peak_lr']!r}")
+    for field in ("eval_every", "eval_token_budget"):
+        settings[field] = _number(settings[field], field, where, integer=True, minimum=1)
+    for field in ("checkpoint_every", "vocab_size"):
+        settings[field] = _number(settings[field], field, where, integer=True, minimum=1, allow_none=True)
+    settings["seed"] = _number(settings["seed"], "seed", where, integer=True)
+    for field in ("vocab", "schedule"):
+        if not isinstance(settings[field], str) or not settings[field] or "\n" in settings[field]:
+            raise SweepError(f"{where}: {field!r} must be a one-line name, got {settings[field]!r}")
+    overrides = settings["model_overrides"] or {}
+    if not isinstance(overrides, Mapping):
+        raise SweepError(f"{where}: 'model_overrides' must be a mapping of ModelConfig fields, got {overrides!r}")
+    for key, value in overrides.items():
+        if not isinstance(key, str) or not _IDENTIFIER.fullmatch(key):
+            raise SweepError(f"{where}: model_overrides key {key!r} is not a ModelConfig field name")
+        if not isinstance(value, (bool, int, float, str, type(None))) or (
+                isinstance(value, float) and not math.isfinite(value)):
+            raise SweepError(f"{where}: model_overrides.{key} must be a finite number, string or boolean, "
+                             f"got {value!r}")
+    for field in ("gin_files", "gin_bindings"):
+        values = settings[field] or []
+        if isinstance(values, str) or not isinstance(values, (list, tuple)) or not all(
+                isinstance(v, str) for v in values):
+            raise SweepError(f"{where}: {field!r} must be a list of strings, got {values!r}")
+    for binding in settings["gin_bindings"] or []:
+        if "\n" in binding or "\r" in binding or not GIN_BINDING_PATTERN.fullmatch(binding.strip()):
+            raise SweepError(f"{where}: gin_bindings entry {binding!r} is not one 'configurable.param = value' "
+                             "line (import/include and multi-line text are not allowed in a sweep spec)")
 
 
 # Run fields that `defaults:` and family entries may set, with their defaults.
@@ -79,6 +181,11 @@ RUN_DEFAULTS: dict[str, Any] = {
     "model_overrides": {},  # ModelConfig fields, e.g. {dropout_rate: 0.0}
     "gin_files": [],
     "gin_bindings": [],
+    # WSD cooldown branches (atlas_t5x/cooldown.py): fractions of the run's steps at which a branch
+    # leaves the stable trunk, each decaying over cooldown_fraction × its steps (None: the trunk's
+    # decay fraction, 0.1) and logging one completed point ("cooldown_end").
+    "cooldown_at": [],
+    "cooldown_fraction": None,
 }
 FAMILY_KEYS: dict[str, set[str]] = {
     "monolingual": {"languages", "scales"},
@@ -133,7 +240,8 @@ class RunSpec:
         return mixtures.get_mixture(self.mixture).languages
 
     def model_dir(self, out_dir: str | os.PathLike) -> Path:
-        return Path(out_dir) / "runs" / self.name
+        """OUT/runs/NAME; SweepError if that resolves outside OUT (a name with a path in it)."""
+        return inside(Path(out_dir) / "runs" / check_run_name(self.name, "run"), out_dir, f"run {self.name!r}: folder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +268,8 @@ def load_sweep(path: str | os.PathLike, corpus_languages: Sequence[str] | None =
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise SweepError(f"{path}: cannot read sweep spec: {err}") from err
+    except UnicodeDecodeError as err:
+        raise SweepError(f"{path}: not a YAML text file (not UTF-8: byte offset {err.start})") from None
     except yaml.YAMLError as err:
         raise SweepError(f"{path}: not valid YAML: {err}") from err
     return expand_sweep(spec, source=str(path), corpus_languages=corpus_languages)
@@ -204,6 +314,9 @@ def expand_sweep(
         where = f"{where} ({family})"
         _check_keys(entry, FAMILY_KEYS[family] | set(RUN_DEFAULTS) | {"family"}, where)
         settings = {**defaults, **{k: v for k, v in entry.items() if k in RUN_DEFAULTS}}
+        check_settings(settings, where)
+        if family == "uniform" and entry.get("name") is not None:
+            check_run_name(entry["name"], f"{where}: name")
         settings["eval_languages"] = _eval_languages(settings["eval_languages"], corpus_languages, where)
         if family == "finetune":
             runs.extend(_expand_finetune(entry, settings, runs, corpus_languages, where))
@@ -212,6 +325,7 @@ def expand_sweep(
 
     seen: dict[str, int] = {}
     for r in runs:
+        check_run_name(r.name, source)
         if r.name in seen:
             raise SweepError(f"{source}: run name {r.name!r} appears twice (two families make the same run)")
         seen[r.name] = 1
@@ -257,12 +371,39 @@ def _eval_languages(value: Any, corpus_languages, where: str) -> tuple[str, ...]
     return _languages(value, corpus_languages, f"{where}: eval_languages", allow_all=False)
 
 
+_GIN_INT_FIELD = re.compile(r"^ModelConfig\.(\w+)\s*=\s*(-?\d+)\s*$")
+
+
+def gin_file_scale(scale: str) -> models.ModelConfig | None:
+    """A size defined only by its gin file gin/models/<scale>.gin (e.g. the demo's demo0..demo3,
+    which models.SCALES does not list): its integer ModelConfig bindings, or None when no such file."""
+    path = REPO_ROOT / "gin" / "models" / f"{scale}.gin"
+    if not re.fullmatch(r"[A-Za-z0-9_]+", str(scale)) or not path.is_file():
+        return None
+    fields = {m.group(1): int(m.group(2)) for line in path.read_text(encoding="utf-8").splitlines()
+              if (m := _GIN_INT_FIELD.match(line.strip()))}
+    try:
+        return models.ModelConfig(name=str(scale), **fields)
+    except TypeError as err:
+        raise SweepError(f"{path}: not a complete ModelConfig ({err})") from None
+
+
+def scale_config(scale: str, **overrides) -> models.ModelConfig:
+    """The ModelConfig of a scale: models.SCALES, else a gin-file-only size (`gin_file_scale`)."""
+    if scale in models.SCALES:
+        return models.get_model_config(scale, **overrides)
+    cfg = gin_file_scale(scale)
+    if cfg is None:
+        return models.get_model_config(scale, **overrides)   # raises, naming the nearest sizes
+    return dataclasses.replace(cfg, **overrides)
+
+
 def _scales(entry: Mapping[str, Any], where: str) -> list[str]:
     scales = entry.get("scales")
     if not scales or isinstance(scales, str):
         raise SweepError(f"{where}: 'scales' must be a non-empty list of scale names")
     for scale in scales:
-        if scale not in models.SCALES:
+        if scale not in models.SCALES and gin_file_scale(scale) is None:
             nearest = difflib.get_close_matches(str(scale), list(models.SCALES), n=3, cutoff=0.0)
             raise SweepError(f"{where}: unknown scale {scale!r}; nearest valid names: {', '.join(nearest)}")
     return list(scales)
@@ -271,11 +412,14 @@ def _scales(entry: Mapping[str, Any], where: str) -> list[str]:
 def _budget(settings: Mapping[str, Any], scale: str, name: str, where: str) -> tuple[int, int, int]:
     """(tokens, total_steps, batch) for one run."""
     batch = settings["batch"]
-    cfg = models.get_model_config(scale, **(settings["model_overrides"] or {}))
+    try:
+        cfg = scale_config(scale, **(settings["model_overrides"] or {}))
+    except (ValueError, TypeError) as err:
+        raise SweepError(f"{where}: model_overrides: {err}") from None
     if batch == "paper":
         from atlas_t5x import optim
 
-        batch = optim.paper_batch_size(models.param_count(models.get_model_config(scale)))
+        batch = optim.paper_batch_size(models.param_count(scale_config(scale)))
     seq_len = settings["seq_len"]
     if not (isinstance(batch, int) and batch > 0 and isinstance(seq_len, int) and seq_len > 1):
         raise SweepError(f"{where}: batch ({batch!r}) and seq_len ({seq_len!r}) must be positive integers")
@@ -298,8 +442,46 @@ def _budget(settings: Mapping[str, Any], scale: str, name: str, where: str) -> t
     return steps * batch * seq_len, steps, batch
 
 
+def _check_cooldown(settings: Mapping[str, Any], steps: int, name: str, where: str) -> None:
+    """Branch points inside the run's stable phase (after warmup, before the 10% decay)."""
+    from atlas_t5x import optim
+
+    at = settings.get("cooldown_at") or []
+    fraction = settings.get("cooldown_fraction")
+    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise SweepError(f"{where}: run {name!r}: cooldown_fraction {fraction!r} must be in (0, 1]")
+    if not isinstance(at, (list, tuple)):
+        raise SweepError(f"{where}: run {name!r}: cooldown_at must be a list of fractions of the run's steps")
+    seen = set()
+    for f in at:
+        step = int(round(float(f) * steps)) if isinstance(f, (int, float)) and not isinstance(f, bool) else -1
+        if not (0 < float(f if step >= 0 else 0) < 1) or not settings["warmup_steps"] <= step < optim.decay_start_step(steps):
+            raise SweepError(f"{where}: run {name!r}: cooldown_at {f!r} (step {step} of {steps}) must lie in the "
+                             f"stable phase: after warmup ({settings['warmup_steps']} steps), before the decay "
+                             f"(step {optim.decay_start_step(steps)})")
+        if step in seen:
+            raise SweepError(f"{where}: run {name!r}: cooldown_at {f!r} rounds to step {step} twice")
+        seen.add(step)
+
+
+def branch_points(run: RunSpec) -> list[int]:
+    """Token counts at which the run's cooldown branches leave its trunk (whole steps)."""
+    tokens_per_step = run.batch * run.seq_len
+    return sorted(int(round(float(f) * run.total_steps)) * tokens_per_step
+                  for f in run.settings.get("cooldown_at") or [])
+
+
+def branch_steps_total(run: RunSpec) -> int:
+    """Extra optimizer steps the run's cooldown branches train (for time estimates)."""
+    from atlas_t5x import optim
+
+    fraction = run.settings.get("cooldown_fraction") or 0.1
+    return sum(optim.cooldown_steps(t // (run.batch * run.seq_len), fraction) for t in branch_points(run))
+
+
 def _make_run(family, name, scale, mixture, langs, max_epochs, settings, where, init_from=None) -> RunSpec:
     tokens, steps, batch = _budget(settings, scale, name, where)
+    _check_cooldown(settings, steps, name, where)
     return RunSpec(
         name=name, family=family, scale=scale, mixture=mixture,
         mixture_languages=tuple(langs) if langs is not None else None,
@@ -449,7 +631,7 @@ def gin_config(run: RunSpec, out_dir: str | os.PathLike) -> str:
     """The generated gin bindings of one run (parsed after `gin_files(run)`)."""
     s = run.settings
     lines = [
-        f"# Generated by atlas_t5x.sweeps: run {run.name} ({run.family}), "
+        f"# Generated by atlas_t5x.sweeps: run {check_run_name(run.name, 'run')} ({run.family}), "
         f"{run.tokens} tokens = {run.total_steps} steps x {run.batch} x {run.seq_len}.",
         "import atlas_t5x.data.pipeline",
         "import atlas_t5x.data.vocab",
@@ -496,13 +678,18 @@ def gin_config(run: RunSpec, out_dir: str | os.PathLike) -> str:
     ]
     if run.init_from is not None:
         lines.append(f"train.init_from = {_gin_value(str(finetune_source_dir(run, out_dir)))}")
+    if s.get("cooldown_at"):
+        lines.append(f"train.cooldown_at_tokens = {_gin_value(branch_points(run))}")
+        if s.get("cooldown_fraction") is not None:
+            lines.append(f"train.cooldown_fraction = {float(s['cooldown_fraction'])}")
     lines += list(s.get("gin_bindings") or ())
     return "\n".join(lines) + "\n"
 
 
 def finetune_source_dir(run: RunSpec, out_dir: str | os.PathLike) -> Path:
     """The model_dir of the run a finetune starts from (its newest checkpoint is loaded)."""
-    return Path(out_dir) / "runs" / run.init_from
+    name = check_run_name(run.init_from, f"run {run.name!r}: finetune source")
+    return inside(Path(out_dir) / "runs" / name, out_dir, f"run {run.name!r}: finetune source folder")
 
 
 def write_run_gin(run: RunSpec, out_dir: str | os.PathLike) -> Path:

@@ -27,9 +27,13 @@ written once the run has started). One train.jsonl row per flush:
   second of train steps since the last row), steps_per_s, flops_per_s (model FLOPs per second:
   models.flops_per_token × global_batch × seq_len per step, padding positions included), mfu
   (flops_per_s / (peak FLOP/s per device × devices): the data-sheet dense bf16 peak of a known
-  accelerator, else a matmul peak measured once per process at start, `measure_peak_flops`).
+  accelerator; on CPU the theoretical peak cores × SIMD lanes × FMA units × 2 × clock, `cpu_peak`;
+  else a matmul peak measured once per process at start, `measure_peak_flops`).
 
-A restarted run drops the rows logged after its checkpoint, so each step appears once.
+A restarted run drops the rows logged after its checkpoint, and a run that starts without one
+empties train.jsonl, eval.jsonl and live_prediction.jsonl, so each step appears once. One trainer
+owns a model_dir at a time (atlas_t5x.run_lock); a damaged newest checkpoint is moved aside and the
+previous one restored (atlas_t5x.checkpoints).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from etils import epath
 from flax import struct
 from jax.experimental import multihost_utils
 
-from atlas_t5x import checkpoints, logio, losses, models, optim, partitioning
+from atlas_t5x import checkpoints, cooldown, logio, losses, models, optim, partitioning, plans, run_lock
 from atlas_t5x.callbacks import Callback, RunInfo, StepContext, due_callbacks, validate_callbacks
 
 # Batch keys the model consumes on device; decoder_lang_ids stay on the host (accounting).
@@ -131,6 +135,58 @@ def lookup_peak_flops(device_kind: str) -> float | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class CpuPeak:
+    """Theoretical float32 FLOP/s of this machine's CPU cores: cores × SIMD lanes × FMA units × 2 × clock.
+
+    XLA's CPU backend runs bfloat16 matmuls through float32 vector units, so this is the peak
+    for both compute dtypes. `source` says where each input came from.
+    """
+
+    cores: int
+    simd_lanes: int  # float32 lanes per vector register: 16 (AVX-512), 8 (AVX2), 4 (SSE/NEON)
+    fma_units: int  # vector FMA pipes per core (2 on server Xeons with AVX-512, Zen 4 and later)
+    clock_hz: float
+    source: str
+
+    @property
+    def flops(self) -> float:
+        return self.cores * self.simd_lanes * self.fma_units * 2.0 * self.clock_hz
+
+    def describe(self) -> str:
+        return (f"{self.cores} cores x {self.simd_lanes} fp32 lanes x {self.fma_units} FMA units x 2 FLOPs x "
+                f"{self.clock_hz / 1e9:.2f} GHz = {self.flops / 1e9:.1f} GFLOP/s ({self.source})")
+
+
+def cpu_peak(cpuinfo: str | None = None, cores: int | None = None, clock_hz: float | None = None,
+             fma_units: int = 2) -> CpuPeak | None:
+    """The theoretical CPU peak from /proc/cpuinfo (SIMD width from the avx512f/avx2 flags, clock
+    from "cpu MHz") and the cores this process may use; None where /proc/cpuinfo is unreadable."""
+    import os
+
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return None
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    lanes, isa = (16, "avx512f") if "avx512f" in flags else (8, "avx2") if "avx2" in flags else (4, "sse/neon")
+    if clock_hz is None:
+        if "cpu MHz" not in fields:
+            return None
+        clock_hz, clock_source = float(fields["cpu MHz"]) * 1e6, "clock: /proc/cpuinfo cpu MHz"
+    else:
+        clock_source = "clock: given"
+    cores = cores or len(os.sched_getaffinity(0))
+    return CpuPeak(cores, lanes, fma_units, clock_hz,
+                   f"{fields.get('model name', 'cpu')}; lanes: {isa} flag; {clock_source}; FMA units assumed")
+
+
 def _model_inputs(batch: Mapping[str, Any]) -> dict:
     return dict(
         positions=batch["decoder_positions"],
@@ -153,8 +209,14 @@ def split_microbatches(batch: Mapping[str, jax.Array], microbatches: int) -> dic
 
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    microbatches: int = 1, loss_chunk_size: int | None = None) -> Callable:
+                    microbatches: int = 1, loss_chunk_size: int | None = None,
+                    lr_argument: bool = False) -> Callable:
     """(state, batch, dropout_key) -> (new state, metrics); metrics are scalars (loss in nats/token).
+
+    lr_argument: the step takes the learning rate as a fourth argument, (state, batch,
+      dropout_key, lr), and multiplies the optimizer's update by it; `optimizer` must then use a
+      unit learning rate (AdamW's update, weight decay included, is proportional to it). One
+      compiled step then serves any schedule (the cooldown branches, atlas_t5x/cooldown.py).
 
     microbatches: gradient accumulation. The batch is split into this many equal micro-batches
       (`split_microbatches`) whose forward/backward passes run one after another; the gradients
@@ -181,7 +243,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
 
     grad_fn = jax.value_and_grad(summed_loss, has_aux=True)
 
-    def train_step(state: TrainState, batch: Mapping[str, jax.Array], dropout_key: jax.Array):
+    def train_step(state: TrainState, batch: Mapping[str, jax.Array], dropout_key: jax.Array, lr=None):
         step_key = jax.random.fold_in(dropout_key, state.step)
         if microbatches == 1:
             (sum_nll, n_tokens), grads = grad_fn(state.params, batch, step_key)
@@ -200,16 +262,20 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, s
         per_token = 1.0 / jnp.maximum(n_tokens, 1.0)
         grads = jax.tree.map(lambda g: g * per_token.astype(g.dtype), grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        if lr is not None:
+            updates = jax.tree.map(lambda u: u * lr.astype(u.dtype), updates)
         params = optax.apply_updates(state.params, updates)
         metrics = {
             "loss": sum_nll * per_token,
             "n_tokens": n_tokens,
             "grad_norm": optax.tree.norm(grads),
-            "lr": schedule(state.step),
+            "lr": schedule(state.step) if lr is None else lr,
         }
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    return train_step
+    if lr_argument:
+        return train_step
+    return lambda state, batch, dropout_key: train_step(state, batch, dropout_key)
 
 
 def make_eval_fn(model: nn.Module) -> Callable:
@@ -261,6 +327,33 @@ def _configured_args(fn: Callable) -> dict[str, Any]:
               if p.default is not inspect.Parameter.empty}
     values.update(gin.get_bindings(fn))
     return values
+
+
+# Logs whose rows carry the step they describe; a resumed run trims them to its checkpoint (train
+# log) and a fresh start empties them (all three), so each step of this run appears exactly once.
+RUN_LOGS = ("train.jsonl", "eval.jsonl", "live_prediction.jsonl")
+
+
+def _clear_stale_logs(logs_dir: epath.Path) -> None:
+    """A fresh start (no checkpoint): rows left by an earlier attempt that died before its first
+    checkpoint describe steps this run will train again; drop them."""
+    for name in RUN_LOGS:
+        _truncate_log(logs_dir / name, -1)
+
+
+def _holding_model_dir_lock(train_fn: Callable) -> Callable:
+    """Runs `train_fn(model_dir, ...)` holding model_dir's lock (atlas_t5x.run_lock): a second
+    trainer on the same folder stops with RunLockedError naming the owner, before writing."""
+
+    @functools.wraps(train_fn)  # gin follows __wrapped__ to train's own signature
+    def locked(model_dir, *args, **kwargs):
+        lock = run_lock.acquire_for_job(checkpoints.as_path(model_dir))
+        try:
+            return train_fn(model_dir, *args, **kwargs)
+        finally:
+            lock.release()
+
+    return locked
 
 
 def _truncate_log(path: epath.Path, last_step: int) -> None:
@@ -340,6 +433,7 @@ class TrainResult:
 
 
 @gin.configurable(denylist=["model_dir"])
+@_holding_model_dir_lock
 def train(
     model_dir: str,
     model_config: models.ModelConfig = gin.REQUIRED,
@@ -358,6 +452,8 @@ def train(
     tensorboard: bool = True,
     loss_chunk_size: int | None = 128,
     num_microbatches: int = 1,
+    cooldown_at_tokens: Sequence[int] = (),
+    cooldown_fraction: float | None = None,
 ) -> TrainResult:
     """Trains `model_config` on `pipeline_factory()` for `total_steps`, resuming from model_dir.
 
@@ -385,8 +481,9 @@ def train(
         optimizer, schedule from step 0). Ignored when model_dir already has a checkpoint.
       run_name: RunInfo.run (default: model_dir's basename).
       peak_flops_per_device: peak FLOP/s per device for MFU; None = the data-sheet dense bf16
-        peak of a known accelerator (`lookup_peak_flops`), else measured at start in the compute
-        dtype (`measure_peak_flops`; CPU).
+        peak of a known accelerator (`lookup_peak_flops`), on CPU the theoretical peak of the
+        cores shared by the local devices (`cpu_peak`), else measured at start in the compute
+        dtype (`measure_peak_flops`).
       tensorboard: also write scalars to MODEL_DIR/tb.
       loss_chunk_size: positions per chunk of the model's fused tied-projection cross-entropy
         (default 128: never holds the [B, T, V] float32 logits; 1.2x faster steps at V = 64512,
@@ -395,6 +492,12 @@ def train(
         many micro-batches whose gradients are summed inside the step, for activation memory of
         global_batch / num_microbatches rows. The update equals the whole batch's (the loss is
         token-weighted over the batch), so steps, schedule, logs and checkpoints are unchanged.
+      cooldown_at_tokens: WSD cooldown branches (atlas_t5x/cooldown.py): at each of these trunk
+        token counts (rounded to whole steps; inside the stable phase) a copy of the state decays
+        its learning rate and is evaluated by the callbacks that evaluate branches, logged as run
+        `<run>-cd<tokens>` with schedule_phase "cooldown_end"; the trunk then continues unchanged.
+      cooldown_fraction: branch length as a fraction of the branch point's steps; None = the
+        trunk's own `make_schedule.decay_fraction`.
 
     Returns:
       TrainResult(state, step, preempted). On SIGTERM the run checkpoints at the next step
@@ -403,8 +506,15 @@ def train(
     Raises:
       NonFiniteLossError: the loss or gradient norm was NaN/Inf at a step (named in the message).
       CheckpointMismatchError: model_dir holds a checkpoint of a different model.
+      NoRestorableCheckpointError: model_dir's checkpoints are all damaged (each named with why).
+      RunLockedError: another trainer holds model_dir (atlas_t5x.run_lock; named in the message).
       ValueError: mesh/batch mismatch and other bad settings.
     """
+    for name, value in (("total_steps", total_steps), ("log_every_steps", log_every_steps),
+                        ("checkpoint_every_steps", checkpoint_every_steps), ("keep_checkpoints", keep_checkpoints),
+                        ("seed", seed), ("num_microbatches", num_microbatches)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # e.g. a gin string 'abc'
+            raise ValueError(f"train.{name} must be an integer, got {value!r} ({type(value).__name__})")
     if total_steps <= 0 or log_every_steps <= 0 or checkpoint_every_steps <= 0:
         raise ValueError(
             f"total_steps ({total_steps}), log_every_steps ({log_every_steps}) and "
@@ -433,6 +543,7 @@ def train(
             "make_optimizer.accumulation_steps is for code that calls the optimizer once per micro-batch; "
             "the trainer accumulates inside its step: bind train.num_microbatches instead")
     partitioning.check_batch_divisible(global_batch, mesh, num_microbatches)
+    plans.check_run(model_config, dict(mesh.shape), seq_len, global_batch, num_microbatches)  # tensor | heads; memory
     # The schedule's other settings come from gin (make_schedule.*); the phase reads the same ones.
     schedule = optim.make_schedule(total_steps=total_steps)
     optimizer = optim.make_optimizer(schedule)
@@ -446,6 +557,16 @@ def train(
         return optim.schedule_phase(last_update(step), total_steps, schedule_args["warmup_steps"],
                                     schedule_args["kind"], schedule_args["decay_fraction"])
 
+    if cooldown_fraction is None:
+        cooldown_fraction = schedule_args["decay_fraction"]
+    branch_at = cooldown.branch_steps(
+        cooldown_at_tokens, global_batch * seq_len, total_steps, schedule_args["warmup_steps"],
+        optim.decay_start_step(total_steps, schedule_args["decay_fraction"])
+        if schedule_args["kind"] == "wsd" else total_steps, cooldown_fraction) if cooldown_at_tokens else []
+    if branch_at and schedule_args["kind"] != "wsd":
+        raise ValueError(f"train.cooldown_at_tokens needs a WSD schedule (make_schedule.kind = 'wsd'), "
+                         f"got {schedule_args['kind']!r}")
+
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
     dummy_tokens = jnp.zeros((1, seq_len), jnp.int32)
     abstract_state, state_sh = state_layout(model, optimizer, mesh, dummy_tokens)
@@ -454,14 +575,16 @@ def train(
     # Everything that can fail on a bad model_dir fails here, before anything is written.
     ckpt = checkpoints.TrainCheckpointer(model_dir_path, keep=keep_checkpoints, async_save=async_checkpointing)
     shapes = checkpoints.param_shapes(abstract_state.params)
-    resume_step = ckpt.check_compatible(shapes)
+    # The newest checkpoint that verifies; damaged newer ones are logged and moved aside.
+    restored = ckpt.restore_latest(abstract_state, shapes)
+    resume_step = None if restored is None else restored[0]
 
     def fresh_state(params):
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
     init = "scratch"
-    if resume_step is not None:
-        state, pipeline_state, meta = ckpt.restore(resume_step, abstract_state)
+    if restored is not None:
+        _, state, pipeline_state, meta = restored
         pipeline.set_state(pipeline_state)
         init = meta.get("run_info", {}).get("init", init)
         logging.info("resumed %s at step %d", model_dir_path, resume_step)
@@ -492,10 +615,17 @@ def train(
     metadata = {
         "model_config": dataclasses.asdict(model_config),
         "param_shapes": shapes,
+        "param_layout": checkpoints.param_layout(shapes),
         "run_info": dataclasses.asdict(run_info),
         "total_steps": total_steps,
     }
+    for cb in callbacks:  # every data source the run will read (eval-only languages too), before step 0
+        check_inputs = getattr(cb, "check_inputs", None)
+        if callable(check_inputs):
+            check_inputs(run_info, model_config)
     if is_chief:
+        if resume_step is None:
+            _clear_stale_logs(model_dir_path / "logs")
         logio.write_atomic(model_dir_path / "config.gin", gin.operative_config_str())
 
     batch_sh = partitioning.batch_sharding(mesh)
@@ -515,7 +645,9 @@ def train(
         compiled_step = step_fn.lower(abstract_state, abstract_batch, dropout_key).compile()
     eval_step = _EvalStep(model, mesh, params_sh)
 
+    theoretical_cpu = cpu_peak() if jax.devices()[0].platform == "cpu" else None
     peak = (peak_flops_per_device or lookup_peak_flops(jax.devices()[0].device_kind)
+            or (theoretical_cpu.flops / jax.local_device_count() if theoretical_cpu else None)
             or measure_peak_flops(tuple(jax.local_devices()), model_config.dtype))
     model_flops_per_step = models.flops_per_token(model_config, seq_len) * global_batch * seq_len
     logger = _TrainLogger(model_dir_path, run_info.run, tensorboard and is_chief, is_chief,
@@ -525,9 +657,38 @@ def train(
     progress = _progress_bar(total_steps, start_step, is_chief)
 
     def context(step: int) -> StepContext:
+        # a run's last evaluation is its completed schedule: "final" (atlas_t5x.schema)
         return StepContext(step=step, state=state, model=model, model_config=model_config, mesh=mesh,
                            pipeline=pipeline, lr=float(schedule(last_update(step))),
-                           schedule_phase=phase_of(step), run_info=run_info, eval_step=eval_step)
+                           schedule_phase="final" if step == total_steps else phase_of(step),
+                           run_info=run_info, eval_step=eval_step)
+
+    def make_branch_step():
+        """One compiled step for every branch: the learning rate is an argument (unit-LR AdamW)."""
+        unit = lambda count: jnp.ones((), jnp.float32)  # noqa: E731  (same optimizer state as the trunk's)
+        jitted = jax.jit(
+            make_train_step(model, optim.make_optimizer(unit), unit, num_microbatches, loss_chunk_size,
+                            lr_argument=True),
+            in_shardings=(state_sh, {k: batch_sh for k in MODEL_INPUT_KEYS}, replicated, replicated),
+            out_shardings=(state_sh, metric_sh), donate_argnums=(0,))
+        with partitioning.axis_rules(mesh):
+            return jitted.lower(abstract_state, abstract_batch, dropout_key,
+                                jax.ShapeDtypeStruct((), jnp.float32)).compile()
+
+    def check_branch_losses(metrics) -> None:
+        for m in jax.device_get(metrics):
+            if not (math.isfinite(float(m["loss"])) and math.isfinite(float(m["grad_norm"]))):
+                raise NonFiniteLossError(f"non-finite training loss in a cooldown branch: loss={float(m['loss'])}")
+
+    branches = cooldown.BranchRunner(
+        make_step=make_branch_step, next_batch=lambda: global_batch_from_host_rows(next(pipeline), batch_sh),
+        copy_state=lambda s: jax.tree.map(jnp.copy, s), check_losses=check_branch_losses,
+        context=lambda s, st, lr, phase, info, branch: StepContext(
+            step=s, state=st, model=model, model_config=model_config, mesh=mesh, pipeline=pipeline, lr=lr,
+            schedule_phase=phase, run_info=info, eval_step=eval_step, branch=branch),
+        pipeline=pipeline, run_info=run_info, peak_lr=float(schedule_args["peak_lr"]),
+        final_lr_fraction=float(schedule_args["final_lr_fraction"]), cooldown_fraction=float(cooldown_fraction),
+        tokens_per_step=global_batch * seq_len)
 
     pending: list[tuple[int, dict]] = []
     row = None
@@ -555,9 +716,11 @@ def train(
                 # earlier checkpoint and repeats this step's callbacks (eval rows are never lost).
                 for cb in run_callbacks:
                     cb(context(step))
+                if step in branch_at:
+                    branches.run(step, state, dropout_key, callbacks)
                 if save_now:
                     ckpt.save(step, state, pipeline.get_state(), metadata)
-                if save_now or run_callbacks:
+                if save_now or run_callbacks or step in branch_at:
                     logger.restart_clock()  # throughput counts train steps only
                 if preempted:
                     logging.warning("preempted: saved checkpoint at step %d, exiting", step)

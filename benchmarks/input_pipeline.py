@@ -1,7 +1,8 @@
 """Input-pipeline throughput vs. what the trainer consumes, on the embedded corpus.
 
 Measures, in one process:
-  1. build: encoding the mixture's training splits once (vocabulary + EOS per document);
+  1. build: the pipeline's construction (split thresholds and U counted by streaming, in-process
+     statistics for the embedded corpus);
   2. stream: tokens/s of the packed train stream (host-local batches as the trainer receives
      them) for a K = 12 mixture;
   3. trainer: tokens/s of the real jitted train step (atlas_t5x.trainer.make_train_step: forward,
@@ -14,6 +15,16 @@ parameter count) of the demo sweep, gin/sweeps/demo.yaml (`make demo`); any flag
     python benchmarks/input_pipeline.py                                  # make demo's largest run
     python benchmarks/input_pipeline.py --sweep=gin/sweeps/study.yaml    # make study's largest run
     python benchmarks/input_pipeline.py --scale=tiny1 --seq_len=128 --global_batch=8
+
+Streaming at MADLAD scale (`--synthetic=30,300`): for each size (MB of UTF-8 text) it writes a
+synthetic MADLAD-layout root (benchmarks/preprocess.py `write_synthetic_root`: 32 languages over
+8 scripts, Zipf-skewed sizes, ~1 MiB-of-text gzip shards), builds its statistics file once
+(`stats.compute_stats`, timed separately: a one-off, cached), then in a FRESH process builds the
+streaming pipeline over a temperature (T = 3.33) mixture of all its languages and prints: time to
+the first batch (pipeline construction included), tokens/s per host over `--synthetic_batches`
+batches, and the process's peak RSS. The RSS should not grow with the corpus.
+
+    python benchmarks/input_pipeline.py --synthetic=30,300 --seq_len=512 --global_batch=16
 """
 
 from __future__ import annotations
@@ -46,9 +57,19 @@ def parse_args(argv):
     parser.add_argument("--global_batch", type=int, default=None, help="default: that run's batch")
     parser.add_argument("--stream_batches", type=int, default=300, help="batches timed for the stream")
     parser.add_argument("--train_steps", type=int, default=5, help="train steps timed (after warm-up)")
+    parser.add_argument("--synthetic", default="",
+                        help="comma-separated synthetic MADLAD root sizes in MB of text (streaming mode)")
+    parser.add_argument("--synthetic_batches", type=int, default=1500,
+                        help="batches timed per size (enough to encode many blocks per language)")
+    parser.add_argument("--measure", nargs=2, metavar=("ROOT", "STATS"), help=argparse.SUPPRESS)
     parser.add_argument("--mixture", default="uniform12",
                         help='"uniform12" (the K=12 languages above) or any get_mixture name')
     args = parser.parse_args(argv)
+    if args.synthetic or args.measure:
+        args.vocab = args.vocab or "corpus_spm"
+        args.seq_len = args.seq_len or 512
+        args.global_batch = args.global_batch or 16
+        return args
     if None in (args.scale, args.vocab, args.seq_len, args.global_batch):
         try:
             largest = largest_run(args.sweep)
@@ -125,8 +146,80 @@ def trainer_rate(scale: str, vocab_size: int, batches: list[dict], steps: int) -
     return tokens / per_step, per_step
 
 
+def measure_streaming(args) -> dict:
+    """In this (fresh) process: time to first batch, tokens/s and peak RSS of the streaming pipeline."""
+    import json
+    import resource
+
+    start = time.perf_counter()
+    from atlas_t5x.data import mixtures, pipeline, stats
+
+    root, stats_path = args.measure
+    table = stats.load_stats(stats_path, root)
+    unique = {lang: entry["unique_tokens"] for lang, entry in table["languages"].items()}
+    mixture = mixtures.temperature(unique, 3.33)
+    pipe = pipeline.make_train_pipeline(mixture, vocab=args.vocab, seq_len=args.seq_len,
+                                        global_batch=args.global_batch, root=root, stats_path=stats_path,
+                                        process_index=0, process_count=1)
+    first = next(pipe)
+    first_batch_s = time.perf_counter() - start
+    tokens = int(first["decoder_loss_weights"].sum())
+    start = time.perf_counter()
+    tokens = 0
+    for _ in range(args.synthetic_batches):
+        tokens += int(next(pipe)["decoder_loss_weights"].sum())
+    elapsed = time.perf_counter() - start
+    return {"first_batch_s": first_batch_s, "tokens_per_s": tokens / elapsed, "languages": len(pipe.languages),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "tokens_by_lang_min": min(pipe.accounting().tokens_by_lang.values())}
+
+
+def synthetic_benchmark(args) -> int:
+    """Writes each synthetic root, builds its statistics, measures the pipeline in a child process."""
+    import json
+    import subprocess
+    import tempfile
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from preprocess import write_synthetic_root  # the shared synthetic MADLAD root generator
+
+    from atlas_t5x.data import madlad, stats
+
+    print(f"vocab {args.vocab}, seq_len {args.seq_len}, global batch {args.global_batch}, "
+          f"{args.synthetic_batches} batches timed; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'text MB':>8} {'gzip MB':>8} {'langs':>5} {'shards':>6} {'stats s':>8} {'first batch s':>13} "
+          f"{'tokens/s':>10} {'peak RSS MB':>11}")
+    for size in [float(x) for x in args.synthetic.split(",")]:
+        with tempfile.TemporaryDirectory(prefix="atlas_stream_bench_") as tmp:
+            root = os.path.join(tmp, "madlad")
+            sizes = write_synthetic_root(root, size)
+            paths = [p for lang in sizes for p in madlad.shard_paths(root, lang)]
+            gzip_mb = sum(os.path.getsize(p) for p in paths) / 1e6
+            stats_path = os.path.join(tmp, "stats.json")
+            start = time.perf_counter()
+            stats.compute_stats(root, sorted(sizes), args.vocab, path=stats_path, workers=2, progress=False)
+            stats_s = time.perf_counter() - start
+            child = subprocess.run(
+                [sys.executable, __file__, "--measure", root, stats_path, f"--vocab={args.vocab}",
+                 f"--seq_len={args.seq_len}", f"--global_batch={args.global_batch}",
+                 f"--synthetic_batches={args.synthetic_batches}"],
+                capture_output=True, text=True, check=True)
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            print(f"{size:8.0f} {gzip_mb:8.1f} {result['languages']:5d} {len(paths):6d} {stats_s:8.1f} "
+                  f"{result['first_batch_s']:13.2f} {result['tokens_per_s']:10,.0f} {result['peak_rss_mb']:11.0f}",
+                  flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.measure:
+        import json
+
+        print(json.dumps(measure_streaming(args)))
+        return 0
+    if args.synthetic:
+        return synthetic_benchmark(args)
     from atlas_t5x.data import mixtures, pipeline
     from atlas_t5x.data import vocab as vocab_lib
 
@@ -143,7 +236,7 @@ def main(argv=None) -> int:
     print(f"mixture {pipe.mixture_name}: K={len(pipe.languages)} languages {' '.join(pipe.languages)}")
     print(f"vocab {args.vocab} (V={pipe.vocab_size}); U total {sum(unique.values()):,} tokens "
           f"(min {min(unique.values()):,}, max {max(unique.values()):,})")
-    print(f"build (encode splits once)   {build_s:8.2f} s")
+    print(f"build (statistics, sources)  {build_s:8.2f} s")
 
     rate, per_batch = stream_rate(pipe, args.stream_batches)
     print(f"stream  seq={args.seq_len} batch={args.global_batch}: {rate:14,.0f} tokens/s "

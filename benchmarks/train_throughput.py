@@ -1,23 +1,30 @@
 """Training-step throughput and MFU of the DecoderLM on the local device.
 
 Builds a full training step (forward, backward, global-norm clipping, AdamW update,
-donated state), times it after warm-up, and compares the achieved model FLOP/s with
-the same process's measured matmul peak for the compute dtype:
+donated state), times it after warm-up, and reports MFU against a FIXED, stated peak:
 
-    MFU = (tokens/s · models.flops_per_token) / measured matmul FLOP/s
+    MFU = (tokens/s · models.flops_per_token) / peak FLOP/s
 
-On a known accelerator (H100, A100, TPU; `trainer.lookup_peak_flops`) it also prints MFU
-against the data-sheet dense bf16 peak, the usual definition for GPU/TPU targets.
+* GPU/TPU: the data-sheet dense bf16 peak of the device (`trainer.lookup_peak_flops`);
+* CPU: the theoretical peak cores × SIMD lanes × FMA units × 2 × clock (`trainer.cpu_peak`,
+  inputs read from /proc/cpuinfo and printed; override with --cpu_clock_ghz / --fma_units).
 
-Examples (the CPU target configuration, and the H100 one; scale34 needs --remat to fit 80 GB):
+A matmul peak sampled in the same process (right after each timed step) is printed as a
+second line; on a shared CPU it swings by 2x within an hour, which is why it is not the
+headline figure. `--baseline` also times the unfused/unrolled configuration (reference
+einsum attention, unrolled blocks, materialised logits) in the same process.
+
+Examples (the CPU target configuration, and the GPU one):
 
     python benchmarks/train_throughput.py --scale=scale0 --batch=8 --seq=512 --dtype=float32
-    python benchmarks/train_throughput.py --scale=scale34 --batch=8 --seq=2048 --dtype=bfloat16 --remat
+    python benchmarks/train_throughput.py --scale=scale34 --batch=8 --seq=2048 --dtype=bfloat16 \
+        --remat_policy=dots_with_no_batch_dims_saveable --baseline
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -28,7 +35,7 @@ import numpy as np
 import optax
 
 from atlas_t5x import losses, models, optim
-from atlas_t5x.trainer import lookup_peak_flops
+from atlas_t5x.trainer import cpu_peak, lookup_peak_flops
 
 
 class MatmulPeak:
@@ -108,7 +115,13 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
     parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--remat_policy", default="none", help=f"one of {', '.join(models.REMAT_POLICIES)}")
+    parser.add_argument("--attention", default="auto", help=f"one of {', '.join(models.ATTENTION_IMPLEMENTATIONS)}")
+    parser.add_argument("--unrolled", action="store_true", help="unrolled blocks (scan_layers=False)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time the unfused/unrolled step (reference attention, unrolled, logits loss)")
+    parser.add_argument("--cpu_clock_ghz", type=float, default=None, help="CPU peak: clock (default /proc/cpuinfo)")
+    parser.add_argument("--fma_units", type=int, default=2, help="CPU peak: vector FMA units per core")
     parser.add_argument("--loss", default="fused", choices=["fused", "logits"],
                         help="fused projection+loss (DecoderLM.token_loss) or materialised logits")
     parser.add_argument("--chunk_size", type=int, default=128, help="positions per fused-loss chunk")
@@ -116,16 +129,14 @@ def parse_args(argv):
     if min(args.batch, args.seq, args.steps, args.vocab_size) <= 0 or args.warmup < 0:
         parser.error("batch, seq, steps and vocab_size must be positive, warmup >= 0")
     try:
-        models.get_model_config(args.scale)
+        models.get_model_config(args.scale, remat_policy=args.remat_policy, attention=args.attention)
     except ValueError as err:
         parser.error(str(err))
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = models.get_model_config(args.scale, vocab_size=args.vocab_size, dtype=args.dtype,
-                                  dropout_rate=args.dropout, remat=args.remat)
+def time_steps(cfg: models.ModelConfig, args, loss: str, peak: "MatmulPeak") -> dict:
+    """Compile, warm up and time `args.steps` steps of `cfg`; step seconds and adjacent peak samples."""
     model = models.DecoderLM(cfg)
     optimizer = optim.make_optimizer(optim.make_schedule("constant", total_steps=1, warmup_steps=0))
     batch = jax.device_put(synthetic_batch(args.batch, args.seq, cfg.vocab_size))
@@ -133,47 +144,69 @@ def main(argv=None) -> int:
     params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x, params,
                           is_leaf=lambda x: hasattr(x, "unbox"))
     opt_state = optimizer.init(params)
-    step = make_train_step(model, optimizer, args.loss, args.chunk_size)
-
-    peak = MatmulPeak(args.dtype)
+    step = make_train_step(model, optimizer, loss, args.chunk_size)
     rng = jax.random.PRNGKey(1)
     start = time.perf_counter()
-    params, opt_state, loss = step(params, opt_state, batch, rng)
-    loss.block_until_ready()
+    params, opt_state, loss_value = step(params, opt_state, batch, rng)
+    loss_value.block_until_ready()
     compile_s = time.perf_counter() - start
     for i in range(args.warmup):
-        params, opt_state, loss = step(params, opt_state, batch, jax.random.fold_in(rng, i))
-    loss.block_until_ready()
+        params, opt_state, loss_value = step(params, opt_state, batch, jax.random.fold_in(rng, i))
+    loss_value.block_until_ready()
     times, peaks = [], [peak.sample()]
     for i in range(args.steps):
         start = time.perf_counter()
-        params, opt_state, loss = step(params, opt_state, batch, jax.random.fold_in(rng, 100 + i))
-        loss.block_until_ready()
+        params, opt_state, loss_value = step(params, opt_state, batch, jax.random.fold_in(rng, 100 + i))
+        loss_value.block_until_ready()
         times.append(time.perf_counter() - start)
         peaks.append(peak.sample())
+    return {"times": times, "peaks": peaks, "compile_s": compile_s, "loss": float(loss_value)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    device = jax.devices()[0]
+    fixed_peak, peak_source = lookup_peak_flops(device.device_kind), "data-sheet dense bf16"
+    if fixed_peak is None and device.platform == "cpu":
+        theoretical = cpu_peak(clock_hz=args.cpu_clock_ghz * 1e9 if args.cpu_clock_ghz else None,
+                               fma_units=args.fma_units)
+        if theoretical is not None:
+            fixed_peak, peak_source = theoretical.flops / jax.local_device_count(), theoretical.describe()
+    peak = MatmulPeak(args.dtype)
+    cfg = models.get_model_config(args.scale, vocab_size=args.vocab_size, dtype=args.dtype,
+                                  dropout_rate=args.dropout, remat_policy=args.remat_policy,
+                                  attention=args.attention, scan_layers=not args.unrolled)
+    configs = [("fast", cfg, args.loss)]
+    if args.baseline:
+        configs.append(("baseline", dataclasses.replace(cfg, attention="reference", scan_layers=False), "logits"))
 
     tokens = args.batch * args.seq
     flops_token = models.flops_per_token(cfg, args.seq)
     step_flops = tokens * flops_token
-    # Each step against the better of the peak samples taken just before and after it.
-    mfus = [step_flops / t / max(peaks[i], peaks[i + 1]) for i, t in enumerate(times)]
-    best_peak = max(peaks)
     print(f"scale={cfg.name} N={models.param_count(cfg):,} V={cfg.vocab_size} batch={args.batch} "
-          f"seq={args.seq} dtype={args.dtype} device={jax.devices()[0].device_kind} "
-          f"x{jax.device_count()} loss={args.loss} steps={args.steps} compile={compile_s:.1f}s "
-          f"final_loss={float(loss):.3f}")
+          f"seq={args.seq} dtype={args.dtype} device={device.device_kind} x{jax.device_count()} "
+          f"remat_policy={cfg.remat_policy} attention={models.resolve_attention(cfg.attention, cfg.dtype, args.seq)} "
+          f"steps={args.steps}")
     print(f"model FLOPs/token        {flops_token:.4e}")
-    print(f"matmul peak ({args.dtype})  best {best_peak / 1e9:.1f} GFLOP/s, "
-          f"median {statistics.median(peaks) / 1e9:.1f} GFLOP/s")
-    for label, t in (("best", min(times)), ("median", statistics.median(times))):
-        achieved = step_flops / t
-        print(f"{label:6s} step {t * 1e3:8.1f} ms  tokens/s {tokens / t:9.1f}  "
-              f"achieved {achieved / 1e9:6.1f} GFLOP/s  MFU vs best peak {achieved / best_peak:6.1%}")
-    print(f"MFU per step vs adjacent peak: best {max(mfus):.1%}  median {statistics.median(mfus):.1%}")
-    sheet_peak = lookup_peak_flops(jax.devices()[0].device_kind)
-    if sheet_peak:
-        print(f"MFU vs data-sheet dense bf16 peak ({sheet_peak / 1e12:.0f} TFLOP/s): best "
-              f"{step_flops / min(times) / sheet_peak:.1%}  median {step_flops / statistics.median(times) / sheet_peak:.1%}")
+    if fixed_peak:
+        print(f"fixed peak               {fixed_peak / 1e9:.1f} GFLOP/s per device: {peak_source}")
+    else:
+        print("fixed peak               unknown for this device (no data sheet, no /proc/cpuinfo)")
+    for label, config, loss in configs:
+        result = time_steps(config, args, loss, peak)
+        times, peaks = result["times"], result["peaks"]
+        print(f"[{label}] scan_layers={config.scan_layers} attention={config.attention} loss={loss} "
+              f"compile={result['compile_s']:.1f}s final_loss={result['loss']:.3f}")
+        for name, t in (("best", min(times)), ("median", statistics.median(times))):
+            achieved = step_flops / t
+            mfu = f"MFU vs fixed peak {achieved / fixed_peak:6.1%}" if fixed_peak else ""
+            print(f"[{label}] {name:6s} step {t * 1e3:8.1f} ms  tokens/s {tokens / t:9.1f}  "
+                  f"achieved {achieved / 1e9:7.1f} GFLOP/s  {mfu}")
+        # Second line: each step against the better of the peak samples taken just before and after it.
+        mfus = [step_flops / t / max(peaks[i], peaks[i + 1]) for i, t in enumerate(times)]
+        print(f"[{label}] sampled matmul peak ({args.dtype}) best {max(peaks) / 1e9:.1f}, median "
+              f"{statistics.median(peaks) / 1e9:.1f} GFLOP/s; MFU vs adjacent sample: best {max(mfus):.1%} "
+              f"median {statistics.median(mfus):.1%}")
     return 0
 
 

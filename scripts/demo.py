@@ -1,23 +1,27 @@
 #!/usr/bin/env python
 """`make demo`: a real, small ATLAS study on the embedded corpus, end to end, on this CPU.
 
-  python scripts/demo.py --out out/demo            # ≤ 10 minutes on 2 cores (gin/sweeps/demo.yaml)
+  python scripts/demo.py --out out/demo            # ≈ 10 minutes on a quiet 2-core CPU (gin/sweeps/demo.yaml)
   python scripts/demo.py --study --out out/study   # the larger study (gin/sweeps/study.yaml)
 
 Steps:
  1. Calibrate: train a few steps of every model size (and evaluate every language twice) to time
     this machine; the compiled programs and eval sets are reused by the real runs. If the planned
-    runs would not fit the time budget, every run's token budget shrinks by one common factor
-    (printed; never grows).
+    runs (trunks plus their WSD cooldown branches) would not fit the time budget, every run's token
+    budget shrinks by one common factor (printed; never grows), but never below MIN_FACTOR: the
+    trunks keep ≥ 10 tokens per parameter and all their cooldown branches, so the law stays
+    identified and the demo runs over its budget instead (said so).
  2. Train the sweep in this process (JAX's compile cache shared), evaluating every corpus language
     every `eval_every` steps → OUT/runs/<run>/logs/eval.jsonl.
  3. Export the logs → OUT/logs.csv and OUT/logs.parquet.
  4. Fit Chinchilla (csl), data-constrained (dcsl) and ATLAS per target language with held-out R²
-    (random 20%, largest N, top-20% D, top-20% C), using the fitter in atlas_t5x.scaling, on the
-    from-scratch runs (a finetune's curve starts from its source; it feeds the crossover section).
- 5. Write the report: OUT/report.md (atlas_t5x.scaling.report.build_report) plus this demo's
-    checks (finite losses, complete evaluations, loss falling with N and D, what repetition is
-    worth), loss-curve, fitted-law and all-language plots, and print where it is.
+    (random 20% of runs, largest N, per target top-20% D and C), using the fitter in
+    atlas_t5x.scaling, on the completed-schedule points (cooldown ends and final evaluations) of the
+    targets trained at MIN_SIZES or more model sizes (a law in N needs them).
+ 5. Write the report: OUT/report.md (atlas_t5x.scaling.report.build_report), whose first lines are
+    the sanity table (CSL exponents and their bootstrap intervals, E off its bounds, held-out
+    R²(N) and R²(D), the curse plan for 2K; failures first), plus this demo's checks, loss-curve,
+    fitted-law and all-language plots; print the sanity table and where the report is.
 
 The losses fitted are token cross-entropies (nats/token, `loss`); the vocabulary-insensitive loss
 `loss_unigram_norm` is negative for models better than the unigram baseline and cannot be fitted
@@ -46,6 +50,8 @@ LAWS = ("csl", "dcsl", "atlas")
 HELDOUT_SPLITS = ("random", "N", "D", "C")
 CALIBRATION_STEPS = 12  # evaluated at 6 and 12: the first of each compiles
 MIN_STEPS = 32
+MIN_FACTOR = 0.5  # the calibrated shrink never goes below this: trunks keep ≥ 10 tokens/param
+MIN_SIZES = 3     # targets fitted: trained at ≥ 3 model sizes (α is not identified by 2)
 RUN_OVERHEAD_S = 5.0  # pipeline set-up, first eval, checkpoint write, per run [measured on this machine]
 SAFETY = 1.2  # estimates ran ~15% short on a shared, loaded 2-core machine [measured]
 
@@ -76,7 +82,7 @@ def calibrate(sweep: sweeps.Sweep, out: Path) -> dict[str, dict[str, float]]:
     for run in _one_run_per_scale(sweep):
         name = f"calibrate-{run.scale}"
         settings = dict(run.settings)
-        settings.update(eval_every=CALIBRATION_STEPS // 2, warmup_steps=1, checkpoint_every=None)
+        settings.update(eval_every=CALIBRATION_STEPS // 2, warmup_steps=1, checkpoint_every=None, cooldown_at=[])
         probe = dataclasses.replace(
             run, name=name, tokens=CALIBRATION_STEPS * run.batch * run.seq_len,
             total_steps=CALIBRATION_STEPS, settings=settings, init_from=None,
@@ -117,11 +123,18 @@ def _one_run_per_scale(sweep: sweeps.Sweep) -> list[sweeps.RunSpec]:
     return list(seen.values())
 
 
+BRANCH_COMPILE_S = 3.0  # compiling one cooldown branch's step (its own schedule) [measured, tiny sizes]
+
+
 def estimate_seconds(run: sweeps.RunSpec, timing: dict[str, float]) -> float:
-    """Training + evaluation seconds of one run on this machine (with a safety margin)."""
+    """Training + evaluation seconds of one run (its trunk and cooldown branches) on this machine
+    (with a safety margin)."""
     evals = run.total_steps // run.settings["eval_every"] + (run.total_steps % run.settings["eval_every"] != 0)
-    return SAFETY * (run.total_steps / timing["steps_per_s"]
-                     + evals * timing["n_eval_languages"] * timing["eval_s_per_language"] + RUN_OVERHEAD_S)
+    n_branches = len(sweeps.branch_points(run))
+    steps = run.total_steps + sweeps.branch_steps_total(run)
+    return SAFETY * (steps / timing["steps_per_s"] + n_branches * BRANCH_COMPILE_S
+                     + (evals + n_branches) * timing["n_eval_languages"] * timing["eval_s_per_language"]
+                     + RUN_OVERHEAD_S)
 
 
 def _scaled_run(run: sweeps.RunSpec, factor: float) -> sweeps.RunSpec:
@@ -150,10 +163,10 @@ def plan(sweep: sweeps.Sweep, timings, seconds_left: float | None) -> tuple[swee
         return sweep, 1.0, estimate
     factor, scaled = 1.0, sweep
     for _ in range(20):
-        factor *= max(seconds_left, 1.0) / estimate
+        factor = max(factor * max(seconds_left, 1.0) / estimate, MIN_FACTOR)
         scaled = sweeps.Sweep(sweep.name, tuple(_scaled_run(r, factor) for r in sweep.runs), sweep.source)
         estimate = total(scaled)
-        if estimate <= seconds_left or all(r.total_steps == MIN_STEPS for r in scaled.runs):
+        if estimate <= seconds_left or factor == MIN_FACTOR or all(r.total_steps == MIN_STEPS for r in scaled.runs):
             break
     return scaled, factor, estimate
 
@@ -177,12 +190,13 @@ def fit_points_and_targets(rows):
     from atlas_t5x.scaling import data as fdata
     from atlas_t5x.scaling.report import MIN_POINTS_PER_TARGET
 
-    points = fdata.rows_to_points(trained_target_rows(rows), loss_field="loss")
+    points = fdata.rows_to_points(trained_target_rows(rows), loss_field="loss")   # completed schedules
     targets = sorted(t for t in points["target"].unique()
-                     if points.loc[points["target"] == t, "N"].nunique() >= 2
+                     if points.loc[points["target"] == t, "N"].nunique() >= MIN_SIZES
                      and (points["target"] == t).sum() >= MIN_POINTS_PER_TARGET)
     if not targets:
-        raise ValueError(f"no target has {MIN_POINTS_PER_TARGET} points from two or more model sizes")
+        raise ValueError(f"no target has {MIN_POINTS_PER_TARGET} completed-schedule points from "
+                         f"{MIN_SIZES} or more model sizes")
     return points[points["target"].isin(targets)].reset_index(drop=True), targets
 
 
@@ -256,7 +270,9 @@ def _final_rows(rows):
 
 
 def _is_mono(row, target) -> bool:
-    return set(row["tokens_by_lang"]) == {target} and row["init"] == "scratch"
+    """A from-scratch monolingual run's completed trunk (its final evaluation, not a branch)."""
+    return (set(row["tokens_by_lang"]) == {target} and row["init"] == "scratch"
+            and row["schedule_phase"] in ("final", "decay"))
 
 
 def sanity_checks(rows, fits, targets) -> list[str]:
@@ -331,12 +347,11 @@ def sanity_checks(rows, fits, targets) -> list[str]:
             text += f"; ATLAS λ = {lam:.3g} counts them as {eff:.2f} effective epochs"
         lines.append(f"| {target}: repetition ({final['run']}) | {text} |")
 
-    at_bound = sorted(f"{law} on {t}" for law, fit in fits.items() for t, res in fit.fits.items()
-                      if res.params.get("E", 1.0) < 1e-6)
+    at_bound = sorted(f"{law} on {t}: {', '.join(f'{k} ({side})' for k, side in res.at_bounds.items())}"
+                      for law, fit in fits.items() for t, res in fit.fits.items() if res.at_bounds)
     if at_bound:
-        lines.append(f"| fitted E at its lower bound | {', '.join(at_bound)}: these short runs do not "
-                     "identify the irreducible loss; read A, α, B, β as the shape of the curves over the "
-                     "range trained, not as asymptotes |")
+        lines.append(f"| parameters at or next to a bound | {'; '.join(at_bound)}: not identified by these "
+                     "runs (see the sanity table at the top) |")
     return lines + [""]
 
 
@@ -556,7 +571,14 @@ def main(argv=None) -> int:
     ])
     logio.write_atomic(report, report.read_text(encoding="utf-8") + demo_section)
     wall = time.perf_counter() - start
-    print(f"5/5 report: {report}  (demo wall time {wall:.0f} s)")
+    sanity = json.loads((report_dir / "report.json").read_text())["sections"]["Sanity checks"]
+    checks = sanity["tables"][0]["rows"]
+    failed = [c for c in checks if not c[1]]
+    print(f"5/5 report: {report}  (demo wall time {wall:.0f} s, {time.process_time():.0f} s of CPU in this process)")
+    print(f"sanity: {len(checks) - len(failed)} of {len(checks)} checks pass"
+          + (f"; FAILED: {'; '.join(f'{c[0]} ({c[2]})' for c in failed)}" if failed else ""))
+    for check, ok, detail in checks:
+        print(f"  {'pass' if ok else 'FAIL'}  {check}: {detail}")
     return 0
 
 

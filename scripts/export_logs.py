@@ -7,7 +7,9 @@
 Sources may be eval.jsonl files, run folders, study folders (searched recursively) or globs.
 Every row is checked against docs/log_schema.md; mixed schema versions are refused; repeated
 (run, step, target) rows are dropped with a warning; a truncated last line (a crash mid-write) is
-dropped with a warning and every complete row kept. Exits with code 2 on bad input.
+dropped with a warning and every complete row kept. A NaN, ±inf or negative loss is refused
+(or, with --drop-bad-values, dropped and counted); so is a file that is not UTF-8. Exits with
+code 2 on bad input; nothing is written then.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", help="output prefix: writes PREFIX.csv and PREFIX.parquet")
     parser.add_argument("--csv", help="CSV output path (dict fields as dotted columns)")
     parser.add_argument("--parquet", help="Parquet output path (dict fields as JSON strings)")
+    parser.add_argument("--drop-bad-values", action="store_true",
+                        help="drop rows with NaN/inf numbers or negative losses (counted) instead of failing")
     args = parser.parse_args(argv)
     if args.out:
         args.csv = args.csv or f"{args.out}.csv"
@@ -44,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("always")
         try:
             files = export.find_eval_logs(args.sources)
-            rows = export.export_logs(files, csv_path=args.csv, parquet_path=args.parquet)
+            rows = export.export_logs(files, csv_path=args.csv, parquet_path=args.parquet,
+                                      drop_bad_values=args.drop_bad_values)
         except (export.ExportError, schema.SchemaError, logio.LogFormatError, OSError) as err:
             for w in caught:
                 print(f"warning: {w.message}", file=sys.stderr)

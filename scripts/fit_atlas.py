@@ -8,8 +8,20 @@
       --map N=params,D=tokens,U=unique_tokens,loss=val_loss --law dcsl --tied \\
       --fix E=1.8691 --fix A=520.82 --fix B=1487.72 --fix alpha=0.35266 --profile --out fit/
 
-`--compare csl,dcsl,atlas` adds a law × split table (R², MAE, MAPE) scored on the same
---holdout splits (each compared law with its default options). One law per target language.
+`--compare csl,dcsl,atlas` adds a law × split table (R² per target averaged over targets — the
+headline — then pooled R², MAE, MAPE) scored on the same --holdout splits (each compared law with
+its default options). One law per target language.
+
+Points (`--points`, logs only): by default only completed schedules — the end of each WSD cooldown
+branch and each run's final evaluation; `stable`, `stable_offset` (stable points lowered by a
+fitted offset for the missing cooldown, plus the end points) and `all` on request.
+Model selection: by default the requested law is fitted in its variants (tied/untied exponents,
+Huber/likelihood objective) and the one that best predicts the largest sizes from the smaller ones
+is used (`selection` in fit.json and stdout); `--no_select` fits exactly what was asked.
+Held-out splits are grouped by run (random) and chosen per target (D, C); one that cannot be made
+is recorded with its reason (`heldout.<split>.error`) instead of failing the fit.
+Flags (`per_target.*.flags`): parameters at or next to a bound, and with --profile those whose
+profile is flat; `converged` states its test (`convergence_criteria`).
 `--bound alpha=0.1:0.5` narrows a parameter's range (defaults: E, A, B > 0, τ ≥ 0 unless
 --allow_negative_tau); parameters that end on a bound are listed in `per_target.*.at_bounds`.
 Logs are fitted on the token cross-entropy `loss` by default (`--loss_field`).
@@ -26,6 +38,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -44,6 +57,47 @@ from atlas_t5x.scaling.objectives import OBJECTIVES  # noqa: E402
 
 class UsageError(ValueError):
     pass
+
+
+# Magnitudes no real run produces [our choice]: flagged (with counts), not fitted silently.
+PLAUSIBLE_LOSS = 100.0  # |loss| in nats/token (the unigram-normalised loss may be negative)
+PLAUSIBLE_MAX_COUNT = 1e18  # parameters N or tokens D, U
+
+
+def check_out_dir(path: str) -> None:
+    """UsageError before any fitting when --out cannot become the output folder."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {path}: exists and is not a folder")
+    existing = next(p for p in [out, *out.parents] if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--out {path}: {existing} is a file, so the folder cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {path}: {existing} is not writable")
+
+
+def input_warnings(points) -> list[str]:
+    """Counts of duplicate points and implausible magnitudes (each also printed as a warning)."""
+    found = []
+    # Same target, size, tokens and loss: one measurement entered twice (run names may differ).
+    key = [c for c in ("target", "N", "D", "U", "loss") if c in points]
+    duplicates = int(points[key].astype(str).duplicated().sum())
+    if duplicates:
+        found.append(f"{duplicates} duplicate point(s) (same {', '.join(key)}) in the input: each counts twice "
+                     "in the fit")
+    loss = points["loss"].to_numpy(float)
+    bad_loss = int(np.sum(~np.isfinite(loss) | (np.abs(loss) > PLAUSIBLE_LOSS)))
+    if bad_loss:
+        found.append(f"{bad_loss} point(s) with |loss| above {PLAUSIBLE_LOSS:g} nats/token (or not finite)")
+    for column in ("N", "D", "U"):
+        if column in points:
+            values = points[column].to_numpy(float)
+            huge = int(np.sum(~np.isfinite(values) | (np.abs(values) > PLAUSIBLE_MAX_COUNT)))
+            if huge:
+                found.append(f"{huge} point(s) with {column} beyond {PLAUSIBLE_MAX_COUNT:g} (or not finite)")
+    for message in found:
+        print(f"warning: {message}", file=sys.stderr)
+    return found
 
 
 def parse_args(argv):
@@ -71,6 +125,11 @@ def parse_args(argv):
                         "model and then cannot be fitted in log-loss")
     p.add_argument("--drop_highest", type=int, default=0, help="drop this many highest-loss rows (tables)")
     p.add_argument("--final_only", action="store_true", help="only each run's last evaluation (logs)")
+    p.add_argument("--points", default="default", choices=list(data_lib.POINT_SETS),
+                   help="which evaluations are points (logs): default = cooldown ends + final "
+                        "evaluations; stable; stable_offset; all")
+    p.add_argument("--no_select", action="store_true",
+                   help="fit exactly the requested variant (no tied/untied, Huber/likelihood selection)")
     p.add_argument("--include_finetunes", action="store_true",
                    help="also fit runs started from a checkpoint (init != scratch; logs)")
     p.add_argument("--dcsl_stage", default="one", choices=["one", "two"])
@@ -119,12 +178,13 @@ def parse_bounds(items) -> tuple[tuple[str, float, float], ...]:
 def load_points(args):
     if args.logs:
         return data_lib.load_logs(args.logs, loss_field=args.loss_field, final_only=args.final_only,
-                                  include_finetunes=args.include_finetunes)
+                                  include_finetunes=args.include_finetunes, points=args.points)
     if args.map:
         return data_lib.load_table(args.table, data_lib.parse_map(args.map), args.drop_highest)
     if data_lib.is_exported_table(args.table):
         return data_lib.rows_to_points(data_lib.read_table_rows(args.table), loss_field=args.loss_field,
-                                       final_only=args.final_only, include_finetunes=args.include_finetunes)
+                                       final_only=args.final_only, include_finetunes=args.include_finetunes,
+                                       points=args.points)
     raise UsageError(f"{args.table}: not an exported-log table; give --map N=col,D=col,U=col,loss=col")
 
 
@@ -164,7 +224,7 @@ def run(args) -> dict:
         if missing:
             raise UsageError(f"--target {missing} not in the data; targets present: {present}")
         points = points[points["target"].isin(targets)].reset_index(drop=True)
-    notes = []
+    notes = input_warnings(points)
     own_data_laws = [law for law in [args.law] + compare if law != "atlas"]
     if own_data_laws:
         # Only ATLAS explains a target the run never trained on (through transfer terms); compared
@@ -180,6 +240,16 @@ def run(args) -> dict:
         n_transfer=args.n_transfer, transfer_rule=args.transfer_rule, transfer_matrix=args.transfer_matrix,
         allow_negative_tau=args.allow_negative_tau, dcsl_stage=args.dcsl_stage, bounds=bounds)
 
+    selected = None
+    if not args.no_select:
+        from atlas_t5x.scaling import selection
+
+        selected = selection.select(spec, points)
+        spec = selected.chosen
+    if "stable_offset" in points.attrs:
+        notes.append("stable points lowered by the fitted offset for the missing cooldown: "
+                     + ", ".join(f"{t} {v:.4f}" for t, v in points.attrs["stable_offset"].items()) + " nats/token")
+
     t0 = time.perf_counter()
     table_fit = engine.fit_points(spec, points)
     fit_seconds = time.perf_counter() - t0
@@ -189,7 +259,11 @@ def run(args) -> dict:
     held = {}
     splits = {}
     for split in args.holdout:
-        res = heldout.evaluate_split(spec, points, split, args.seed)
+        try:
+            res = heldout.evaluate_split(spec, points, split, args.seed)
+        except heldout.SplitError as err:
+            held[split] = {"error": str(err)}
+            continue
         held[split] = res.to_dict()
         splits[split] = res
 
@@ -205,36 +279,45 @@ def run(args) -> dict:
         sub = points[points["target"] == target]
         X = data_lib.law_inputs(res.law, sub)
         entry = res.to_dict()
+        entry["params"] = {k: float(v) for k, v in res.law.full_params(res.params).items()}   # tied: beta = alpha
+        entry["tied"] = bool(res.law.tied)
         entry["r2_in_sample"] = engine.r2_score(sub["loss"], res.predict(X))
         # the fitted range (scripts/plan.py warns when a plan leaves it): N, D = D_t, epochs = D_t/U_t
         epochs = (sub["D"] / sub["U"]).to_numpy(float)
         entry["fit_range"] = {"N": [float(sub["N"].min()), float(sub["N"].max())],
                               "D": [float(sub["D"].min()), float(sub["D"].max())],
                               "epochs": [float(epochs.min()), float(epochs.max())]}
+        entry["flags"] = {k: [f"at or next to its {side} bound"] for k, side in res.at_bounds.items()}
         if args.bootstrap and res.free_names:
             from atlas_t5x.scaling import bootstrap
 
-            boot = bootstrap.bootstrap(res, X, sub["loss"].to_numpy(float), sub["run"].to_numpy(),
+            boot = bootstrap.bootstrap(res, X, sub["loss"].to_numpy(float), heldout.groups_of(sub),
                                        n_boot=args.bootstrap, seed=args.seed)
             entry["bootstrap"] = boot.to_dict()
             # converged parameter samples: scripts/plan.py compute turns them into a bootstrap band
             # (every law parameter: fixed ones, which get no interval, at their fixed value)
+            # (a tied law's samples carry beta = alpha, like its params)
             entry["bootstrap"]["samples"] = [
-                {k: float(boot.samples[k][i]) if k in boot.samples else float(res.params[k])
-                 for k in res.law.param_names}
+                {k: float(v) for k, v in res.law.full_params(
+                    {k: float(boot.samples[k][i]) if k in boot.samples else float(res.params[k])
+                     for k in res.law.param_names}).items()}
                 for i in np.flatnonzero(boot.converged)]
         if args.profile and res.free_names:
             from atlas_t5x.scaling import profiles
 
             prof = profiles.profile(res, X, sub["loss"].to_numpy(float))
             entry["profiles"] = {k: v.to_dict() for k, v in prof.items()}
+            for k, v in prof.items():
+                if v.weakly_identified:
+                    entry["flags"].setdefault(k, []).append(
+                        f"flat profile (objective rises < {100 * profiles.FLAT_TOLERANCE:g}% over the profile range)")
         per_target[target] = entry
 
     single = len(per_target) == 1
     only = next(iter(per_target.values()))
     out = {
         "law": args.law,
-        "objective_name": args.objective,
+        "objective_name": spec.objective,
         "targets": sorted(per_target),
         "params": only["params"] if single else {t: e["params"] for t, e in per_target.items()},
         "objective": table_fit.objective,
@@ -243,17 +326,26 @@ def run(args) -> dict:
         "r2_in_sample": engine.r2_score(y, pred),
         "r2_in_sample_mean_over_targets": float(np.mean([e["r2_in_sample"] for e in per_target.values()])),
         "heldout": held,
+        "heldout_headline": heldout.HEADLINE,
+        "convergence_criteria": engine.CONVERGENCE_CRITERIA,
+        "selection": selected.to_dict() if selected else {"chosen": None, "reason": "--no_select"},
+        "points": args.points if (args.logs or not args.map) else "table",
         "runner_ups": only["runner_ups"] if single else {t: e["runner_ups"] for t, e in per_target.items()},
         "per_target": per_target,
         "fit_seconds": fit_seconds,
         "notes": notes,
         "comparison": comparison,
-        "options": {"tied": args.tied, "fixed": fixed, "dcsl_stage": args.dcsl_stage,
+        "options": {"tied": spec.tied, "objective": spec.objective, "requested_tied": args.tied, "fixed": fixed, "dcsl_stage": args.dcsl_stage,
                     "n_transfer": args.n_transfer, "transfer_rule": args.transfer_rule,
                     "bounds": {name: [lo, hi] for name, lo, hi in bounds},
                     "loss_field": args.loss_field if (args.logs or not args.map) else "table",
                     "source": args.logs or args.table},
     }
+    for scope in [out, *per_target.values()]:  # NaN/inf R² or objective: not a converged fit
+        if scope.get("converged") and not all(
+                isinstance(scope.get(k), (int, float)) and math.isfinite(scope[k]) for k in ("objective", "r2_in_sample")):
+            scope["converged"] = False
+            scope["convergence_message"] = "objective or in-sample R² is not finite"
     if single and "bootstrap" in only:
         out["bootstrap"] = only["bootstrap"]
     if single and "profiles" in only:
@@ -263,7 +355,7 @@ def run(args) -> dict:
     if not args.no_plots:
         from atlas_t5x.scaling import plots
 
-        marked = next((splits[s] for s in args.holdout if s != "lolo"), None)
+        marked = next((splits[s] for s in args.holdout if s in splits and s != "lolo"), None)
         out["plots"] = plots.write_plots(
             points, pred, out_dir, marked.held_out if marked else None, args.law,
             [marked.split] if marked else (), _curve_fn(table_fit, points),
@@ -317,29 +409,50 @@ def summary(out: dict) -> str:
         if "profiles" in e:
             weak = [k for k, v in e["profiles"].items() if v["weakly_identified"]]
             lines.append(f"  [{target}] weakly identified: {', '.join(weak) or 'none'}")
+        if e.get("flags"):
+            lines.append(f"  [{target}] FLAGGED: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in e["flags"].items()))
+    sel = out.get("selection") or {}
+    if sel.get("cv_error_percent"):
+        lines.append("model selection (" + sel["method"] + "):")
+        for label, err in sel["cv_error_percent"].items():
+            mark = "  <- chosen" if label == sel["chosen"] else ""
+            lines.append(f"  {label:<28} CV error {_num(err, '.4g')}%{mark}")
+    if sel.get("reason"):
+        lines.append(f"selection: {sel['reason']}")
     if out["comparison"]:
-        lines.append("comparison on the same splits:")
-        lines.append(f"  {'law':>8} {'split':>10} {'R²':>9} {'MAE':>8} {'MAPE%':>7} {'n':>5}")
+        lines.append("comparison on the same splits (R² mean over targets first, then pooled):")
+        lines.append(f"  {'law':>8} {'split':>10} {'R² mean':>9} {'R² pool':>9} {'MAE':>8} {'MAPE%':>7} {'n':>5}")
         for row in out["comparison"]:
-            lines.append(f"  {row['law']:>8} {row['split']:>10} {row['r2']:9.4f} {row['mae']:8.4f} "
-                         f"{row['mape']:7.2f} {row['n']:5d}")
+            lines.append(f"  {row['law']:>8} {row['split']:>10} {_num(row.get('r2_mean_over_targets'))} "
+                         f"{_num(row['r2'])} {_num(row['mae'], '8.4f')} {_num(row['mape'], '7.2f')} {row['n']:5d}"
+                         + (f"  ({row['note']})" if row.get("note") else ""))
     lines.extend(f"note: {n}" for n in out["notes"])
-    several = len(out["targets"]) > 1
-    lines.append(f"R² in sample (pooled) {out['r2_in_sample']:.4f}"
-                 + (f", mean over targets {out['r2_in_sample_mean_over_targets']:.4f}" if several else ""))
+    lines.append(f"R² in sample: mean over targets {out['r2_in_sample_mean_over_targets']:.4f}, "
+                 f"pooled {out['r2_in_sample']:.4f}")
     for split, m in out["heldout"].items():
+        if "error" in m:
+            lines.append(f"held out {split:>6}: not scored: {m['error']}")
+            continue
         skipped = (f"  (not scored, too few points left to fit: {', '.join(m['skipped_targets'])})"
                    if m.get("skipped_targets") else "")
-        per_target = (f"  (R² mean over targets {m['r2_mean_over_targets']:.4f})"
-                      if several and m.get("r2_mean_over_targets") is not None else "")
-        lines.append(f"held out {split:>6}: R² {m['r2']:.4f}  MAE {m['mae']:.4f}  MAPE {m['mape']:.2f}%  "
-                     f"n={m['n']}{per_target}{skipped}")
+        lines.append(f"held out {split:>6}: R² mean over targets {_num(m.get('r2_mean_over_targets'), '.4f')}  "
+                     f"pooled {_num(m['r2'], '.4f')}  MAE {m['mae']:.4f}  MAPE {m['mape']:.2f}%  "
+                     f"n={m['n']}{skipped}")
     return "\n".join(lines)
+
+
+def _num(value, fmt: str = "9.4f") -> str:
+    """A number for the summary; None/NaN (a split that could not be scored) as '–'."""
+    if value is None or not math.isfinite(float(value)):
+        width = "".join(ch for ch in fmt.split(".")[0] if ch.isdigit())
+        return "–".rjust(int(width)) if width else "–"
+    return format(float(value), fmt)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        check_out_dir(args.out)  # before the (slow) fit
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             out = run(args)

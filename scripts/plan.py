@@ -81,6 +81,56 @@ def parse_number(text: str, what: str) -> float:
     return value
 
 
+def positive(what: str, upper: float | None = None):
+    """argparse type: a finite number > 0 (and < `upper` if given), else exit 2 naming the flag."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and value > 0 and (upper is None or value < upper)):
+            bound = f" and < {upper:g}" if upper is not None else ""
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number > 0{bound}, got {text}")
+        return value
+
+    return parse
+
+
+def finite(text: str) -> float:
+    """argparse type: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not finite")
+    return value
+
+
+def read_json_file(path: str, what: str) -> Any:
+    """The JSON document at `path`; InputError naming the file and the problem (not JSON, not UTF-8)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read {what}: {err.strerror or err}") from err
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: {what} is not a JSON file (not UTF-8 text: byte {data[err.start]:#04x} at "
+                         f"offset {err.start})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: {what} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+
+
+def load_laws(path: str) -> dict[str, pl.FittedLaw]:
+    """scripts/fit_atlas.py's fit file (or another fitted-law JSON), checked to be JSON first."""
+    read_json_file(path, "fit file")
+    return pl.load_fitted_laws(path)
+
+
 def parse_pairs(text: str, what: str) -> dict[str, float]:
     """"a=1,b=2e9" → {"a": 1.0, "b": 2e9}."""
     out = {}
@@ -100,7 +150,7 @@ def parse_pairs(text: str, what: str) -> dict[str, float]:
 
 def _laws_from_args(args) -> dict[str, pl.FittedLaw]:
     if args.fit:
-        laws = pl.load_fitted_laws(args.fit)
+        laws = load_laws(args.fit)
         if args.target:
             missing = [t for t in args.target if t not in laws]
             if missing:
@@ -116,6 +166,8 @@ def _laws_from_args(args) -> dict[str, pl.FittedLaw]:
 
 def cmd_compute(args) -> dict:
     flops = parse_number(args.flops, "--flops")
+    if not flops > 0:
+        raise InputError(f"--flops must be > 0, got {args.flops}")
     laws = _laws_from_args(args)
     if args.logs:
         laws = pl.with_fit_ranges(laws, cv.load_rows(args.logs))
@@ -180,16 +232,18 @@ def cmd_languages(args) -> dict:
     source = "paper exponents (phi=0.11, psi=-0.04, alpha=0.11/0.243, beta=0.04/0.272)"
     out: dict[str, Any] = {"command": "languages"}
     if args.fit:
-        try:
-            doc = json.loads(Path(args.fit).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise InputError(f"{args.fit}: cannot read curse fit: {err}") from err
+        doc = read_json_file(args.fit, "curse fit")
         doc = doc.get("params", doc) if isinstance(doc, dict) else doc
         if not isinstance(doc, dict) or not {"phi", "psi", "alpha"} <= set(doc):
             keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
             raise InputError(f"{args.fit}: expected curse parameters phi, psi, alpha[, beta, E, A, B] "
                              f"(one pooled fit), got {keys}")
-        p.update({k: float(doc[k]) for k in ("E", "A", "B", "phi", "psi", "alpha", "beta") if k in doc})
+        for k in ("E", "A", "B", "phi", "psi", "alpha", "beta"):
+            if k in doc:
+                value = doc[k]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise InputError(f"{args.fit}: curse parameter {k!r} must be a finite number, got {value!r}")
+                p[k] = float(value)
         if "beta" not in doc:  # a tied fit (alpha = beta)
             p["beta"] = p["alpha"]
         source = f"fit {args.fit}"
@@ -221,6 +275,9 @@ def cmd_languages(args) -> dict:
         if getattr(args, name) is not None:
             p[name] = float(getattr(args, name))
             source = "given exponents"
+    for name in ("alpha", "beta"):  # scaling exponents: a non-positive one gives complex ratios
+        if not p[name] > 0:
+            raise InputError(f"exponent {name} must be > 0, got {p[name]:g} ({source})")
     rs = [parse_number(r, "--r") for r in args.r]
     plans = [curse.iso_loss_plan(r, p["phi"], p["psi"], p["alpha"], p["beta"]) for r in rs]
     if args.logs and args.k:
@@ -295,7 +352,7 @@ def cmd_crossover(args) -> dict:
                   + (f" (common range {r.common_range[0]:.3g}–{r.common_range[1]:.3g} tokens)" if r.status != "ok" else ""))
         out["crossovers"] = [r.to_dict() for r in results]
         ok = [r for r in results if r.status == "ok"]
-        censored = [r for r in results if r.status == "scratch_never_better"]
+        censored = [r for r in results if r.status == "beyond"]
         if censored:
             print(f"note: {len(censored)} comparison(s) never cross within their runs (C* lies beyond the "
                   "measured range); they are left out of the C*(N) fit, which may then run low")
@@ -339,7 +396,7 @@ def cmd_crossover(args) -> dict:
 
 
 def cmd_mixture(args) -> dict:
-    laws = pl.load_fitted_laws(args.fit)
+    laws = load_laws(args.fit)
     targets = parse_pairs(args.targets, "--targets")
     N = parse_number(args.params, "--params")
     if args.tokens:
@@ -403,11 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-per-language", dest="per_language", action="store_false",
                    help="with --logs: only the pooled fit (default: pooled and one fit per language)")
     for name in ("phi", "psi", "alpha", "beta"):
-        g.add_argument(f"--{name}", type=float)
-    g.add_argument("--w-n", type=float, help="share of the N term in the baseline's reducible loss")
-    g.add_argument("--k", type=float, help="baseline K (with --n, --tokens-per-lang and a --fit)")
-    g.add_argument("--n", type=float, help="baseline parameters")
-    g.add_argument("--tokens-per-lang", type=float, help="baseline tokens per language D_t")
+        g.add_argument(f"--{name}", type=finite)
+    g.add_argument("--w-n", type=positive("--w-n", upper=1.0),
+                   help="share of the N term in the baseline's reducible loss (0 < w < 1)")
+    g.add_argument("--k", type=positive("--k"), help="baseline K (with --n, --tokens-per-lang and a --fit)")
+    g.add_argument("--n", type=positive("--n"), help="baseline parameters")
+    g.add_argument("--tokens-per-lang", type=positive("--tokens-per-lang"), help="baseline tokens per language D_t")
 
     x = sub.add_parser("crossover", help="pretrain-from-scratch vs finetune crossover")
     x.add_argument("--logs", help="exported logs (folder, eval.jsonl or CSV/Parquet table)")
@@ -420,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("mixture", help="mixture weights minimising the weighted predicted loss")
     m.add_argument("--fit", required=True, help="JSON {target: multilingual ATLAS {law, params}}")
     m.add_argument("--targets", required=True, help="lang=weight,...")
-    m.add_argument("--params", required=True, help="model size N")
+    m.add_argument("--params", required=True, type=lambda v: str(positive("--params")(v)), help="model size N")
     m.add_argument("--tokens", help="total training tokens D_total")
     m.add_argument("--flops", help="FLOP budget (D_total = C / 6N)")
     m.add_argument("--unique", required=True, help="unique tokens lang=U,... for every candidate")
@@ -451,6 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, pl.PlanError, curse.CurseError, co.CrossoverError, cv.CurveError, ValueError,
             OSError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ArithmeticError, TypeError) as err:  # overflow / complex results from out-of-range inputs
+        print(f"error: the {args.command} plan cannot be computed from these inputs ({type(err).__name__}: "
+              f"{err}); check that law parameters and exponents are positive and in range", file=sys.stderr)
         return 2
     return 0
 

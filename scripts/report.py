@@ -34,6 +34,9 @@ def parse_args(argv):
                         help="laws fitted per target")
     parser.add_argument("--loss-field", default="loss", choices=("loss", "loss_unigram_norm", "bits_per_byte"))
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
+    parser.add_argument("--points", default="default", choices=["default", "stable", "stable_offset", "all"],
+                        help="which evaluations are fitted points (default: cooldown-branch ends and final "
+                             "evaluations, i.e. completed schedules)")
     return parser.parse_args(argv)
 
 
@@ -41,7 +44,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         path = report.build_report(args.logs, args.out, laws=args.laws, loss_field=args.loss_field,
-                                   seed=args.seed)
+                                   seed=args.seed, points=args.points)
     except (cv.CurveError, schema.SchemaError, logio.LogFormatError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

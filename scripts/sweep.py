@@ -9,13 +9,16 @@ naming the bad value). Locally, finished runs are skipped and unfinished ones re
 newest checkpoint; by default all runs share this Python process (and JAX's compile cache);
 `--subprocess` starts one `scripts/train.py` per run instead. `--print` writes each run's
 generated gin file (MODEL_DIR/sweep_run.gin) and prints one command per line, finetunes after
-their sources.
+their sources: absolute paths, the vocabulary, `MADLAD_DIR` (`--corpus`, else the shell's
+`$MADLAD_DIR`) and the scale's sharding plan for `--target` (mesh, remat, micro-batches;
+`atlas_t5x.plans`), plus the multi-host start on multi-host slices. It also writes OUT/launch/sweep.sbatch and
+submit.sh (SLURM, GPU targets) or OUT/launch/tpu_vm.sh (TPU targets; `atlas_t5x.launch`). Options `--print` cannot
+honour (`--subprocess`, `--no-progress`) are refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -35,7 +38,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--corpus", default=None,
                         help="MADLAD-layout corpus root (default: $MADLAD_DIR or embedded)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    parser.add_argument("--target", default=None,
+                        help="--print: the accelerator slice the plans are made for (default gpu_8x80gb; "
+                             "see atlas_t5x.plans.TARGETS)")
+    args = parser.parse_args(argv)
+    from atlas_t5x import plans
+
+    if args.print_only:
+        refused = [flag for flag, given in (("--subprocess", args.subprocess), ("--no-progress", args.no_progress))
+                   if given]
+        if refused:
+            parser.error(f"--print cannot honour {', '.join(refused)} (it starts nothing): drop "
+                         f"{'it' if len(refused) == 1 else 'them'}")
+        args.target = args.target or "gpu_8x80gb"
+        if args.target not in plans.TARGETS:
+            parser.error(f"unknown --target {args.target!r}; valid: {', '.join(plans.TARGETS)}")
+    elif args.target is not None:
+        parser.error("--target only applies to --print (local runs use this machine's devices)")
+    return args
 
 
 def summary(sweep: sweeps.Sweep) -> str:
@@ -68,10 +88,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.print_only:
-        for run in sweeps.execution_order(sweep.runs):
-            sweeps.write_run_gin(run, args.out)
-            print(shlex.join(sweeps.command(run, args.out)))
-        print(f"# {len(sweep.runs)} runs; gin files written under {Path(args.out) / 'runs'}", file=sys.stderr)
+        from atlas_t5x import launch, plans
+
+        out = Path(args.out).resolve()
+        target = plans.TARGETS[args.target]
+        runs = [r for r in sweep.runs if only is None or r.name in only]
+        try:
+            launched = launch.prepare(runs, out, target)
+        except sweeps.SweepError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        for item in launched:
+            sweeps.write_run_gin(item.run, out)
+        files = launch.write_launch_files(launched, sweep.name, out, target, args.corpus)
+        for item in launched:
+            print(launch.command_line(item.argv, args.corpus))
+        print(f"# {len(launched)} runs for {target.description}; gin files under {out / 'runs'}; launch files: "
+              + ", ".join(str(p) for p in files.values()), file=sys.stderr)
         return 0
 
     print(summary(sweep))

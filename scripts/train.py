@@ -18,8 +18,9 @@ atlas_t5x.eval.callback load TensorFlow, so they are imported by a gin `import` 
 config names them without one, on demand.
 
 Exit codes: 0 finished or preempted (SIGTERM → checkpoint saved), 1 NaN/Inf loss, 2 bad input
-(unknown gin file or binding, mesh/batch mismatch, checkpoint of another model, a model_dir that
-cannot be read or written, ...).
+(unknown gin file or binding, a gin value that does not parse or has the wrong type, mesh/batch
+mismatch, checkpoint of another model, every checkpoint damaged, a model_dir held by another
+trainer or that cannot be read or written, corrupt training or evaluation data, ...).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import importlib
 import logging as std_logging
 import os
 import sys
+import tokenize
 from pathlib import Path
 
 from absl import app, flags, logging
@@ -109,16 +111,20 @@ class _UnknownConfigurable(BadInput):
 def _parse(files: list[str], bindings: list[str]) -> None:
     def fail(where: str, err: Exception):
         kind = _UnknownConfigurable if "No configurable matching" in str(err) else BadInput
+        if isinstance(err, tokenize.TokenError):  # args: (message, (line, column))
+            raise kind(f"{where}: cannot parse the value: {err.args[0]}") from err
         raise kind(f"{where}: {err}") from err
 
+    # gin's unknown name / missing file / parse errors; tokenize.TokenError: an unclosed bracket.
+    parse_errors = (ValueError, OSError, SyntaxError, tokenize.TokenError)
     try:
         gin.parse_config_files_and_bindings(files, None, finalize_config=False)
-    except (ValueError, OSError, SyntaxError) as err:  # gin's unknown name / missing file / parse errors
+    except parse_errors as err:
         fail("gin file", err)
     for binding in bindings:  # one at a time, so an error names the binding
         try:
             gin.parse_config(binding)
-        except (ValueError, SyntaxError) as err:
+        except parse_errors as err:
             fail(f"gin binding {binding!r}", err)
 
 
@@ -134,7 +140,10 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: list[str]) ->
             importlib.import_module(module)
         gin.clear_config()
         _parse(files, bindings)
-    gin.finalize()
+    try:
+        gin.finalize()
+    except (ValueError, TypeError) as err:  # e.g. an undefined %MACRO
+        raise BadInput(f"gin config (files {files}, gin bindings {bindings}): {err}") from err
 
 
 def main(argv: list[str]) -> int:
@@ -149,7 +158,7 @@ def main(argv: list[str]) -> int:
     register_configurables()
     parse_gin(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
 
-    from atlas_t5x import checkpoints, partitioning, trainer
+    from atlas_t5x import checkpoints, partitioning, run_lock, trainer
 
     if FLAGS.coordinator_address or FLAGS.num_processes is not None or FLAGS.process_id is not None:
         partitioning.maybe_initialize_distributed(
@@ -165,9 +174,14 @@ def main(argv: list[str]) -> int:
     except trainer.NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except (checkpoints.CheckpointMismatchError, ValueError, OSError) as err:
+    except (checkpoints.CheckpointMismatchError, ValueError, OSError, run_lock.RunLockedError) as err:
         # OSError: a model_dir / init_from / data path that is missing, unwritable or unreachable.
         raise BadInput(without_gin_call_context(str(err))) from err
+    except checkpoints.NoRestorableCheckpointError as err:
+        raise BadInput(str(err)) from err
+    except TypeError as err:  # a gin value of the wrong type reaching the code ('abc' for a number)
+        raise BadInput(f"{without_gin_call_context(str(err))} (is a gin binding's value of the wrong "
+                       "type? e.g. a quoted string where a number belongs)") from err
 
     import jax
 

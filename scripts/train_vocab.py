@@ -1,9 +1,24 @@
-"""Trains the SentencePiece vocabulary shipped for the embedded corpus.
+"""Trains a SentencePiece vocabulary on a streamed, temperature-sampled MADLAD sample.
 
 Training text is a temperature-sampled mix of the languages' TRAIN splits (validation and test
 never reach the vocabulary): language l gets a share p_l ∝ n_l^(1/T) of `--sample_bytes`, n_l its
-training bytes. The paper trained its 64k vocabulary with T = 100, which is close to uniform, so
-small languages are repeated (their documents cycled in a seeded order) to reach their share.
+training bytes (from --stats, the statistics file of scripts/count_unique.py, else one streaming
+pass). The paper trained its 64k vocabulary with T = 100, which is close to uniform.
+
+Bounded memory: each language's train split is STREAMED and every document kept with probability
+target / n_l (a seeded hash of the text, so the sample is deterministic), straight into a sample
+file on disk; a language smaller than its target is passed over again (pass k keeps with
+probability min(1, target / n_l - k)). SentencePiece then reads at most --max_sentences lines of
+the sample (0 = all), so memory is set by the sample, never by the corpus.
+
+The paper's vocabulary (64k pieces over all MADLAD-400 languages), e.g.:
+
+  python scripts/count_unique.py --root=gs://bucket/madlad --vocab=byte --stats=madlad_stats.json
+  python scripts/train_vocab.py --root=gs://bucket/madlad --stats=madlad_stats.json \
+      --vocab_size=64000 --sample_bytes=20000000000 --max_sentences=50000000 \
+      --out=vocabs/madlad_spm_64k.model
+
+The embedded corpus's shipped model (the defaults) uses the same code.
 
 Choices [our choice]: unigram model, 8,192 pieces (enough for 18 languages incl. CJK at this corpus
 size), byte_fallback so every text round-trips, identity normalisation and no whitespace
@@ -17,9 +32,11 @@ Run:  python scripts/train_vocab.py [--root DIR] [--vocab_size 8192] [--temperat
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -39,17 +56,35 @@ def temperature_shares(sizes: dict[str, int], temperature: float) -> dict[str, f
     return dict(mixtures.temperature(sizes, temperature).weights)
 
 
-def sample_language(docs: list[str], target_bytes: int, seed: int) -> list[str]:
-    """Documents cycled in a seeded random order until they hold target_bytes of UTF-8."""
-    rng = np.random.default_rng(seed)
-    picked, total = [], 0
-    while total < target_bytes:
-        for i in rng.permutation(len(docs)):
-            picked.append(docs[i])
-            total += len(docs[i].encode("utf-8"))
-            if total >= target_bytes:
-                break
-    return picked
+CARD_TOKENS_MAX_BYTES = 10**9  # the card lists tokens per split only for corpora up to 1 GB
+
+
+def keep_probability(target_bytes: int, size_bytes: int, epoch: int) -> float:
+    """Probability of keeping a document on pass `epoch` so a language of `size_bytes` yields about
+    `target_bytes` over its passes: min(1, target / size - epoch), clipped at 0."""
+    return float(min(1.0, max(0.0, target_bytes / max(size_bytes, 1) - epoch)))
+
+
+def keep(text: str, seed: int, epoch: int, probability: float) -> bool:
+    """Deterministic Bernoulli(probability) draw from a seeded hash of the document and pass."""
+    digest = hashlib.sha256(f"{seed}:{epoch}:".encode() + text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64 < probability
+
+
+def sample_language(documents, target_bytes: int, size_bytes: int, seed: int):
+    """Streams a temperature sample of one language: yields kept documents until they hold
+    target_bytes of UTF-8 (or the passes run out). `documents` is a zero-argument callable
+    returning a fresh iterator over the language's train split (one per pass)."""
+    total, epoch = 0, 0
+    while total < target_bytes and keep_probability(target_bytes, size_bytes, epoch) > 0:
+        probability = keep_probability(target_bytes, size_bytes, epoch)
+        for text in documents():
+            if keep(text, seed, epoch, probability):
+                yield text
+                total += len(text.encode("utf-8"))
+                if total >= target_bytes:
+                    return
+        epoch += 1
 
 
 def language_seed(seed: int, lang: str) -> int:
@@ -68,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--character_coverage", type=float, default=0.9995)
     parser.add_argument("--out", default=vocab_lib.CORPUS_SPM_PATH, help="output .model path")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stats", default="",
+                        help="statistics file (scripts/count_unique.py) giving train bytes per language")
+    parser.add_argument("--sample_dir", default="",
+                        help="train on a sample drawn elsewhere (DIR/sample-*.txt, one line per sentence, "
+                             "e.g. by the Beam pipeline) instead of sampling here")
+    parser.add_argument("--max_sentences", type=int, default=0,
+                        help="lines of the sample SentencePiece loads (0 = all; bounds its memory)")
     args = parser.parse_args(argv)
     if args.vocab_size < 300 or args.temperature <= 0 or not args.out.endswith(".model"):
         print("error: need --vocab_size >= 300, --temperature > 0 and an --out ending in .model",
@@ -76,39 +118,56 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root = madlad.resolve_madlad_dir(args.root)
         langs = [l for l in args.languages.split(",") if l] or madlad.available_languages(root)
-        train = {lang: madlad.load_split(root, lang, "train") for lang in langs}
-    except ValueError as err:   # unknown codes, missing folders, bad corpus files
+        langs = [madlad.check_language_code(lang) for lang in langs]
+        if args.stats:
+            from atlas_t5x.data import stats as stats_lib  # noqa: PLC0415
+
+            table = stats_lib.load_stats(args.stats, root, languages=langs)
+            sizes = {l: int(table["languages"][l]["splits"]["train"]["bytes"]) for l in langs}
+        else:
+            sizes = {l: sum(len(d.encode("utf-8")) for d in madlad.iter_split(root, l, "train")) for l in langs}
+    except ValueError as err:   # unknown codes, missing folders, bad corpus files, stale statistics
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    sizes = {l: sum(len(d.encode("utf-8")) for d in docs) for l, docs in train.items()}
+    train = dict.fromkeys(langs)
     sample_bytes = args.sample_bytes or sum(sizes.values())
     shares = temperature_shares(sizes, args.temperature)
     print(f"{'lang':5} {'train KB':>9} {'share':>7} {'sampled KB':>10} {'epochs':>7}")
     with tempfile.TemporaryDirectory() as tmp:
         text_path = os.path.join(tmp, "sample.txt")
         with open(text_path, "w", encoding="utf-8") as f:
-            for lang in sorted(train):
+            for lang in sorted(train) if not args.sample_dir else ():
                 target = int(round(shares[lang] * sample_bytes))
-                picked = sample_language(train[lang], target, language_seed(args.seed, lang))
-                for doc in picked:
+                got = 0
+                for doc in sample_language(lambda lang=lang: madlad.iter_split(root, lang, "train"),
+                                           target, sizes[lang], language_seed(args.seed, lang)):
+                    got += len(doc.encode("utf-8"))
                     for line in doc.split("\n"):
                         if line.strip():
                             f.write(line + "\n")
-                got = sum(len(d.encode("utf-8")) for d in picked)
                 print(f"{lang:5} {sizes[lang] / 1e3:9.1f} {shares[lang]:7.4f} {got / 1e3:10.1f} "
                       f"{got / sizes[lang]:7.2f}")
         # Relative names inside the temporary folder keep machine paths out of the model's
         # stored trainer spec, so the same inputs give a byte-identical .model file.
+        if args.sample_dir:  # a sample drawn elsewhere (the Beam pipeline), same line format
+            for i, part in enumerate(sorted(glob.glob(os.path.join(args.sample_dir, "sample-*.txt")))):
+                shutil.copy(part, os.path.join(tmp, f"sample-{i:05d}.txt"))
+            inputs = ",".join(sorted(n for n in os.listdir(tmp) if n.startswith("sample-")))
+            if not inputs:
+                print(f"error: --sample_dir {args.sample_dir} holds no sample-*.txt files", file=sys.stderr)
+                return 2
+        else:
+            inputs = "sample.txt"
         cwd = os.getcwd()
         os.chdir(tmp)
         try:
             spm.SentencePieceTrainer.train(
-                input="sample.txt", model_prefix="spm", vocab_size=args.vocab_size,
+                input=inputs, model_prefix="spm", vocab_size=args.vocab_size,
                 model_type="unigram", character_coverage=args.character_coverage,
                 byte_fallback=True, normalization_rule_name="identity",
                 remove_extra_whitespaces=False, split_digits=True, pad_id=0, eos_id=1, unk_id=2,
-                bos_id=-1, input_sentence_size=0, max_sentence_length=65536,
+                bos_id=-1, input_sentence_size=args.max_sentences, shuffle_input_sentence=True,
+                max_sentence_length=65536,
                 num_threads=args.threads, minloglevel=2)
         finally:
             os.chdir(cwd)
@@ -120,14 +179,17 @@ def main(argv: list[str] | None = None) -> int:
         f.write(model_bytes)
     os.replace(tmp_out, args.out)
     processor = spm.SentencePieceProcessor(model_proto=model_bytes)
-    tokens = {lang: {split: sum(len(ids) for ids in processor.encode(madlad.load_split(root, lang, split)))
-                     for split in madlad.SPLITS} for lang in sorted(train)}
+    # Token counts for the card: only for corpora small enough to encode here (the embedded one).
+    tokens = {lang: {split: sum(len(processor.encode(d)) for d in madlad.iter_split(root, lang, split))
+                     for split in madlad.SPLITS} for lang in sorted(train)} \
+        if sum(sizes.values()) <= CARD_TOKENS_MAX_BYTES else {}
     card = {"model": os.path.basename(args.out), "sha256": hashlib.sha256(model_bytes).hexdigest(),
             "vocab_size": args.vocab_size, "model_type": "unigram", "byte_fallback": True,
             "normalization": "identity", "special_ids": {"pad": 0, "eos": 1, "unk": 2},
             "temperature": args.temperature, "seed": args.seed, "sample_bytes": sample_bytes,
             "character_coverage": args.character_coverage, "splits_used": ["train"],
-            "train_bytes": sizes, "tokens_without_eos": tokens, "shares": {l: round(p, 6) for l, p in shares.items()},
+            "train_bytes": sizes, "tokens_without_eos": tokens, "max_sentences": args.max_sentences,
+            "split_rule": __import__("atlas_t5x.data.stats", fromlist=["split_rule"]).split_rule(), "shares": {l: round(p, 6) for l, p in shares.items()},
             "root": "embedded" if root == madlad.EMBEDDED_CORPUS_DIR else root}
     card_path = args.out[: -len(".model")] + ".json"
     with open(card_path + ".tmp", "w", encoding="utf-8") as f:

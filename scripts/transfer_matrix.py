@@ -47,6 +47,45 @@ def _fmt(value: float) -> str:
     return f"{value:+.3f}" if math.isfinite(value) else "n/a"
 
 
+def load_matrix(path: str):
+    """tr.read_matrix with every problem named by file and cell: not UTF-8, empty, a cell that is
+    not a number or is NaN/±inf (an unmeasured pair is an empty cell), no measured score at all."""
+    import pandas as pd
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise tr.TransferError(f"{path}: cannot read matrix: {err.strerror or err}") from err
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise tr.TransferError(f"{path}: not a CSV matrix (not UTF-8 text: byte {data[err.start]:#04x} at "
+                               f"offset {err.start})") from None
+    try:
+        cells = pd.read_csv(io.BytesIO(data), index_col=0, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as err:  # EmptyDataError is a ValueError
+        raise tr.TransferError(f"{path}: not a CSV matrix: {err}") from None
+    if cells.shape[0] == 0 or cells.shape[1] == 0:
+        raise tr.TransferError(f"{path}: the matrix is empty ({cells.shape[0]} rows, {cells.shape[1]} columns); "
+                               "expected a header of source languages and one row per target")
+    for target, row in cells.iterrows():
+        for source, text in row.items():
+            if text.strip() == "":
+                continue  # a pair that was not measured
+            try:
+                value = float(text)
+            except ValueError:
+                raise tr.TransferError(f"{path}: cell (target {target}, source {source}) = {text!r} is not a "
+                                       "number") from None
+            if not math.isfinite(value):
+                raise tr.TransferError(f"{path}: cell (target {target}, source {source}) is {text.strip()}: "
+                                       "scores must be finite (leave the cell empty for a pair not measured)")
+    matrix = tr.read_matrix(io.BytesIO(data))
+    if not np.isfinite(matrix.to_numpy(dtype=float)).any():
+        raise tr.TransferError(f"{path}: the matrix has no measured score (every cell is empty)")
+    return matrix
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("logs", nargs="?", help="exported logs: folder of runs, eval.jsonl or CSV/Parquet table")
@@ -73,7 +112,7 @@ def run(args) -> dict:
     estimated = shown = None
     title = "Bilingual transfer score (row: target, column: source)"
     if args.matrix:
-        matrix = tr.read_matrix(args.matrix)
+        matrix = load_matrix(args.matrix)
         payload["matrix_source"] = str(args.matrix)
     else:
         rows = cv.load_rows(args.logs)

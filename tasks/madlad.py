@@ -1,9 +1,11 @@
 """seqio Tasks `madlad_{lang}`: one per MADLAD-400 language under a root, tokenised for a decoder LM.
 
-Each Task reads `atlas_t5x.data.madlad.madlad_data_source(lang, root)` (splits train / validation /
-test) and produces one feature, "targets": the document's text tokenised with the chosen
-vocabulary (the shipped corpus SentencePiece model by default), with EOS appended after any
-trimming to the requested sequence length. Any of the MADLAD-400 codes in
+Each Task streams `atlas_t5x.data.madlad.MadladSource(lang, root)` (hash splits train /
+validation / test; seqio.ShardInfo honoured; no step reads a whole language) and produces one
+feature, "targets": the document's text tokenised with the chosen vocabulary (the shipped corpus
+SentencePiece model by default), with EOS appended after any trimming to the requested sequence
+length. A `seqio.CacheDatasetPlaceholder` after tokenisation lets seqio's `cache_tasks_main` (or
+the Beam pipeline) cache the token ids, one example per document. Any of the MADLAD-400 codes in
 `atlas_t5x.languages.LANGUAGES` can be registered for a root that holds it.
 
 `import tasks` registers the languages of the root resolved at import time; to use a root bound
@@ -28,28 +30,39 @@ def task_name(lang: str) -> str:
     return f"{TASK_PREFIX}{lang}"
 
 
-def register_madlad_task(lang: str, root: str | None = None, vocab_name: str = "corpus_spm") -> str:
-    """Registers (or re-registers) `madlad_{lang}` over `root`; returns the task name.
+def madlad_task(lang: str, root: str | None = None, vocab_name="corpus_spm",
+                stats_path: str | None = None, skip_bad_records: bool | None = None) -> seqio.Task:
+    """The (unregistered) seqio Task `madlad_{lang}` over `root`.
+
+    `vocab_name`: a name for `vocab.get_vocabulary` or a seqio.Vocabulary. `stats_path`: the
+    statistics file giving the split thresholds (None: gin / $MADLAD_STATS / measured).
 
     Raises ValueError for a code that is not a MADLAD-400 language (naming the nearest codes) and
     madlad.CorpusError if the root has no data for it.
     """
-    source = madlad.madlad_data_source(lang, root)   # validates the code and the folder
-    lang = madlad.check_language_code(lang)
-    name = task_name(lang)
-    if name in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(
-        name,
+    source = madlad.MadladSource(lang, root, stats_path, skip_bad_records)  # checks code and folder
+    vocabulary = vocab_lib.get_vocabulary(vocab_name) if isinstance(vocab_name, str) else vocab_name
+    return seqio.Task(
+        task_name(source.lang),
         source=source,
         preprocessors=[
             functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
             seqio.preprocessors.tokenize,
+            seqio.CacheDatasetPlaceholder(),
             seqio.preprocessors.append_eos_after_trim,
         ],
-        output_features={"targets": seqio.Feature(vocab_lib.get_vocabulary(vocab_name), add_eos=True)},
+        output_features={"targets": seqio.Feature(vocabulary, add_eos=True)},
     )
-    return name
+
+
+def register_madlad_task(lang: str, root: str | None = None, vocab_name="corpus_spm",
+                         stats_path: str | None = None) -> str:
+    """Registers (or re-registers) `madlad_task(...)` under its name; returns the name."""
+    task = madlad_task(lang, root, vocab_name, stats_path)
+    if task.name in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.remove(task.name)
+    seqio.TaskRegistry.add_provider(task.name, task)
+    return task.name
 
 
 @gin.configurable

@@ -13,15 +13,16 @@ tokens in the mixture's proportions (before any trimming to a sequence length).
 
 A mixture is registered only when every one of its Tasks is registered (with the embedded corpus,
 e.g. 4v0, 4v1 and 6v0 but not 12v0); `register_mixtures` can be called again after registering
-more Tasks. The repository's own train stream (`atlas_t5x.data.pipeline`) realises the same token
-shares exactly with a deterministic row schedule; these registrations make the mixtures available
-to any seqio-based consumer too (`seqio.get_mixture_or_task("madlad_4v0").get_dataset(...)`).
+more Tasks. The repository's train stream (`atlas_t5x.data.pipeline.make_train_pipeline`) takes its Mixture
+from here (`seqio_mixture`) and reads the Tasks' streaming sources, realising the token shares
+exactly with a deterministic row schedule; these registrations make the mixtures available to any
+seqio-based consumer too (`seqio.get_mixture_or_task("madlad_4v0").get_dataset(...)`).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import gin
 import numpy as np
@@ -72,6 +73,16 @@ def register_mixture(mixture: mixtures_lib.Mixture) -> str:
     seqio.MixtureRegistry.add(name, [(task_name(lang), functools.partial(token_share_rate, share))
                                      for lang, share in mixture.weights.items()])
     return name
+
+
+def seqio_mixture(mixture: mixtures_lib.Mixture, tasks: Mapping[str, seqio.Task]) -> seqio.Mixture:
+    """An unregistered seqio Mixture of `mixture` over the given Tasks (one per language), with
+    the same `token_share_rate` rates as the registered mixtures. Leaves the registries alone."""
+    missing = [lang for lang in mixture.languages if lang not in tasks]
+    if missing:
+        raise ValueError(f"mixture {mixture.name!r}: no seqio Task given for {missing}")
+    return seqio.Mixture(mixture_name(mixture), [(tasks[lang], functools.partial(token_share_rate, share))
+                                                 for lang, share in mixture.weights.items()])
 
 
 @gin.configurable

@@ -29,7 +29,9 @@ def run_rows(run: str, weights: Mapping[str, float], targets: Sequence[str],
                 "params": int(params), "params_nonembed": int(params) // 2,
                 "flops": 6.0 * params * total,
                 "mixture": {"name": run, "weights": {l: w / total_w for l, w in weights.items()}},
-                "lr": 1e-3, "schedule_phase": "stable", "init": init, "vocab": "byte",
+                # each evaluation stands for a completed schedule (a cooldown end; the last: final)
+                "lr": 1e-3, "schedule_phase": "final" if step == len(totals) else "cooldown_end",
+                "init": init, "vocab": "byte",
                 "vocab_size": 256, "seq_len": 128, "batch": 8, "scale": scale,
             }
             schema.validate_row(row)

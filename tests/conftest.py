@@ -14,6 +14,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+def pytest_configure(config):
+    # `make test` runs everything; CI's fixed fast sample is `-m "not slow"`.
+    config.addinivalue_line("markers", "slow: a costlier variant of a test whose fast sample runs by default")
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """../shared/data beside the checkout; tests using it skip cleanly when it is absent."""

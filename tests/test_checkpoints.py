@@ -211,6 +211,22 @@ def test_checkpoint_of_another_model_shape_is_a_clear_error_and_nothing_is_overw
     assert _snapshot(model_dir) == before
 
 
+def test_checkpoint_of_the_other_layer_layout_is_a_clear_error(uninterrupted, tmp_path):
+    meta = checkpoints.read_metadata(uninterrupted[0] / "checkpoints", 8)
+    assert meta["param_layout"] == "unrolled"  # tiny0 keeps the unrolled layout
+    assert meta["param_shapes"]["layer_0/mlp/wi_0"] == [32, 64]
+    model_dir = tmp_path / "scanned"
+    shutil.copytree(uninterrupted[0], model_dir)
+    before = _snapshot(model_dir)
+    with pytest.raises(checkpoints.CheckpointMismatchError,
+                       match=r"holds the unrolled parameter layout but this model is scanned.*scan_layers = False"):
+        _train_in_process(model_dir, ["ModelConfig.scan_layers = True"])
+    with pytest.raises(checkpoints.CheckpointMismatchError, match="unrolled parameter layout"):
+        _train_in_process(tmp_path / "ft_scanned", ["ModelConfig.scan_layers = True"],
+                          init_from=str(uninterrupted[0]))
+    assert _snapshot(model_dir) == before
+
+
 def test_finetune_init_loads_params_only_with_fresh_optimizer_and_schedule(uninterrupted, tmp_path):
     source_dir, source = uninterrupted
     seen = {}

@@ -42,7 +42,8 @@ def test_finds_the_crossing_of_power_law_curves_from_runs():
 def test_no_crossing_is_reported_not_extrapolated():
     x = log_grid(1e5, 1e7, 5)
     res = co.find_crossover(_curve("s", x, 5.0 - 0.1 * np.log(x)), _curve("f", x, 2.0 - 0.1 * np.log(x)), 10)
-    assert res.status == "scratch_never_better" and math.isnan(res.tokens)
+    assert res.status == "beyond" and math.isnan(res.tokens)
+    assert res.beyond_tokens == pytest.approx(1e7) and res.describe().startswith("beyond 1e+07 tokens")
     res = co.find_crossover(_curve("s", x, 1.0 + 0 * x), _curve("f", x, 2.0 + 0 * x), 10)
     assert res.status == "scratch_better_from_start"
 

@@ -111,3 +111,31 @@ def test_callback_rejects_languages_missing_from_the_corpus() -> None:
         evaluator.eval_languages()
     with pytest.raises(ValueError, match="every_steps must be positive"):
         eval_callback.PerLanguageEval(every_steps=0)
+
+
+def test_default_eval_languages_are_training_plus_extra_never_a_whole_large_root(tmp_path) -> None:
+    import gzip
+
+    from atlas_t5x import languages as languages_lib
+    from atlas_t5x.data import madlad
+
+    codes = list(languages_lib.LANGUAGES)[: eval_callback.MAX_IMPLICIT_EVAL_LANGUAGES + 6]
+    for code in codes:
+        (tmp_path / code).mkdir()
+        with gzip.open(tmp_path / code / f"{code}_clean_0000.jsonl.gz", "wt") as f:
+            f.write('{"text": "x"}\n')
+    large = eval_callback.PerLanguageEval(corpus_root=str(tmp_path), extra_languages=[codes[-1], "en"])
+    assert large.eval_languages(["en", "fr"]) == ["en", "fr", codes[-1]]
+    assert eval_callback.PerLanguageEval(corpus_root=str(tmp_path)).eval_languages(["de"]) == ["de"]
+    with pytest.raises(ValueError, match=r"\['qq_Zzzz'\] not in corpus"):
+        eval_callback.PerLanguageEval(corpus_root=str(tmp_path), extra_languages=["qq_Zzzz"]).eval_languages([])
+    # a small corpus (the embedded one) is evaluated in full, training languages first
+    small = eval_callback.PerLanguageEval().eval_languages(["yi"])
+    assert sorted(small) == madlad.available_languages()
+
+
+def test_training_unigram_counts_stop_at_the_token_cap() -> None:
+    full = eval_callback.training_unigram_counts("en", "corpus_spm", 8192)
+    capped = eval_callback.training_unigram_counts("en", "corpus_spm", 8192, max_tokens=1)
+    # one chunk of 256 documents, then stop: fewer tokens than the whole split, a prefix of it
+    assert 0 < capped.sum() < full.sum() and (capped <= full).all()

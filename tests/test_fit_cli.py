@@ -44,7 +44,7 @@ def _write_logs(tmp_path):
                 "unique_by_lang": unique, "epochs_by_lang": {k: tokens[k] / unique[k] for k in tokens},
                 "params": int(rec.N), "params_nonembed": int(rec.N * 0.9), "flops": 6.0 * rec.N * rec.D_total,
                 "mixture": {"name": rec.mixture, "weights": dict(rec.weights)}, "lr": 1e-4,
-                "schedule_phase": "stable", "init": "scratch", "vocab": "corpus_spm", "vocab_size": 64512,
+                "schedule_phase": rec.phase, "init": "scratch", "vocab": "corpus_spm", "vocab_size": 64512,
                 "seq_len": 1024, "batch": 256, "scale": "tiny0"})
         for r in rows:
             schema.validate_row(r)
@@ -70,6 +70,12 @@ def test_table_fit_writes_json_and_plots(tmp_path, capsys):
     assert (out / "fit_curves.png").stat().st_size > 1000 and (out / "residuals.png").is_file()
     printed = capsys.readouterr().out
     assert "held out      C" in printed and "R² in sample" in printed
+    # model selection by extrapolation: every variant's CV error in fit.json and on stdout
+    assert set(fit["selection"]["cv_error_percent"]) == {
+        f"csl {t} {o}" for t in ("tied", "untied") for o in ("huber", "likelihood")}
+    assert fit["selection"]["chosen"] in fit["selection"]["cv_error_percent"]
+    assert "model selection" in printed and "<- chosen" in printed
+    assert "gradient test" in fit["convergence_criteria"]
 
 
 def test_all_fixed_only_evaluates(tmp_path):
@@ -89,7 +95,7 @@ def test_logs_folder_multilingual_atlas(tmp_path):
     root = _write_logs(tmp_path)
     out = tmp_path / "fit"
     rc = fit_atlas.main(["--logs", str(root), "--law", "atlas", "--target", "de", "--holdout", "M",
-                         "--compare", "csl,atlas", "--out", str(out), "--no_plots",
+                         "--compare", "csl,atlas", "--out", str(out), "--no_plots", "--no_select",
                          "--loss_field", "loss_unigram_norm"])
     assert rc == 0
     fit = json.loads((out / "fit.json").read_text())
@@ -151,15 +157,18 @@ def test_bad_values_exit_2(tmp_path, capsys, mutate, message):
     assert not out.exists()
 
 
-def test_holdout_leaving_nothing_to_fit_exits_2(tmp_path, capsys):
+def test_holdout_leaving_nothing_to_fit_is_explained_not_crashed(tmp_path, capsys):
     path, frame = _csl_table(tmp_path)
     frame.assign(mix="cap4v0", run=[f"r{i}" for i in range(len(frame))]).to_csv(path, index=False)
     out = tmp_path / "fit"
     rc = fit_atlas.main(["--table", str(path), "--map", "N=params,C=flops,loss=val,mixture=mix",
-                         "--law", "csl", "--holdout", "M", "--out", str(out)])
-    assert rc == 2
-    assert "holds out every point" in capsys.readouterr().err
-    assert not out.exists()
+                         "--law", "csl", "--holdout", "M", "D", "--no_select", "--out", str(out)])
+    assert rc == 0
+    assert "held out      M: not scored: held-out split 'M' holds out every point" in capsys.readouterr().out
+    result = json.loads((out / "fit.json").read_text())
+    assert "holds out every point" in result["heldout"]["M"]["error"]
+    assert result["heldout"]["D"]["r2_mean_over_targets"] > 0.9
+    assert result["heldout_headline"] == "r2_mean_over_targets"
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

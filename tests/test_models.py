@@ -83,7 +83,8 @@ def test_unknown_scale_names_nearest_and_bad_fields_rejected():
 
 def test_flops_per_token_matches_xla_forward_count():
     # XLA counts the full (unmasked) attention square; the model count uses the causal half.
-    cfg = models.get_model_config("tiny3", vocab_size=512)
+    # Unrolled: XLA's cost analysis counts a loop body once, not once per layer.
+    cfg = models.get_model_config("tiny3", vocab_size=512, scan_layers=False)
     batch, length = 2, 64
     model = models.DecoderLM(cfg)
     tokens = jnp.zeros((batch, length), jnp.int32)
@@ -152,15 +153,141 @@ def test_bfloat16_compute_with_float32_params_tracks_float32():
     assert np.abs(np.asarray(logits16 - logits32)).max() > 0  # bf16 path actually taken
 
 
-def test_remat_gives_same_gradients():
+def _packed_batch(rows=2, length=12, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, VOCAB, (rows, length)).astype(np.int32)
+    cut = length // 2 - 1
+    segments = np.where(np.arange(length) < cut, 1, 2)[None].repeat(rows, 0).astype(np.int32)
+    segments[:, -2:] = 0  # padding tail
+    positions = np.where(segments == 1, np.arange(length), np.arange(length) - cut).astype(np.int32)
+    return tokens, positions, segments
+
+
+def _loss_and_grads(cfg, params, tokens, positions, segments):
+    model = models.DecoderLM(cfg)
+
+    def loss(p):
+        logits = model.apply({"params": p}, tokens, positions=positions, segment_ids=segments)
+        return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - logits[..., 0])
+
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+
+def _deep(**kw):
+    """Six blocks: deeper than SCAN_UNROLL_MAX_LAYERS, so the scan runs as a real loop."""
+    assert models.SCAN_UNROLL_MAX_LAYERS < 6
+    return models.ModelConfig(name="deep6", num_heads=2, num_layers=6, d_model=32, d_ff=64, d_kv=16,
+                              vocab_size=VOCAB, dropout_rate=0.0, **kw)
+
+
+@pytest.fixture(scope="module")
+def unrolled_reference():
+    """Six unrolled blocks: (params, loss, grads) on a packed batch, shared by the scan tests."""
+    tokens, positions, segments = _packed_batch()
+    unrolled_cfg = _deep(scan_layers=False, remat_policy="none")
+    params = nn.meta.unbox(jax.jit(models.DecoderLM(unrolled_cfg).init)(jax.random.PRNGKey(0), tokens)["params"])
+    return params, *_loss_and_grads(unrolled_cfg, params, tokens, positions, segments)
+
+
+@pytest.mark.parametrize("policy", sorted(models.REMAT_POLICIES))
+def test_scanned_layers_give_unrolled_loss_and_gradients(policy, unrolled_reference):
+    tokens, positions, segments = _packed_batch()
+    params, loss_u, grads_u = unrolled_reference
+    assert {f"layer_{i}" for i in range(6)} <= set(params)
+
+    scanned_cfg = _deep(scan_layers=True, remat_policy=policy)
+    scanned_abstract = jax.eval_shape(models.DecoderLM(scanned_cfg).init, jax.random.PRNGKey(0), tokens)["params"]
+    stacked = models.stack_layers(params)
+    assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(jnp.shape, nn.meta.unbox(scanned_abstract))
+    assert scanned_abstract["layers"]["attention"]["query"].names == ("layers", "embed", "heads", "kv")
+    loss_s, grads_s = _loss_and_grads(scanned_cfg, stacked, tokens, positions, segments)
+
+    np.testing.assert_allclose(loss_s, loss_u, rtol=1e-6)
+    flat_u = dict(jax.tree_util.tree_leaves_with_path(models.stack_layers(grads_u)))
+    for path, g in jax.tree_util.tree_leaves_with_path(grads_s):
+        np.testing.assert_allclose(g, flat_u[path], rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+    assert float(jnp.abs(grads_s["layers"]["mlp"]["wo"][5]).max()) > 0  # last layer trained
+    assert "while" in jax.jit(lambda p: models.DecoderLM(scanned_cfg).apply(
+        {"params": p}, tokens)).lower(stacked).as_text()  # a loop, not six copies
+    round_trip = models.unstack_layers(stacked)
+    np.testing.assert_array_equal(round_trip["layer_1"]["mlp"]["wo"],
+                                  params["layer_1"]["mlp"]["wo"])
+
+
+def test_scanned_program_does_not_grow_with_depth():
+    def program_chars(num_layers, scan):
+        cfg = models.ModelConfig(name="deep", num_heads=2, num_layers=num_layers, d_model=32, d_ff=64, d_kv=16,
+                                 vocab_size=VOCAB, scan_layers=scan)
+        model = models.DecoderLM(cfg)
+        tokens = jnp.zeros((1, 8), jnp.int32)
+        params = jax.eval_shape(model.init, jax.random.PRNGKey(0), tokens)
+        grad = jax.grad(lambda p: jnp.sum(model.apply(p, tokens)))
+        return len(jax.jit(grad).lower(params).as_text())
+
+    shallow = models.SCAN_UNROLL_MAX_LAYERS + 1  # deeper than the fully unrolled short scans
+    assert program_chars(16, scan=True) < 1.1 * program_chars(shallow, scan=True)
+    assert program_chars(16, scan=False) > 2 * program_chars(shallow, scan=False)
+
+
+@pytest.mark.parametrize("implementation,dtype,atol", [
+    ("xla", "float32", 1e-5), ("xla", "bfloat16", 2e-2), ("splash", "float32", 1e-5)])
+def test_attention_implementations_match_reference_with_segments(implementation, dtype, atol):
+    rng = np.random.default_rng(3)
+    rows, length, heads, head_dim = 2, 128, 2, 16
+    q, k, v = (jnp.asarray(rng.normal(size=(rows, length, heads, head_dim)), dtype) for _ in range(3))
+    segments = np.repeat(np.where(np.arange(length) < 50, 1, 2)[None], rows, 0)
+    segments[1, 90:] = 3
+    segments[:, -5:] = 0
+    segments = jnp.asarray(segments, jnp.int32)
+
+    def summed(impl):
+        return lambda q, k, v: jnp.sum(jnp.sin(models.dot_product_attention(q, k, v, segments, impl)
+                                               .astype(jnp.float32)))
+
+    ref = models.dot_product_attention(q, k, v, segments, "reference")
+    out = models.dot_product_attention(q, k, v, segments, implementation)
+    assert out.shape == ref.shape and out.dtype == q.dtype
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref, np.float32), atol=atol)
+    # Segment 2 of row 0 does not see segment 1: changing segment-1 keys leaves it unchanged.
+    k2 = k.at[0, :50].set(0)
+    changed = models.dot_product_attention(q, k2, v, segments, implementation)
+    np.testing.assert_array_equal(np.asarray(changed[0, 50:], np.float32), np.asarray(out[0, 50:], np.float32))
+    grads = jax.grad(summed(implementation), argnums=(0, 1, 2))(q, k, v)
+    grads_ref = jax.grad(summed("reference"), argnums=(0, 1, 2))(q, k, v)
+    for g, g_ref in zip(grads, grads_ref):
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(g_ref, np.float32), atol=5 * atol)
+
+
+def test_model_attention_choice_does_not_change_logits():
+    tokens, positions, segments = _packed_batch()
+    ref_model, variables = _init(_tiny("tiny2", attention="reference", scan_layers=True))
+    xla_model = _Jitted(_tiny("tiny2", attention="xla", scan_layers=True))
+    np.testing.assert_allclose(xla_model.apply(variables, tokens, positions=positions, segment_ids=segments),
+                               ref_model.apply(variables, tokens, positions=positions, segment_ids=segments),
+                               atol=1e-5)
+
+
+def test_unknown_remat_policy_or_attention_lists_valid_names():
+    with pytest.raises(ValueError, match="dots_with_no_batch_dims_saveable"):
+        _tiny("tiny0", remat_policy="dots")
+    with pytest.raises(ValueError, match="cudnn.*splash.*reference"):
+        _tiny("tiny0", attention="flash")
+    with pytest.raises(ValueError, match="xla"):
+        models.dot_product_attention(*(jnp.zeros((1, 4, 1, 8)),) * 3, None, "flash")
+
+
+def test_auto_attention_is_xla_on_cpu():
+    assert models.resolve_attention("auto", jnp.bfloat16, 2048) == "xla"
+    assert models.resolve_attention("cudnn", jnp.float32, 64) == "cudnn"
+
+
+def test_scanned_dropout_depends_only_on_the_key():
+    cfg = _tiny("tiny2", dropout_rate=0.5, scan_layers=True)
+    model, variables = _init(cfg)
     tokens = jnp.arange(24, dtype=jnp.int32).reshape(2, 12) % VOCAB
-    grads = []
-    for remat in (False, True):
-        model, variables = _init(_tiny("tiny0", remat=remat))
-        loss = lambda v: jnp.mean(jax.nn.logsumexp(model.apply(v, tokens), axis=-1))
-        grads.append(jax.jit(jax.grad(loss))(variables))
-    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    run = lambda seed: model.apply(variables, tokens, deterministic=False, rngs={"dropout": jax.random.PRNGKey(seed)})
+    np.testing.assert_array_equal(run(1), run(1))
+    assert np.abs(np.asarray(run(1) - run(2))).max() > 1e-3
 
 
 def test_every_gin_model_file_builds_its_named_scale():
@@ -168,6 +295,7 @@ def test_every_gin_model_file_builds_its_named_scale():
     from pathlib import Path
 
     files = sorted((Path(__file__).resolve().parents[1] / "gin" / "models").glob("*.gin"))
+    files = [f for f in files if f.stem.startswith(("scale", "tiny"))]  # demo sizes: gin-only, see sweeps
     assert {f.stem for f in files} == set(models.SCALES)  # 47 spec scales + the tiny sizes
     for path in files:
         gin.clear_config()

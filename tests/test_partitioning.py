@@ -37,10 +37,11 @@ def _loss_fn(model, fused):
     return jax.value_and_grad(loss)
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["logits", "fused_loss"])
-def test_loss_and_grads_on_8_device_mesh_match_one_device(fused):
+@pytest.mark.parametrize("fused,scan", [(False, False), (True, False), (True, True)],
+                         ids=["logits", "fused_loss", "fused_loss_scanned"])
+def test_loss_and_grads_on_8_device_mesh_match_one_device(fused, scan):
     assert jax.device_count() >= 8, "conftest should force 8 host CPU devices"
-    cfg = models.get_model_config("tiny1", vocab_size=VOCAB, dropout_rate=0.0)
+    cfg = models.get_model_config("tiny1", vocab_size=VOCAB, dropout_rate=0.0, scan_layers=scan)
     model = models.DecoderLM(cfg)
     batch = _batch()
     boxed = jax.jit(model.init)(jax.random.PRNGKey(0), batch["inputs"])["params"]
@@ -62,6 +63,8 @@ def test_loss_and_grads_on_8_device_mesh_match_one_device(fused):
         loss8, grads8 = step(jax.device_put(params, shardings), jax.device_put(batch, data))
 
     assert grads8["embedding"].sharding.spec == P("tensor", "fsdp")
+    if scan:  # stacked block parameters: the layer axis unsharded, embed on fsdp, mlp on tensor
+        assert grads8["layers"]["mlp"]["wi_0"].sharding.spec == P(None, "fsdp", "tensor")
     assert len(grads8["embedding"].addressable_shards) == 8
     np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
     flat8 = dict(jax.tree_util.tree_leaves_with_path(grads8))
@@ -77,8 +80,8 @@ def test_indivisible_dimension_is_replicated():
                               jnp.zeros((1, 4), jnp.int32))
     mesh = partitioning.make_mesh(partitioning.MeshConfig(data=2, fsdp=2, tensor=2))
     specs = jax.tree.map(lambda s: s.spec, partitioning.params_shardings(abstract["params"], mesh))
-    assert specs["layer_0"]["attention"]["query"] == P("fsdp", None, None)
-    assert specs["layer_0"]["mlp"]["wi_0"] == P("fsdp", "tensor")
+    assert specs["layers"]["attention"]["query"] == P(None, "fsdp", None, None)  # [layers, embed, heads, kv]
+    assert specs["layers"]["mlp"]["wi_0"] == P(None, "fsdp", "tensor")
 
 
 def test_mesh_minus_one_takes_remaining_devices():

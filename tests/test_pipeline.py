@@ -3,13 +3,14 @@
 import gzip
 import json
 import os
+import shutil
 
 import gin
 import numpy as np
 import pytest
 import seqio
 
-from atlas_t5x.data import accounting, madlad
+from atlas_t5x.data import accounting, madlad, stats
 from atlas_t5x.data import mixtures as M
 from atlas_t5x.data import pipeline as P
 
@@ -23,15 +24,28 @@ def make_docs(lang: str, n_docs: int, seed: int) -> list[str]:
             for i in range(n_docs)]
 
 
-def make_pipeline(weights, n_docs=None, seq_len=32, global_batch=8, seed=0, process_index=0,
-                  process_count=1):
-    mixture = M.explicit(weights, name="test")
+def write_madlad(root, docs_by_lang, n_shards=1):
+    for lang, docs in docs_by_lang.items():
+        os.makedirs(root / lang, exist_ok=True)
+        for old in os.listdir(root / lang):
+            os.remove(root / lang / old)
+        for shard in range(n_shards):
+            with gzip.open(root / lang / f"{lang}_clean_{shard:04d}.jsonl.gz", "wt", encoding="utf-8") as f:
+                for text in docs[shard::n_shards]:
+                    f.write(json.dumps({"text": text}) + "\n")
+
+
+def make_pipeline(tmp_path, weights, n_docs=None, seq_len=32, global_batch=8, seed=0, process_index=0,
+                  process_count=1, **kwargs):
+    """A pipeline over a MADLAD-layout folder of generated documents (40 per language by default)."""
+    root = tmp_path / "corpus"
     n_docs = n_docs or {}
-    streams = {lang: P.LanguageStream(lang, accounting.encode_documents(
-        make_docs(lang, n_docs.get(lang, 20), i), VOCAB), seed)
-        for i, lang in enumerate(mixture.languages)}
-    return P.TrainPipeline(mixture, streams, seq_len, global_batch, seed, process_index,
-                           process_count, vocab_name="byte")
+    if not root.exists():
+        write_madlad(root, {lang: make_docs(lang, n_docs.get(lang, 40), i)
+                            for i, lang in enumerate(sorted(weights))})
+    return P.make_train_pipeline(M.explicit(weights, name="test"), vocab="byte", seq_len=seq_len,
+                                 global_batch=global_batch, seed=seed, root=str(root),
+                                 process_index=process_index, process_count=process_count, **kwargs)
 
 
 def observed_tokens(batches, n_langs):
@@ -43,9 +57,9 @@ def observed_tokens(batches, n_langs):
     return counts
 
 
-def test_observed_shares_match_plan_within_one_percent():
+def test_observed_shares_match_plan_within_one_percent(tmp_path):
     weights = {"en": 0.55, "fr": 0.3, "yo": 0.1, "sw": 0.05}
-    pipe = make_pipeline(weights, n_docs={"yo": 3, "sw": 2}, seq_len=64, global_batch=16)
+    pipe = make_pipeline(tmp_path, weights, n_docs={"yo": 12, "sw": 10}, seq_len=64, global_batch=16)
     batches = [next(pipe) for _ in range(300)]
     tokens = observed_tokens(batches, 4)
     shares = tokens / tokens.sum()
@@ -60,19 +74,21 @@ def test_observed_shares_match_plan_within_one_percent():
     plan = M.plan_tokens(pipe.mixture, acc.total, acc.unique_by_lang, seq_len=64, global_batch=16)
     assert {k: v.tokens for k, v in plan.items()} == acc.tokens_by_lang
     assert acc.epochs_by_lang["yo"] == pytest.approx(plan["yo"].epochs)
-    assert acc.epochs_by_lang["sw"] > 20  # small languages repeat many epochs
+    assert acc.epochs_by_lang["sw"] > 5  # small languages repeat many epochs
 
 
-def test_restore_yields_identical_batches_and_accounting():
+def test_restore_yields_identical_batches_and_accounting(tmp_path):
     weights = {"en": 0.5, "fr": 0.3, "yo": 0.2}
-    uninterrupted = make_pipeline(weights, n_docs={"yo": 2}, seed=3)
+    kwargs = dict(n_docs={"yo": 10}, seed=3, block_docs=8)  # several blocks per file
+    uninterrupted = make_pipeline(tmp_path, weights, **kwargs)
     reference = [next(uninterrupted) for _ in range(40)]
-    first = make_pipeline(weights, n_docs={"yo": 2}, seed=3)
+    first = make_pipeline(tmp_path, weights, **kwargs)
     for _ in range(25):
         next(first)
     state = json.loads(json.dumps(first.get_state()))
-    assert state["languages"]["yo"]["epoch"] >= 1  # the cut lies after an epoch boundary
-    resumed = make_pipeline(weights, n_docs={"yo": 2}, seed=3)
+    assert state["shards"]["0"]["yo"]["epoch"] >= 1  # the cut lies after an epoch boundary
+    assert state["shards"]["0"]["en"]["line"] > 0 and state["shards"]["0"]["en"]["offset"] > 0  # mid-block
+    resumed = make_pipeline(tmp_path, weights, **kwargs)
     resumed.set_state(state)
     assert resumed.accounting() == first.accounting()
     for expected in reference[25:]:
@@ -82,46 +98,69 @@ def test_restore_yields_identical_batches_and_accounting():
     assert resumed.accounting() == uninterrupted.accounting()
     assert resumed.get_state() == uninterrupted.get_state()
     # the seed picks the document orders: same seed, same stream; another seed, another stream
-    other_seed = make_pipeline(weights, n_docs={"yo": 2}, seed=4)
+    other_seed = make_pipeline(tmp_path, weights, n_docs={"yo": 10}, seed=4, block_docs=8)
     other = [next(other_seed)["decoder_target_tokens"] for _ in range(5)]
     assert not all(np.array_equal(a, b["decoder_target_tokens"]) for a, b in zip(other, reference))
 
 
-def test_set_state_rejects_other_pipelines():
-    a = make_pipeline({"en": 0.5, "fr": 0.5})
+def test_set_state_rejects_other_pipelines(tmp_path):
+    a = make_pipeline(tmp_path, {"en": 0.5, "fr": 0.5})
     next(a)
     with pytest.raises(ValueError, match="seq_len"):
-        make_pipeline({"en": 0.5, "fr": 0.5}, seq_len=16).set_state(a.get_state())
+        make_pipeline(tmp_path, {"en": 0.5, "fr": 0.5}, seq_len=16).set_state(a.get_state())
     with pytest.raises(ValueError, match="mixture"):
-        make_pipeline({"en": 0.4, "fr": 0.6}).set_state(a.get_state())
+        make_pipeline(tmp_path, {"en": 0.4, "fr": 0.6}).set_state(a.get_state())
     broken = a.get_state()
     broken["languages"]["en"]["rows"] += 1
     with pytest.raises(ValueError, match="inconsistent"):
-        make_pipeline({"en": 0.5, "fr": 0.5}).set_state(broken)
+        make_pipeline(tmp_path, {"en": 0.5, "fr": 0.5}).set_state(broken)
+    # another input-shard count (another process count by default): refused with both numbers
+    with pytest.raises(ValueError, match="num_input_shards=1 .*num_input_shards=2 \\(2 process"):
+        make_pipeline(tmp_path, {"en": 0.5, "fr": 0.5}, process_index=0, process_count=2).set_state(a.get_state())
 
 
-def test_processes_slice_the_same_global_batch():
+def test_processes_read_disjoint_shards_of_the_same_global_batch(tmp_path):
     weights = {"en": 0.6, "fr": 0.25, "yo": 0.15}
-    whole = make_pipeline(weights, n_docs={"yo": 2}, global_batch=8)
-    parts = [make_pipeline(weights, n_docs={"yo": 2}, global_batch=8, process_index=i,
+    whole = make_pipeline(tmp_path, weights, n_docs={"yo": 12}, global_batch=8, num_input_shards=2)
+    parts = [make_pipeline(tmp_path, weights, n_docs={"yo": 12}, global_batch=8, process_index=i,
                            process_count=2) for i in range(2)]
-    assert parts[0].rows == 4
+    assert parts[0].rows == 4 and parts[0].num_input_shards == 2 and parts[1].owned_shards == [1]
     for _ in range(12):
         expected = next(whole)
         halves = [next(p) for p in parts]
         for key in expected:
             np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), expected[key])
     assert parts[0].accounting() == parts[1].accounting() == whole.accounting()
+    # each process reads its own share of every language: disjoint, and together all of it
+    for lang in weights:
+        shares = [set(parts[i].sources[lang].documents("train", i, 2)) for i in range(2)]
+        assert not shares[0] & shares[1]
+        assert shares[0] | shares[1] == set(madlad.load_split(str(tmp_path / "corpus"), lang, "train"))
+    # the two processes' states (all-gathered) resume a ONE-process run with the same shards
+    locals_ = []
+    for p in parts:
+        p._gather = lambda local: locals_.append(local) or [local]
+        p.get_state()
+    state = parts[0].get_state()
+    state["shards"] = {**locals_[0], **locals_[1]}
+    resumed = make_pipeline(tmp_path, weights, n_docs={"yo": 12}, global_batch=8, num_input_shards=2)
+    resumed.set_state(json.loads(json.dumps(state)))
+    for _ in range(3):
+        expected = next(whole)
+        got = next(resumed)
+        for key in expected:
+            np.testing.assert_array_equal(got[key], expected[key])
     with pytest.raises(ValueError, match="divisible"):
-        make_pipeline(weights, global_batch=6, process_index=0, process_count=4)
+        make_pipeline(tmp_path, weights, global_batch=6, process_index=0, process_count=4)
+    with pytest.raises(ValueError, match="num_input_shards 3"):
+        make_pipeline(tmp_path, weights, global_batch=8, num_input_shards=3)
 
 
-def test_packing_segments_positions_and_document_order():
-    docs = make_docs("en", 7, seed=5)
-    encoded = accounting.encode_documents(docs, VOCAB)
-    pipe = P.TrainPipeline(M.monolingual("en"), {"en": P.LanguageStream("en", encoded, 1)},
-                           seq_len=24, global_batch=2, seed=1)
-    epoch_len = encoded.num_tokens
+def test_packing_segments_positions_and_document_order(tmp_path):
+    pipe = make_pipeline(tmp_path, {"en": 1.0}, n_docs={"en": 12}, seq_len=24, global_batch=2, seed=1)
+    docs = madlad.load_split(str(tmp_path / "corpus"), "en", "train")
+    epoch_len = pipe.unique_by_lang["en"]
+    assert epoch_len == sum(len(VOCAB.encode(d)) + 1 for d in docs)  # U is the stream's epoch
     n_batches = -(-3 * epoch_len // 48)
     batches = [next(pipe) for _ in range(n_batches)]
     stream = np.concatenate([b["decoder_target_tokens"].ravel() for b in batches])
@@ -155,6 +194,25 @@ def test_packing_segments_positions_and_document_order():
     np.testing.assert_array_equal(inputs, np.where(doc_start, 0, np.concatenate([[0], stream[:-1]])))
 
 
+def test_bad_records_fail_naming_file_and_line_or_are_skipped_and_counted(tmp_path):
+    root = tmp_path / "corpus"
+    write_madlad(root, {"en": make_docs("en", 40, 0)})
+    path = root / "yo" / "yo_clean_0000.jsonl.gz"
+    path.parent.mkdir()
+    lines = [json.dumps({"text": t}) for t in make_docs("yo", 30, 1)]
+    lines[7] = '{"text": broken'
+    lines[12] = '{"no_text": 1}'
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with pytest.raises(madlad.CorpusError, match=f"{path}:8: not a valid JSON line"):
+        make_pipeline(tmp_path, {"en": 0.5, "yo": 0.5})
+    pipe = make_pipeline(tmp_path, {"en": 0.5, "yo": 0.5}, skip_bad_records=True)
+    next(pipe)
+    assert pipe.bad_records_by_lang() == {"en": 0, "yo": 2}  # one pass over yo's file so far
+    assert pipe.unique_by_lang["yo"] == sum(len(VOCAB.encode(t)) + 1 for t in madlad.iter_split(
+        str(root), "yo", "train", skip_bad_records=True))
+
+
 def test_pack_eval_documents_budget_tokens_bytes_and_determinism():
     docs = make_docs("ja", 30, seed=2) + ["日本語のテキスト"]
     docs = docs[-1:] + docs[:-1]
@@ -182,14 +240,6 @@ def test_pack_eval_documents_budget_tokens_bytes_and_determinism():
 # ---------------------------------------------------------------- over a MADLAD-layout folder
 
 
-def write_madlad(root, docs_by_lang):
-    for lang, docs in docs_by_lang.items():
-        os.makedirs(root / lang, exist_ok=True)
-        with gzip.open(root / lang / f"{lang}_clean_0000.jsonl.gz", "wt", encoding="utf-8") as f:
-            for text in docs:
-                f.write(json.dumps({"text": text}) + "\n")
-
-
 @pytest.fixture
 def madlad_root(tmp_path):
     root = tmp_path / "madlad"
@@ -198,7 +248,7 @@ def madlad_root(tmp_path):
     return root
 
 
-def test_factory_unique_counts_cache_and_errors(madlad_root, tmp_path):
+def test_factory_unique_counts_cache_and_errors(madlad_root, tmp_path, monkeypatch):
     root = str(madlad_root)
     cache = str(tmp_path / "unique.json")
     pipe = P.make_train_pipeline("bilingual_en_yo", vocab="byte", seq_len=32, global_batch=4,
@@ -222,14 +272,26 @@ def test_factory_unique_counts_cache_and_errors(madlad_root, tmp_path):
     assert plan["en"].tokens == pytest.approx(plan["fr"].tokens, abs=1) and plan["fr"].epochs < 2
     assert unimax.languages == ["en", "fr", "yo"]  # every language under the root
     calls = []
-    counts = accounting.cached_unique_counts(root, ["en", "fr", "yo"], VOCAB, cache,
-                                             counter=lambda *a: calls.append(a) or 0)
+    counting = stats.compute_language_stats
+    monkeypatch.setattr(stats, "compute_language_stats",
+                        lambda r, lang, *a, **k: calls.append(lang) or counting(r, lang, *a, **k))
+    counts = accounting.cached_unique_counts(root, ["en", "fr", "yo"], VOCAB, cache)
     assert not calls and counts == {**expected_u, "fr": unimax.unique_by_lang["fr"]}
-    # a changed shard invalidates only that language's entry
+    # a changed folder: an error naming it for training, a recount of that language only on request
     write_madlad(madlad_root, {"yo": make_docs("yo", 15, 9)})
-    counts = accounting.cached_unique_counts(root, ["en", "yo"], VOCAB, cache,
-                                             counter=lambda r, lang, v: calls.append(lang) or 7)
-    assert calls == ["yo"] and counts == {"en": expected_u["en"], "yo": 7}
+    with pytest.raises(madlad.CorpusError, match=f"language 'yo': folder {root}/yo changed since"):
+        accounting.cached_unique_counts(root, ["en", "yo"], VOCAB, cache)
+    with pytest.raises(madlad.CorpusError, match="language 'yo'.*changed"):
+        P.make_train_pipeline("bilingual_en_yo", vocab="byte", seq_len=32, global_batch=4,
+                              root=root, process_index=0, process_count=1, stats_path=cache)
+    counts = accounting.cached_unique_counts(root, ["en", "yo"], VOCAB, cache, recount_changed=True)
+    assert calls == ["yo"] and counts == {
+        "en": expected_u["en"], "yo": sum(len(VOCAB.encode(t)) + 1 for t in madlad.load_split(root, "yo", "train"))}
+    shutil.rmtree(madlad_root / "fr")
+    with pytest.raises(madlad.CorpusError, match="language 'fr' is in statistics file .* cannot be read"):
+        accounting.cached_unique_counts(root, ["fr"], VOCAB, cache)
+    with pytest.raises(stats.StatsError, match="vocabulary"):
+        accounting.cached_unique_counts(root, ["en"], "corpus_spm", cache)
 
     with pytest.raises(ValueError, match="qq"):
         P.make_train_pipeline({"en": 1, "qq": 1}, vocab="byte", root=root, process_index=0,
@@ -334,3 +396,28 @@ def test_seqio_mixtures_registered_over_madlad_tasks():
     assert len([m for m in names if "_bilingual_" in m]) == n * (n - 1) // 2
     with pytest.raises(ValueError, match="vi"):
         task_mixtures.register_mixture(M.capacity("8v0"))
+
+
+def test_paper_run_refuses_a_small_vocabulary_unless_allowed(madlad_root):
+    from atlas_t5x import models, optim, trainer  # noqa: F401  (configurables the gin files bind)
+    from atlas_t5x.eval import callback  # noqa: F401
+
+    repo = os.path.join(os.path.dirname(__file__), "..")
+    gin.clear_config()
+    kwargs = dict(mixture="bilingual_en_yo", root=str(madlad_root), process_index=0, process_count=1,
+                  seq_len=32, global_batch=4)
+    try:
+        gin.add_config_file_search_path(repo)
+        gin.parse_config_files_and_bindings(
+            [os.path.join(repo, "gin", "models", "scale0.gin"), os.path.join(repo, "gin", "runs", "paper_base.gin")],
+            ["make_train_pipeline.vocab = 'corpus_spm'"])
+        with pytest.raises(ValueError, match="'corpus_spm' has 8192 pieces, fewer than min_vocab_size=64000"):
+            P.make_train_pipeline(**kwargs)
+        with gin.unlock_config():
+            gin.bind_parameter("make_train_pipeline.min_vocab_size", 0)
+        assert P.make_train_pipeline(**kwargs).vocab_size == 8192
+        assert gin.query_parameter("%MADLAD_VOCAB") == "vocabs/madlad_spm_64k.model"
+    finally:
+        gin.clear_config()
+    with pytest.raises(FileNotFoundError, match="madlad_spm_64k.model"):
+        P.make_train_pipeline(vocab="vocabs/madlad_spm_64k.model", **kwargs)

@@ -40,12 +40,34 @@ def test_report_covers_every_section(tmp_path):
     for png in ("fits_predicted_vs_observed.png", "bts_heatmap.png", "curse_frontier.png", "crossover.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 1000
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert {t: v["status"] for t, v in doc["sections"].items()} == {
+    status = {t: v["status"] for t, v in doc["sections"].items()}
+    assert status.pop("Sanity checks") in ("ok", "failed")
+    assert status == {
         t: "ok" for t in ("Runs", "Fits and held-out R²", "Cross-lingual transfer", "Curse of multilinguality",
                           "Pretrain vs finetune crossover")}
+    # the sanity table comes first; bootstrap-by-run intervals and flags for every parameter
+    assert text.split("\n")[4] == "## Sanity checks" and "**Sanity:" in text.split("\n")[6]
+    assert "Bootstrap by run (200 replicates" in text and "beta 0.3" in text and "| flags |" in text
     bts = doc["sections"]["Cross-lingual transfer"]["tables"][0]
     row = next(r for r in bts["rows"] if r[0] == "en → de")
     assert bts["columns"][2] == "BTS" and row[2] == pytest.approx(0.436, abs=1e-3)
+
+
+def test_sanity_checks_pass_and_fail_on_known_facts():
+    good = {"fits": {"csl": {"en": {"params": {"E": 1.8, "alpha": 0.3, "beta": 0.35},
+                                    "intervals": {"alpha": {"lo": 0.25, "hi": 0.36}, "beta": {"lo": 0.3, "hi": 0.4}},
+                                    "flags": {}}}},
+            "heldout": {"csl": {"N": 0.7, "D": 0.95}, "atlas": {"N": 0.85, "D": 0.9}},
+            "curse_2k": {"total_tokens_ratio": 1.6, "warnings": []}}
+    checks = report.sanity_checks(good)
+    assert all(ok for _, ok, _ in checks) and len(checks) == 5
+    bad = json.loads(json.dumps(good))
+    bad["fits"]["csl"]["en"]["intervals"]["alpha"] = {"lo": 0.1, "hi": 0.9}      # not identified
+    bad["fits"]["csl"]["en"]["flags"] = {"E": ["at/next to its low bound"]}
+    bad["heldout"]["atlas"]["N"] = 0.5
+    bad["curse_2k"] = {"total_tokens_ratio": 0.91, "warnings": ["|ψ/β| > 1"]}
+    failed = [c for c, ok, _ in report.sanity_checks(bad) if not ok]
+    assert len(failed) == 4 and any("alpha" in c for c in failed) and any("E not at a bound" in c for c in failed)
 
 
 def test_report_sections_without_their_runs_say_so(tmp_path):

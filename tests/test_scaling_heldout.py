@@ -24,15 +24,17 @@ def test_metrics_values():
 def test_split_masks(study):
     n = len(study)
     random = heldout.holdout_mask(study, "random", seed=1)
-    assert random.sum() == round(0.2 * n)
+    assert study.loc[random, "run"].nunique() == round(0.2 * study["run"].nunique())
+    assert not set(study.loc[random, "run"]) & set(study.loc[~random, "run"])   # whole runs
     assert not np.array_equal(random, heldout.holdout_mask(study, "random", seed=2))
     big = heldout.holdout_mask(study, "N")
     assert set(study.loc[big, "N"]) == {5e9} and study.loc[~big, "N"].max() < 5e9
-    top_d = heldout.holdout_mask(study, "D")
-    assert study.loc[top_d, "D"].min() >= study.loc[~top_d, "D"].max()
-    assert 0.18 <= top_d.mean() <= 0.25
-    top_c = heldout.holdout_mask(study, "C")
-    assert study.loc[top_c, "C"].min() >= study.loc[~top_c, "C"].max()
+    for split in ("D", "C"):   # chosen per target
+        top = heldout.holdout_mask(study, split)
+        for t in study["target"].unique():
+            sel = (study["target"] == t).to_numpy()
+            assert study.loc[sel & top, split].min() >= study.loc[sel & ~top, split].max()
+            assert 0.18 <= top[sel].mean() <= 0.25
     unseen = heldout.holdout_mask(study, "M")
     kinds = {heldout.mixture_kind(m, w) for m, w in zip(study.loc[~unseen, "mixture"], study.loc[~unseen, "weights"])}
     assert kinds == {"monolingual", "bilingual", "unimax"}

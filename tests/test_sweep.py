@@ -320,17 +320,18 @@ def test_demo_plan_shrinks_every_budget_by_one_factor_to_fit_the_time() -> None:
     full = sum(demo.estimate_seconds(r, timings[r.scale]) for r in sweep.runs)
     same, factor, estimate = demo.plan(sweep, timings, seconds_left=full + 1)
     assert (same, factor, estimate) == (sweep, 1.0, full)
-    scaled, factor, estimate = demo.plan(sweep, timings, seconds_left=full / 2)
-    assert factor < 0.5  # per-run overheads do not shrink with the budget
+    scaled, factor, estimate = demo.plan(sweep, timings, seconds_left=full * 0.7)
+    assert demo.MIN_FACTOR < factor < 0.7  # per-run overheads do not shrink with the budget
     steps = [r.total_steps for r in scaled.runs]
-    assert len(set(steps)) == 1 and demo.MIN_STEPS < steps[0] < 200
+    assert len(set(steps)) == 1 and 200 < steps[0] < 280
     assert all(r.tokens == r.total_steps * 16 * 8 for r in scaled.runs)
-    assert full / 2 * 0.9 < estimate <= full / 2
+    assert full * 0.7 * 0.9 < estimate <= full * 0.7
     # The evaluation period and warmup shrink with the steps: the curves keep their points.
     assert all(abs(r.total_steps / r.settings["eval_every"] - 8) < 0.5 for r in scaled.runs)  # 400 / 50
     assert all(r.settings["warmup_steps"] < sweep.runs[0].settings["warmup_steps"] for r in scaled.runs)
-    tiny, _, _ = demo.plan(sweep, timings, seconds_left=1.0)
-    assert [r.total_steps for r in tiny.runs] == [demo.MIN_STEPS] * 4
+    # never below MIN_FACTOR (the trunks keep half their tokens and every branch): over budget instead
+    tiny, factor, estimate = demo.plan(sweep, timings, seconds_left=1.0)
+    assert factor == demo.MIN_FACTOR and [r.total_steps for r in tiny.runs] == [200] * 4 and estimate > 1.0
     # Calibration speed: steps over time of every logged window after the first (compile).
     rows = [{"step": 6, "steps_per_s": 2.0}, {"step": 10, "steps_per_s": 20.0}, {"step": 12, "steps_per_s": 10.0}]
     assert demo.steady_steps_per_s(rows) == pytest.approx(6 / (4 / 20 + 2 / 10))
@@ -371,9 +372,11 @@ def test_demo_checks_flag_what_a_reader_checks_first() -> None:
         for step, loss in zip((10, 20, 40, 80), losses):
             for target in ("yi", "en"):
                 rows.append(make_row(run, step, target, langs=("yi",), loss=loss, params=params,
-                                     scale=run, epochs_by_lang={"yi": step / 10}))
+                                     scale=run, epochs_by_lang={"yi": step / 10},
+                                     schedule_phase="final" if step == 80 else "stable"))
     rows[-1]["loss"] = math.nan  # last row: big on en
-    fit = types.SimpleNamespace(fits={"yi": types.SimpleNamespace(params={"E": 1e-12, "lambda": 0.5})})
+    fit = types.SimpleNamespace(fits={"yi": types.SimpleNamespace(params={"E": 1e-12, "lambda": 0.5},
+                                                                  at_bounds={"E": "low"})})
     text = "\n".join(demo.sanity_checks(rows, {"atlas": fit}, ["yi"]))
     assert "| non-finite losses | 1 of 16 rows |" in text
     assert "| evaluations missing a language | 0 of 8 (run, step) pairs, 2 languages each |" in text
@@ -383,7 +386,7 @@ def test_demo_checks_flag_what_a_reader_checks_first() -> None:
     effective = 1 + (1 - math.exp(-0.5 * 7)) / 0.5
     assert "8.00 epochs of U_t = 1,000 tokens; loss drop over the last doubling of D_t: -0.200" in text
     assert f"ATLAS λ = 0.5 counts them as {effective:.2f} effective epochs" in text
-    assert "fitted E at its lower bound | atlas on yi" in text
+    assert "parameters at or next to a bound | atlas on yi: E (low)" in text
     import pandas as pd
 
     table = pd.DataFrame([

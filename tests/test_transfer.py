@@ -45,11 +45,17 @@ def test_bts_of_synthetic_curves_matches_the_known_value(tau):
     assert math.isnan(mat.loc["a", "a"])
 
 
-def test_bts_undefined_when_bilingual_never_reaches_the_loss():
+def test_bts_is_an_upper_bound_when_bilingual_never_reaches_the_loss():
     rows = _pair_rows(tau_ab=-0.9, tau_ba=0.0)  # b barely learns from the bilingual run
     meas = {(m.source, m.target): m for m in tr.measure_bts(rows, d_mono=1e9)}
     m = meas[("a", "b")]
-    assert math.isnan(m.bts) and m.status == "never_reached" and np.isfinite(m.target_loss)
+    assert m.status == "never_reached" and m.censored == "upper" and np.isfinite(m.target_loss)
+    last_bilingual = max(r["tokens"] for r in rows if r["run"] == "bi_ab")
+    assert m.bts == pytest.approx(2.0 - last_bilingual / 1e9)     # BTS < 2 − σ_last/d_mono
+    assert 2.0 - 2.0 / (1.0 - 0.9) < m.bts                        # the true score obeys the bound
+    mat = tr.bts_matrix(meas.values())
+    assert mat.loc["b", "a"] == pytest.approx(m.bts) and mat.attrs["upper_bounds"] == {"b": ["a"]}
+    assert "b" not in mat.attrs["upper_bounds"].get("a", [])
     # d_mono outside the monolingual run's range is reported, not extrapolated
     far = tr.measure_bts(rows, d_mono=1e12)
     assert all(x.status == "d_mono_outside_mono_run" and math.isnan(x.bts) for x in far)

@@ -108,8 +108,18 @@ def test_temperature_shares():
     expected = np.array([0.9, 0.09, 0.01]) ** 0.01
     assert [t100[k] for k in ("en", "fr", "yi")] == pytest.approx(list(expected / expected.sum()))
     assert max(t100.values()) / min(t100.values()) < 1.05
-    picked = train_vocab.sample_language(["ab", "cde"], 11, seed=3)
-    assert sum(len(d) for d in picked) >= 11 and sum(len(d) for d in picked[:-1]) < 11
+    # small language: whole passes until the target (the last pass partial), deterministic
+    passes = []
+    docs = lambda: passes.append(1) or iter(["ab", "cde"])  # noqa: E731
+    picked = list(train_vocab.sample_language(docs, 11, 5, seed=3))
+    assert picked[:4] == ["ab", "cde", "ab", "cde"] and 10 <= sum(map(len, picked)) <= 13
+    assert sum(map(len, picked[:-1])) < 11 and len(passes) <= 3
+    assert picked == list(train_vocab.sample_language(lambda: iter(["ab", "cde"]), 11, 5, seed=3))
+    # large language: one streamed pass keeping each document with probability target / size
+    big = [f"document {i:05d}" for i in range(5000)]
+    size = sum(map(len, big))
+    kept = list(train_vocab.sample_language(lambda: iter(big), size // 10, size, seed=1))
+    assert 0.08 * size <= sum(map(len, kept)) <= 0.1 * size + 20 and kept != big[:len(kept)]
 
 
 def test_train_vocab_cli_rejects_bad_input(capsys):

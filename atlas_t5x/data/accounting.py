@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import os
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from atlas_t5x import logio
 
-COUNT_VERSION = 1  # bump when the encoding rule above changes: invalidates every cached count
 
 
 @dataclasses.dataclass
@@ -88,33 +84,14 @@ def vocab_fingerprint(vocab) -> str:
     return ":".join(parts)
 
 
-def source_fingerprint(root: str, lang: str) -> dict:
-    """What U depends on besides the vocabulary: every shard's (name, bytes, mtime in ns) and the
-    split rule of `madlad` (salt and budgets)."""
-    import tensorflow as tf  # noqa: PLC0415  (lazy: TokenAccounting users need no TensorFlow)
-
-    from atlas_t5x.data import madlad  # noqa: PLC0415
-
-    files = []
-    for path in madlad.shard_paths(root, lang):
-        stat = tf.io.gfile.stat(path)
-        files.append([path.rsplit("/", 1)[-1], int(stat.length), int(stat.mtime_nsec)])
-    split_rule = [madlad.SPLIT_SALT.hex(), madlad.BYTES_PER_TOKEN, madlad.TEST_FRACTION,
-                  madlad.TEST_MAX_TOKENS, madlad.VALIDATION_FRACTION, madlad.VALIDATION_MAX_TOKENS]
-    return {"files": files, "split_rule": split_rule}
-
-
 def count_unique_tokens(root: str, lang: str, vocab) -> int:
-    """U for one language: tokens of its training split with `vocab`, EOS included."""
-    from atlas_t5x.data import madlad  # noqa: PLC0415
+    """U for one language: tokens of its training split with `vocab`, EOS included (streamed)."""
+    from atlas_t5x.data import stats  # noqa: PLC0415
 
-    return encode_documents(madlad.load_split(root, lang, "train"), vocab).num_tokens
+    return int(stats.compute_language_stats(root, lang, vocab)["unique_tokens"])
 
 
-def _cache_key(root: str, lang: str, vocab_id: str, source: dict) -> str:
-    blob = json.dumps({"version": COUNT_VERSION, "root": os.path.abspath(root), "lang": lang,
-                       "vocab": vocab_id, "source": source}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+_MEMORY_STATS: dict[tuple, dict] = {}  # (root, lang, vocab id, files) -> language entry
 
 
 def cached_unique_counts(
@@ -122,39 +99,31 @@ def cached_unique_counts(
     languages: Sequence[str],
     vocab,
     cache_path: str | None = None,
-    counter: Callable[[str, str, object], int] = count_unique_tokens,
+    skip_bad_records: bool | None = None,
+    recount_changed: bool = False,
 ) -> dict[str, int]:
-    """U per language, read from / written to a JSON cache when `cache_path` is given.
+    """U per language, from the statistics file `cache_path` (atlas_t5x/data/stats.py) when given.
 
-    An entry is keyed by the absolute root, the language, the vocabulary fingerprint and every
-    shard's (name, size, mtime), so a changed corpus or vocabulary is recounted, never served
-    stale. The cache file is rewritten atomically.
+    Languages the file lacks are counted by streaming and the file is rewritten atomically after
+    each; a language whose shard list or sizes changed since is a CorpusError naming it (recounted
+    with recount_changed=True, as scripts/count_unique.py does); a file for another root or
+    vocabulary is refused (stats.StatsError). Without a file the entries are kept in memory for
+    the process (keyed by the shard list and sizes).
+    `skip_bad_records`: see `madlad.iter_shard` (None: the gin default).
     """
-    vocab_id = vocab_fingerprint(vocab)
-    entries: dict = {}
-    if cache_path and os.path.exists(cache_path):
-        try:
-            with open(cache_path, encoding="utf-8") as f:
-                entries = json.load(f).get("entries", {})
-        except (json.JSONDecodeError, AttributeError) as err:
-            raise ValueError(f"unique-count cache {cache_path} is not valid JSON: {err}") from err
-    counts, dirty = {}, False
+    from atlas_t5x.data import stats  # noqa: PLC0415
+
+    if cache_path:
+        counted = stats.compute_stats(root, list(languages), vocab, path=cache_path, progress=False,
+                                      skip_bad_records=skip_bad_records, recount_changed=recount_changed)
+        return {lang: int(counted["languages"][lang]["unique_tokens"]) for lang in languages}
+    vocab_id = vocab if isinstance(vocab, str) else vocab_fingerprint(vocab)
+    counts = {}
     for lang in languages:
-        key = _cache_key(root, lang, vocab_id, source_fingerprint(root, lang))
-        if key in entries:
-            counts[lang] = int(entries[key]["unique_tokens"])
-            continue
-        counts[lang] = int(counter(root, lang, vocab))
-        entries = {k: e for k, e in entries.items()  # drop the stale entry this one replaces
-                   if (e.get("root"), e.get("lang"), e.get("vocab"))
-                   != (os.path.abspath(root), lang, vocab_id)}
-        entries[key] = {"root": os.path.abspath(root), "lang": lang, "vocab": vocab_id,
-                        "unique_tokens": counts[lang]}
-        dirty = True
-    if cache_path and dirty:
-        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-        logio.write_atomic(cache_path, json.dumps({"version": COUNT_VERSION, "entries": entries},
-                                                  indent=1, sort_keys=True) + "\n")
+        key = (stats.normalize_root(root), lang, vocab_id, tuple(stats.listed_files(root, lang)))
+        if key not in _MEMORY_STATS:
+            _MEMORY_STATS[key] = stats.compute_language_stats(root, lang, vocab, skip_bad_records)
+        counts[lang] = int(_MEMORY_STATS[key]["unique_tokens"])
     return counts
 
 

@@ -1,56 +1,57 @@
-"""MADLAD-400 layout reader with deterministic per-language train / validation / test splits.
+"""MADLAD-400 layout reader: streamed shards, hash splits, and a streaming seqio data source.
 
 Layout (the public release, "clean" portion): `{root}/{lang}/{lang}_clean_{shard:04d}.jsonl.gz`,
-one JSON object per line with a string field "text". Files are read through `tf.io.gfile`, so a
-local folder and a `gs://` bucket work alike. The root is, in order: an explicit `root` argument,
-the gin binding `resolve_madlad_dir.root`, $MADLAD_DIR, else the embedded corpus
-(`EMBEDDED_CORPUS_DIR`, built by scripts/build_corpus.py, same layout).
+one JSON object per line with a string field "text". Files are streamed line by line through
+`tf.io.gfile` (local folder or `gs://` alike); nothing reads a whole language into memory. The
+root is, in order: an explicit `root` argument, the gin binding `resolve_madlad_dir.root`,
+$MADLAD_DIR, else the embedded corpus (`EMBEDDED_CORPUS_DIR`, built by scripts/build_corpus.py,
+same layout, read through the same code).
 
-Splits. Every document gets a position from the SHA-256 of its UTF-8 text (salted with
-SPLIT_SALT), never from file order or Python's `hash()`, so the splits are identical on every
-machine, for any sharding or listing order of the files. Walking documents in that order:
-  * test: the first documents until their tokens reach min(20M tokens, 20% of the language), as in
-    the paper's MADLAD evaluation split;
-  * validation [our choice]: the next documents until min(5M tokens, 10% of the language);
-  * train: everything else.
-A split takes a document while its running total is still below the budget, so it overshoots by
-less than one document. Exact duplicates share a hash and therefore a split (no leakage).
+Splits: each document is assigned on its own by a salted hash of its text against per-language
+thresholds (`stats.split_of`; the rule and its constants are documented in atlas_t5x/data/stats.py:
+test = min(20M tokens, 20%), validation = min(5M tokens, 10%), in expectation). The thresholds
+come from the language's total text bytes, looked up in this order (`language_thresholds`):
+  1. the statistics file (`resolve_stats_path`: gin `resolve_stats_path.path`, $MADLAD_STATS), when
+     it describes this root and lists the language; a language whose shard list or sizes differ
+     from the file is an error naming it (never a silently different split);
+  2. a language whose shards total at most `MEASURE_LIMIT_BYTES` of gzip is measured now, by one
+     streaming pass (exactly what the statistics file would say);
+  3. otherwise the listed-size fallback: text bytes estimated as gzip bytes × GZIP_TEXT_RATIO,
+     stated in the log (a WARNING) [our choice; MADLAD's card publishes document counts, not text
+     bytes per language, so no published table is shipped].
 
-Token estimate [our choice]: the budgets are applied before tokenisation, with
-tokens = UTF-8 bytes / BYTES_PER_TOKEN. The 20% and 10% shares are therefore exact shares of the
-language's bytes whatever the constant; the constant only decides where the 20M / 5M caps bite
-(4 bytes per token is typical of a 64k SentencePiece vocabulary on Latin-script web text).
-
-A language is read in full to split it (memory grows with the language): right for the embedded
-corpus and per-language MADLAD subsets, not for streaming the largest MADLAD languages. Splits are
-cached per (root, language) for the life of the process (files are assumed not to change).
+Bad records: a corrupt gzip stream or a line that is not a JSON object with a string "text" is a
+CorpusError naming the file and line. With `skip_bad_records=True` such lines are skipped (a
+corrupt gzip stream skips the rest of its file) and counted per language (`BadRecords`, logged).
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import gzip
-import hashlib
 import json
+import logging
 import os
 import re
 import zlib
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import gin
 import seqio
 import tensorflow as tf
 
 from atlas_t5x import languages
+from atlas_t5x.data import stats as stats_lib
+from atlas_t5x.data.stats import (BYTES_PER_TOKEN, SPLIT_SALT, SPLITS, TEST_FRACTION,  # noqa: F401
+                                  TEST_MAX_TOKENS, VALIDATION_FRACTION, VALIDATION_MAX_TOKENS,
+                                  SplitThresholds)
 
 EMBEDDED_CORPUS_DIR: str = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 MADLAD_DIR_ENV = "MADLAD_DIR"
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-
-BYTES_PER_TOKEN = 4.0                 # [our choice] pre-tokenisation estimate, UTF-8 bytes per token
-TEST_FRACTION, TEST_MAX_TOKENS = 0.20, 20_000_000                 # paper: min(20M tokens, 20%)
-VALIDATION_FRACTION, VALIDATION_MAX_TOKENS = 0.10, 5_000_000      # [our choice]
-SPLIT_SALT = b"atlas_t5x/madlad-split/v1\x00"
+MADLAD_STATS_ENV = "MADLAD_STATS"
+MEASURE_LIMIT_BYTES = 256 * 2**20   # [our choice] measure languages up to 256 MiB of gzip on the fly
+GZIP_TEXT_RATIO = 3.0               # [our choice] text bytes per gzip byte, listed-size fallback
 
 _SHARD_RE = re.compile(r"^(?P<lang>.+)_clean_(?P<shard>\d{4})\.jsonl\.gz$")
 
@@ -75,6 +76,17 @@ def resolve_madlad_dir(root: str | None = None) -> str:
     if root:
         return str(root)
     return configured_madlad_dir() or os.environ.get(MADLAD_DIR_ENV) or EMBEDDED_CORPUS_DIR
+
+
+@gin.configurable("resolve_stats_path")
+def configured_stats_path(path: str | None = None) -> str | None:
+    """The gin seam for the statistics file: `resolve_stats_path.path = "gs://bucket/stats.json"`."""
+    return path
+
+
+def resolve_stats_path(path: str | None = None) -> str | None:
+    """The statistics file to use: `path`, else gin `resolve_stats_path.path`, else $MADLAD_STATS."""
+    return path or configured_stats_path() or os.environ.get(MADLAD_STATS_ENV) or None
 
 
 def check_language_code(lang: str) -> str:
@@ -116,32 +128,88 @@ def available_languages(root: str | None = None) -> list[str]:
     return sorted(langs)
 
 
-def read_shard(path: str) -> list[str]:
-    """Texts of one shard, in file order; CorpusError naming file and line on any bad row."""
-    texts = []
-    lineno = 0
+# ----------------------------------------------------------------------------- streaming reads
+
+
+class BadRecords:
+    """Counts of skipped bad records per file (skip_bad_records=True)."""
+
+    def __init__(self):
+        self.by_file: collections.Counter[str] = collections.Counter()
+
+    def add(self, path: str, message: str) -> None:
+        if not self.by_file[path]:
+            logging.warning("skipping bad record(s) in %s, first: %s", path, message)
+        self.by_file[path] += 1
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.by_file.values()))
+
+
+@gin.configurable("madlad_reading")
+def configured_skip_bad_records(skip_bad_records: bool = False) -> bool:
+    """The gin default of `skip_bad_records` (`madlad_reading.skip_bad_records = True`)."""
+    return bool(skip_bad_records)
+
+
+def iter_shard(path: str, skip_bad_records: bool | None = None, bad: BadRecords | None = None,
+               start_line: int = 0) -> Iterator[tuple[int, str]]:
+    """(0-based line index, text) of one shard, streamed from line `start_line` on.
+
+    Bad lines raise CorpusError naming file and (1-based) line, or are skipped and counted in
+    `bad` with skip_bad_records=True (None: the gin default `madlad_reading.skip_bad_records`).
+    """
+    if skip_bad_records is None:
+        skip_bad_records = configured_skip_bad_records()
+    bad = bad if bad is not None else BadRecords()
+    index = -1
     try:
         with tf.io.gfile.GFile(path, "rb") as raw, gzip.GzipFile(fileobj=raw) as lines:
-            for lineno, line in enumerate(lines, start=1):
+            for index, line in enumerate(lines):
+                if index < start_line:
+                    continue
                 try:
-                    row = json.loads(line.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                    raise CorpusError(f"{path}:{lineno}: not a valid JSON line: {err}") from err
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise CorpusError(f"{path}:{lineno}: row has no string field 'text'")
-                texts.append(row["text"])
+                    row = json.loads(line)
+                    if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                        raise CorpusError(f"{path}:{index + 1}: row has no string field 'text'")
+                except (UnicodeDecodeError, json.JSONDecodeError, CorpusError) as err:
+                    message = str(err) if isinstance(err, CorpusError) else \
+                        f"{path}:{index + 1}: not a valid JSON line: {err}"
+                    if not skip_bad_records:
+                        raise CorpusError(message) from err
+                    bad.add(path, message)
+                    continue
+                yield index, row["text"]
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:
-        raise CorpusError(f"{path}: not valid gzip (failed after line {lineno}): {err}") from err
-    return texts
+        message = f"{path}: not valid gzip (failed after line {index + 1}): {err}"
+        if not skip_bad_records:
+            raise CorpusError(message) from err
+        bad.add(path, message + "; rest of the file skipped")
+
+
+def read_shard(path: str) -> list[str]:
+    """Texts of one shard, in file order (small files and tests; streams otherwise)."""
+    return [text for _, text in iter_shard(path, skip_bad_records=False)]
+
+
+def iter_language(root: str, lang: str, skip_bad_records: bool | None = None,
+                  bad: BadRecords | None = None) -> Iterator[str]:
+    """Every document of a language, streamed in shard and line order."""
+    for path in shard_paths(root, lang):
+        for _, text in iter_shard(path, skip_bad_records, bad):
+            yield text
 
 
 def read_language(root: str, lang: str) -> list[str]:
-    """All documents of a language across its shards, in shard and line order."""
-    paths = shard_paths(root, lang)
-    docs = [text for path in paths for text in read_shard(path)]
+    """All documents of a language in a list (small corpora and tests only)."""
+    docs = list(iter_language(root, lang, skip_bad_records=False))
     if not docs:
         raise CorpusError(f"language {lang!r}: shards under {_join(root, lang)} hold no documents")
     return docs
+
+
+# ----------------------------------------------------------------------------- splits
 
 
 def estimate_tokens(text: str) -> float:
@@ -149,82 +217,198 @@ def estimate_tokens(text: str) -> float:
     return len(text.encode("utf-8")) / BYTES_PER_TOKEN
 
 
-def split_key(text: str) -> bytes:
-    """The document's position in split order (machine- and file-order-independent)."""
-    return hashlib.sha256(SPLIT_SALT + text.encode("utf-8")).digest()
+def split_documents(docs: Sequence[str], thresholds: SplitThresholds | None = None) -> dict[str, list[str]]:
+    """Assigns documents to train / validation / test with `stats.split_of`, in input order.
 
-
-def split_documents(docs: Sequence[str]) -> dict[str, list[str]]:
-    """Assigns documents to train / validation / test (see the module docstring).
-
-    Each split lists its documents in split-key order, so the result does not depend on the order
-    of `docs`. Raises CorpusError if any split would be empty.
+    Thresholds default to those of `docs` taken as a whole language. Raises CorpusError if any
+    split comes out empty.
     """
-    ordered = sorted(docs, key=lambda t: (split_key(t), t))
-    total = sum(estimate_tokens(t) for t in ordered)
-    budgets = {"test": min(TEST_MAX_TOKENS, TEST_FRACTION * total),
-               "validation": min(VALIDATION_MAX_TOKENS, VALIDATION_FRACTION * total)}
+    if thresholds is None:
+        thresholds = stats_lib.thresholds_for(sum(len(t.encode("utf-8")) for t in docs) or 1)
     splits: dict[str, list[str]] = {name: [] for name in SPLITS}
-    pos = 0
-    for name in ("test", "validation"):
-        taken = 0.0
-        while pos < len(ordered) and taken < budgets[name]:
-            splits[name].append(ordered[pos])
-            taken += estimate_tokens(ordered[pos])
-            pos += 1
-    splits["train"] = ordered[pos:]
+    for text in docs:
+        splits[stats_lib.split_of(text, thresholds)].append(text)
     empty = [name for name in SPLITS if not splits[name]]
     if empty:
-        raise CorpusError(f"{len(docs)} documents ({total:.0f} estimated tokens) are too few to "
-                          f"fill the {', '.join(empty)} split(s)")
+        raise CorpusError(f"{len(docs)} documents are too few to fill the {', '.join(empty)} split(s) "
+                          f"(test / validation take {thresholds.test:.1%} / {thresholds.validation:.1%} "
+                          f"of the hash space)")
     return splits
 
 
-@functools.lru_cache(maxsize=64)
-def _language_splits(root: str, lang: str) -> dict[str, tuple[str, ...]]:
-    docs = read_language(root, lang)
-    try:
-        splits = split_documents(docs)
-    except CorpusError as err:
-        raise CorpusError(f"language {lang!r} under {_join(root, lang)}: {err}") from err
-    return {name: tuple(texts) for name, texts in splits.items()}
+def _thresholds(root: str, lang: str, stats_path: str | None,
+                skip_bad_records: bool) -> tuple[SplitThresholds, str]:
+    # keyed by the shard list and sizes too: a folder that changes in-process is measured again
+    return _thresholds_cached(root, lang, stats_path, skip_bad_records,
+                              tuple(stats_lib.listed_files(root, lang)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _thresholds_cached(root: str, lang: str, stats_path: str | None, skip_bad_records: bool,
+                       files: tuple[tuple[str, int], ...]) -> tuple[SplitThresholds, str]:
+    if stats_path:
+        stats = stats_lib.read_stats(stats_path)
+        if stats is not None and stats["root"] == stats_lib.normalize_root(root) \
+                and lang in stats["languages"]:
+            stats_lib.check_stats_for(stats, stats_path, root, None)
+            stats_lib.check_language_files(stats, stats_path, root, lang)
+            return SplitThresholds.from_json(stats["languages"][lang]["thresholds"]), f"statistics {stats_path}"
+    gzip_bytes = sum(size for _, size in files)
+    if gzip_bytes <= MEASURE_LIMIT_BYTES:
+        text_bytes = sum(len(t.encode("utf-8")) for t in iter_language(root, lang, skip_bad_records))
+        if not text_bytes:
+            raise CorpusError(f"language {lang!r}: shards under {_join(root, lang)} hold no documents")
+        return stats_lib.thresholds_for(text_bytes), "measured"
+    estimate = int(gzip_bytes * GZIP_TEXT_RATIO)
+    logging.warning("language %s: no statistics file lists it (%s); split thresholds from the listed "
+                    "shard sizes (%d gzip bytes x %.1f = %d text bytes, an estimate). Run "
+                    "scripts/count_unique.py for exact thresholds.", lang, stats_path or "none configured",
+                    gzip_bytes, GZIP_TEXT_RATIO, estimate)
+    return stats_lib.thresholds_for(estimate), "listed-size estimate"
+
+
+def _skip(skip_bad_records: bool | None) -> bool:
+    return configured_skip_bad_records() if skip_bad_records is None else bool(skip_bad_records)
+
+
+def language_thresholds(root: str | None, lang: str, stats_path: str | None = None,
+                        skip_bad_records: bool | None = None) -> SplitThresholds:
+    """The split thresholds of a language (see the module docstring for where they come from)."""
+    root = resolve_madlad_dir(root)
+    return _thresholds(root, check_language_code(lang), resolve_stats_path(stats_path),
+                       _skip(skip_bad_records))[0]
+
+
+def thresholds_source(root: str | None, lang: str, stats_path: str | None = None,
+                      skip_bad_records: bool | None = None) -> str:
+    """Where `language_thresholds` took its numbers: statistics file, measured or estimated."""
+    root = resolve_madlad_dir(root)
+    return _thresholds(root, check_language_code(lang), resolve_stats_path(stats_path),
+                       _skip(skip_bad_records))[1]
+
+
+def iter_split(root: str | None, lang: str, split: str, skip_bad_records: bool | None = None,
+               bad: BadRecords | None = None, stats_path: str | None = None) -> Iterator[str]:
+    """Documents of one language's split, streamed in shard and line order."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    root = resolve_madlad_dir(root)
+    lang = check_language_code(lang)
+    thresholds = language_thresholds(root, lang, stats_path, skip_bad_records)
+    for text in iter_language(root, lang, skip_bad_records, bad):
+        if stats_lib.split_of(text, thresholds) == split:
+            yield text
 
 
 def load_split(root: str | None, lang: str, split: str) -> list[str]:
-    """Documents of one language's split ("train", "validation" or "test"), deterministic.
+    """Documents of one language's split in shard and line order (memory: that split).
 
     Raises ValueError for an unknown language code (listing the nearest valid codes) or split,
     CorpusError for a missing/empty language folder or a bad corpus file.
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    lang = check_language_code(lang)
-    return list(_language_splits(resolve_madlad_dir(root), lang)[split])
+    docs = list(iter_split(root, lang, split))
+    if not docs:
+        raise CorpusError(f"language {lang!r} under {_join(resolve_madlad_dir(root), lang)}: its "
+                          f"{split} split is empty (too few documents)")
+    return docs
 
 
 def split_fingerprint(docs: Sequence[str]) -> str:
-    """SHA-256 over the sorted split keys of a set of documents (independent of their order)."""
+    """SHA-256 over the sorted hash positions of a set of documents (independent of their order)."""
+    import hashlib  # noqa: PLC0415
+
     digest = hashlib.sha256()
-    for key in sorted(split_key(t) for t in docs):
+    for key in sorted(hashlib.sha256(SPLIT_SALT + t.encode("utf-8")).digest() for t in docs):
         digest.update(key)
     return digest.hexdigest()
 
 
-def madlad_data_source(lang: str, root: str | None = None) -> seqio.DataSource:
-    """A seqio data source yielding {"text": tf.string} per document of one language's splits.
+# ----------------------------------------------------------------------------- seqio source
 
-    Checks the language code and its folder now; the documents are read on first use. With
-    `shuffle_files=True` the split's documents are shuffled with the given seed.
+
+def shard_files(paths: Sequence[str], shard_index: int, num_shards: int) -> tuple[list[int], bool]:
+    """seqio's ShardInfo rule: (indices of the files this shard reads, by_element).
+
+    With at least `num_shards` files each shard reads files i ≡ shard_index (mod num_shards);
+    with fewer, every shard reads every file and keeps its lines i ≡ shard_index (mod
+    num_shards) (0-based line index within each file; by_element=True).
     """
-    root = resolve_madlad_dir(root)
-    lang = check_language_code(lang)
-    shard_paths(root, lang)
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard index {shard_index} is not in [0, {num_shards})")
+    if len(paths) >= num_shards:
+        return list(range(shard_index, len(paths), num_shards)), False
+    return list(range(len(paths))), True
 
-    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-        docs = load_split(root, lang, split)
-        ds = tf.data.Dataset.from_tensor_slices({"text": tf.constant(docs, dtype=tf.string)})
-        if shuffle_files:
-            ds = ds.shuffle(len(docs), seed=seed, reshuffle_each_iteration=False)
+
+class MadladSource(seqio.DataSource):
+    """A streaming seqio source of one language: {"text": tf.string} per document of a split.
+
+    Reads shards line by line in a Python generator (errors name file and line), keeps the
+    split's documents by hash, and honours seqio.ShardInfo (see `shard_files`). With
+    shuffle=True the file order is shuffled and documents go through a bounded shuffle buffer.
+    """
+
+    SHUFFLE_BUFFER = 1024
+
+    def __init__(self, lang: str, root: str | None = None, stats_path: str | None = None,
+                 skip_bad_records: bool | None = None):
+        self.root = resolve_madlad_dir(root)
+        self.lang = check_language_code(lang)
+        self.stats_path = resolve_stats_path(stats_path)
+        self.skip_bad_records = skip_bad_records
+        self.paths = shard_paths(self.root, self.lang)
+        super().__init__(splits=SPLITS)
+
+    @property
+    def supports_arbitrary_sharding(self) -> bool:
+        return True
+
+    def thresholds(self) -> SplitThresholds:
+        """This language's split thresholds (`language_thresholds`)."""
+        return language_thresholds(self.root, self.lang, self.stats_path, self.skip_bad_records)
+
+    def list_shards(self, split: str) -> Sequence[str]:
+        return list(self.paths)
+
+    def documents(self, split: str, shard_index: int = 0, num_shards: int = 1,
+                  file_order: Sequence[int] | None = None,
+                  bad: BadRecords | None = None) -> Iterator[str]:
+        """The split's documents of one input shard, streamed (file order optional)."""
+        thresholds = self.thresholds()
+        files, by_element = shard_files(self.paths, shard_index, num_shards)
+        order = files if file_order is None else [files[i] for i in file_order]
+        for file_index in order:
+            for line, text in iter_shard(self.paths[file_index], self.skip_bad_records, bad):
+                if by_element and line % num_shards != shard_index:
+                    continue
+                if stats_lib.split_of(text, thresholds) == split:
+                    yield text
+
+    def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                    shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
+                    use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        index, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
+        self.thresholds()  # fail now, not inside tf.data
+        files, _ = shard_files(self.paths, index, count)
+        order = None
+        if shuffle:
+            import numpy as np  # noqa: PLC0415
+
+            order = np.random.default_rng(seed).permutation(len(files)).tolist()
+
+        def generate():
+            for text in self.documents(split, index, count, order):
+                yield {"text": text}
+
+        ds = tf.data.Dataset.from_generator(
+            generate, output_signature={"text": tf.TensorSpec((), tf.string)})
+        if shuffle:
+            ds = ds.shuffle(self.SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
         return ds
 
-    return seqio.FunctionDataSource(dataset_fn, splits=SPLITS)
+
+def madlad_data_source(lang: str, root: str | None = None) -> MadladSource:
+    """The streaming seqio source of one language (checks the code and its folder now)."""
+    return MadladSource(lang, root)

@@ -1,40 +1,50 @@
-"""The packed, deterministic, resumable train stream over a MADLAD-layout corpus, and eval batches.
+"""The packed, deterministic, resumable train stream over streamed MADLAD shards, and eval batches.
 
-Train stream (all numpy; the hot path is a handful of vectorised array operations per batch):
-  * Each language's training split is encoded once (`accounting.encode_documents`: vocabulary
-    tokens + EOS per document). Its stream is the infinite sequence of epochs; epoch e visits the
-    documents in a permutation seeded by (seed, crc32(lang), e).
-  * Rows are filled from ONE language each, with consecutive stream tokens: the k-th row of
-    language l holds stream positions [k·seq_len, (k+1)·seq_len). [our choice] Documents are
-    split across rows (and epochs), so every row is full: no padding in training, loss weight 1
-    everywhere, and tokens_by_lang = rows_by_lang · seq_len exactly.
-  * Packing: a new segment starts at each document start and at each row start; positions count
-    from 0 within a segment. Inputs are the targets shifted right within the stream: 0 (BOS) at a
-    document start, the true previous token where a row starts mid-document [our choice: the
-    continuation keeps teacher forcing but not the earlier context].
-  * The language of each row follows the deterministic divisor-method schedule of
-    `mixtures.schedule_next`, so per-language token shares track the mixture rates to within a
-    few rows at every step, and `mixtures.plan_tokens` predicts the counts exactly.
-  * Every process computes the layout of the whole global batch (cheap) but materialises only its
-    own rows [process_index·rows, (process_index+1)·rows); the accounting is global and identical
-    on every process.
-  * State = rows emitted so far, globally and per language (+ derived epoch and cursor): a restored
-    pipeline yields exactly the batches the uninterrupted one would.
+Where batches come from: `make_train_pipeline` resolves the mixture with the planners
+(`mixtures.get_mixture`: token shares per language), registers it as a seqio Mixture over the
+`madlad_{lang}` Tasks (tasks/), and reads each Task's streaming source (`madlad.MadladSource`,
+train split by hash) and vocabulary. Which language fills each row follows the deterministic
+token-share schedule (`mixtures.schedule_next`) instead of seqio's per-example random sampling
+[our choice: exact per-language token accounting and cheap exact resume; the shares are the
+Mixture's].
 
-Memory: every training language is held as one int32 array (4 bytes per token of U) plus the
-current epoch's order; right for the embedded corpus and per-language MADLAD subsets of a few
-hundred million tokens, not for streaming the largest MADLAD languages.
+Input shards. The global batch is the concatenation of `num_input_shards` (S) equal sub-batches.
+Sub-batch b is produced by input shard b alone, from its own disjoint share of every language
+(seqio's ShardInfo rule, `madlad.shard_files`: files i ≡ b mod S when a language has at least S
+files, else lines i ≡ b mod S of each file). Process p of P materialises the shards
+[p·S/P, (p+1)·S/P): it reads only those documents. S defaults to the process count; the batches
+are a function of S, not of P, so any P dividing S (and S dividing the batch) gives the same
+global batches: one process with S = 2 produces exactly what two processes produce together.
 
-Eval sets: the first whole documents of a language's validation (or test) split (in stored order)
-up to a token budget, packed the same way, padded to full batches (padding: token 0, segment 0, loss
-weight 0, lang id −1).
+One language's stream in one input shard (`ShardStream`): epochs over the shard's files, file
+order reshuffled per epoch; within a file, blocks of up to `block_docs` training documents are
+shuffled [our choice: a local shuffle, memory bounded by a block] with a seed of (seed, language,
+shard, epoch, file, first line), encoded (vocabulary tokens + EOS) and concatenated. Rows of one
+language are consecutive `seq_len` windows of that stream: documents are split across rows (and
+epochs), every row is full (no padding, loss weight 1), and tokens_by_lang = rows · seq_len.
+
+Packing: a new segment starts at each document start and at each row start; positions count from
+0 within a segment. Inputs are the targets shifted right within the stream: 0 (BOS) at a document
+start, the true previous token where a row starts mid-document. `decoder_lang_ids` gives each
+token's language (index into `languages`) for exact per-language accounting.
+
+State (exact resume, per input shard): for every language the cursor (epoch, position in the
+epoch's file order, first line of the current block, tokens consumed in the block), plus the
+schedule's row counts. A restart re-reads at most one block per language. With several processes
+`get_state` all-gathers the shards' cursors, so every process checkpoints the same global state;
+a restart restores the shards it owns. A state saved with another S is refused, naming both.
+
+Memory: one block per (language, owned shard) and one open file per stream; it does not grow with
+the corpus.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import zlib
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import gin
 import numpy as np
@@ -42,71 +52,168 @@ import numpy as np
 from atlas_t5x.data import accounting as accounting_lib
 from atlas_t5x.data import madlad
 from atlas_t5x.data import mixtures as mixtures_lib
+from atlas_t5x.data import stats as stats_lib
 from atlas_t5x.data import vocab as vocab_lib
-from atlas_t5x.data.accounting import EncodedSplit, TokenAccounting
+from atlas_t5x.data.accounting import TokenAccounting
+from tasks import madlad as madlad_tasks  # the seqio Tasks / Mixtures the trainer reads
+from tasks import mixtures as mixture_tasks
 
 STATE_KIND = "atlas_packed_stream"
-STATE_VERSION = 1
-_EPOCHS_CACHED = 2  # epoch orders kept per language (a row may straddle two epochs)
+STATE_VERSION = 2
+BLOCK_DOCS = 1024  # [our choice] training documents shuffled together (memory: one block)
 
 
-class LanguageStream:
-    """One language's training tokens as an infinite stream of per-epoch shuffled documents."""
+def encode_texts(texts: Sequence[str], vocab) -> list[list[int]]:
+    """Token ids of each text (no EOS), batched through SentencePiece when the vocabulary has it."""
+    tokenizer = getattr(vocab, "tokenizer", None) if hasattr(vocab, "sp_model") else None
+    if tokenizer is not None and getattr(vocab, "_extra_ids", 0) == 0:
+        return tokenizer.EncodeAsIds(list(texts))
+    return [vocab.encode(t) for t in texts]
 
-    def __init__(self, lang: str, split: EncodedSplit, seed: int):
-        if split.num_tokens == 0:
-            raise ValueError(f"language {lang!r} has an empty training split")
-        self.lang = lang
-        self.split = split
-        self._seed = int(seed)
-        self._lang_key = zlib.crc32(lang.encode("utf-8"))
-        self._epochs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    @property
-    def unique_tokens(self) -> int:
-        """U: tokens in one epoch (the training split, EOS included)."""
-        return self.split.num_tokens
+def tokens_of_documents(texts: Sequence[str], vocab) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens int32, document-start flags bool): each text's ids followed by EOS, concatenated."""
+    eos = int(vocab.eos_id)
+    pieces = encode_texts(texts, vocab)
+    lengths = np.fromiter((len(p) + 1 for p in pieces), dtype=np.int64, count=len(pieces))
+    total = int(lengths.sum())
+    tokens = np.full(total, eos, dtype=np.int32)
+    starts = np.zeros(total, dtype=bool)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    if total:
+        starts[offsets] = True
+        flat = np.fromiter((t for p in pieces for t in p), dtype=np.int32, count=total - len(pieces))
+        keep = np.ones(total, dtype=bool)
+        keep[offsets + lengths - 1] = False
+        tokens[keep] = flat
+    return tokens, starts
 
-    def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(tokens int32 [U], document-start flags bool [U]) of one epoch's document order."""
-        if epoch not in self._epochs:
-            rng = np.random.default_rng([self._seed, self._lang_key, epoch])
-            offsets = self.split.offsets
-            order = rng.permutation(self.split.num_documents)
-            lengths = np.diff(offsets)[order]
-            new_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-            gather = np.arange(self.unique_tokens) + np.repeat(offsets[:-1][order] - new_starts, lengths)
-            is_start = np.zeros(self.unique_tokens, dtype=bool)
-            is_start[new_starts] = True
-            if len(self._epochs) >= _EPOCHS_CACHED:
-                del self._epochs[min(self._epochs)]
-            self._epochs[epoch] = (self.split.tokens[gather], is_start)
-        return self._epochs[epoch]
 
-    def window(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Stream positions [start, stop) (0 <= start), crossing epoch boundaries as needed."""
+@dataclasses.dataclass
+class _Block:
+    tokens: np.ndarray
+    starts: np.ndarray
+    next_line: int
+    end_of_file: bool
+
+
+class ShardStream:
+    """One language's training tokens in one input shard, as an infinite, resumable stream."""
+
+    def __init__(self, source: madlad.MadladSource, vocab, shard_index: int, num_shards: int, seed: int,
+                 block_docs: int = BLOCK_DOCS, bad: madlad.BadRecords | None = None):
+        self.source = source
+        self.lang = source.lang
+        self.vocab = vocab
+        self.shard_index, self.num_shards = shard_index, num_shards
+        self.files, self.by_element = madlad.shard_files(source.paths, shard_index, num_shards)
+        self.thresholds = source.thresholds()
+        self.seed = int(seed)
+        self.block_docs = int(block_docs)
+        self.bad = bad if bad is not None else madlad.BadRecords()
+        self._lang_key = zlib.crc32(self.lang.encode("utf-8"))
+        self.epoch, self.file_pos, self.line, self.offset = 0, 0, 0, 0
+        self._block: _Block | None = None
+        self._reader: tuple[int, int, Iterator] | None = None  # (file index, next line, iterator)
+        self._orders: dict[int, list[int]] = {}
+
+    # -- position
+    def cursor(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "file": self.file_pos, "line": self.line, "offset": self.offset}
+
+    def restore(self, cursor: Mapping[str, int]) -> None:
+        self.epoch, self.file_pos = int(cursor["epoch"]), int(cursor["file"])
+        self.line, self.offset = int(cursor["line"]), int(cursor["offset"])
+        self._block = None
+        if not 0 <= self.file_pos < len(self.files):
+            raise ValueError(f"language {self.lang!r} input shard {self.shard_index}: saved file position "
+                             f"{self.file_pos} is outside its {len(self.files)} file(s)")
+
+    # -- reading
+    def _file_order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            rng = np.random.default_rng([self.seed, self._lang_key, self.shard_index, epoch])
+            self._orders = {epoch: [self.files[i] for i in rng.permutation(len(self.files))]}
+        return self._orders[epoch]
+
+    def _lines(self, file_index: int, start_line: int) -> Iterator[tuple[int, str]]:
+        if self._reader is None or self._reader[:2] != (file_index, start_line):
+            it = madlad.iter_shard(self.source.paths[file_index], self.source.skip_bad_records, self.bad,
+                                   start_line=start_line)
+            self._reader = (file_index, start_line, it)
+        return self._reader[2]
+
+    def _load_block(self) -> _Block:
+        file_index = self._file_order(self.epoch)[self.file_pos]
+        lines = self._lines(file_index, self.line)
+        docs: list[str] = []
+        next_line, end_of_file = self.line, True
+        for index, text in lines:
+            next_line = index + 1
+            if self.by_element and index % self.num_shards != self.shard_index:
+                continue
+            if stats_lib.split_of(text, self.thresholds) != "train":
+                continue
+            docs.append(text)
+            if len(docs) == self.block_docs:
+                end_of_file = False
+                break
+        self._reader = None if end_of_file else (file_index, next_line, lines)
+        rng = np.random.default_rng([self.seed, self._lang_key, self.shard_index, self.epoch,
+                                     file_index, self.line])
+        docs = [docs[i] for i in rng.permutation(len(docs))]
+        tokens, starts = tokens_of_documents(docs, self.vocab)
+        return _Block(tokens, starts, next_line, end_of_file)
+
+    def _current(self) -> _Block:
+        empty_files = 0
+        while True:
+            if self._block is None:
+                self._block = self._load_block()
+                if self.offset > len(self._block.tokens):
+                    raise ValueError(f"language {self.lang!r}: saved offset {self.offset} lies beyond the "
+                                     f"block at {self.cursor()} ({len(self._block.tokens)} tokens); "
+                                     f"the data changed since the checkpoint")
+            if self.offset < len(self._block.tokens):
+                return self._block
+            block = self._block
+            if len(block.tokens) == 0 and block.end_of_file:
+                empty_files += 1
+                if empty_files > len(self.files):
+                    raise madlad.CorpusError(
+                        f"language {self.lang!r}: input shard {self.shard_index} of {self.num_shards} "
+                        f"has no training documents (too little data for {self.num_shards} input shards?)")
+            if block.end_of_file:
+                self.file_pos, self.line = self.file_pos + 1, 0
+                if self.file_pos == len(self.files):
+                    self.epoch, self.file_pos = self.epoch + 1, 0
+            else:
+                self.line = block.next_line
+            self.offset = 0
+            self._block = None
+
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """The next `count` tokens, their document-start flags, and the token before them."""
         tokens, starts = [], []
-        position = start
-        while position < stop:
-            epoch, offset = divmod(position, self.unique_tokens)
-            epoch_tokens, epoch_starts = self.epoch(epoch)
-            n = min(stop - position, self.unique_tokens - offset)
-            tokens.append(epoch_tokens[offset:offset + n])
-            starts.append(epoch_starts[offset:offset + n])
-            position += n
-        return np.concatenate(tokens), np.concatenate(starts)
+        previous = None
+        while count > 0:
+            block = self._current()
+            if previous is None:
+                previous = int(block.tokens[self.offset - 1]) if self.offset else 0
+            n = min(count, len(block.tokens) - self.offset)
+            tokens.append(block.tokens[self.offset:self.offset + n])
+            starts.append(block.starts[self.offset:self.offset + n])
+            self.offset += n
+            count -= n
+        return np.concatenate(tokens), np.concatenate(starts), previous or 0
 
-    def rows(self, first_row: int, n_rows: int, seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows first_row .. first_row+n_rows-1 of this language: (targets, inputs, doc_start)."""
-        start, stop = first_row * seq_len, (first_row + n_rows) * seq_len
-        tokens, starts = self.window(max(start - 1, 0), stop)
-        if start == 0:  # stream position 0 starts a document, its input is BOS whatever precedes
-            tokens = np.concatenate([[0], tokens]).astype(np.int32)
-            starts = np.concatenate([[True], starts])
-        targets = tokens[1:].reshape(n_rows, seq_len)
-        doc_start = starts[1:].reshape(n_rows, seq_len)
-        inputs = np.where(doc_start, 0, tokens[:-1].reshape(n_rows, seq_len))
-        return targets, inputs, doc_start
+    def rows(self, n_rows: int, seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The next n_rows rows of this stream: (targets, inputs, doc_start), each [n_rows, seq_len]."""
+        tokens, starts, previous = self.take(n_rows * seq_len)
+        inputs = np.concatenate([[previous], tokens[:-1]]).astype(np.int32)
+        inputs[starts] = 0
+        shape = (n_rows, seq_len)
+        return tokens.reshape(shape), inputs.reshape(shape), starts.reshape(shape)
 
 
 def segments_and_positions(new_segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +225,20 @@ def segments_and_positions(new_segment: np.ndarray) -> tuple[np.ndarray, np.ndar
     return segment_ids, (columns - last_start).astype(np.int32)
 
 
+def allgather_json(local: Mapping, process_count: int) -> list[dict]:
+    """Every process's JSON-serialisable `local`, in process order (a collective)."""
+    if process_count == 1:
+        return [json.loads(json.dumps(local))]
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    blob = np.frombuffer(json.dumps(local, sort_keys=True).encode(), dtype=np.uint8)
+    lengths = np.asarray(multihost_utils.process_allgather(np.array([blob.size], np.int32))).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[:blob.size] = blob
+    gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
+    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, lengths)]
+
+
 class TrainPipeline:
     """Iterator over host-local packed train batches; see the module docstring.
 
@@ -125,20 +246,25 @@ class TrainPipeline:
       languages: training languages (mixture order); `decoder_lang_ids` index into it.
       seq_len: tokens per row. global_batch: rows per step over all processes.
       rows: this process's rows per batch (global_batch // process_count).
+      num_input_shards: S, the input shards the global batch is made of.
       mixture: the `mixtures.Mixture` being sampled.
     """
 
     def __init__(
         self,
         mixture: mixtures_lib.Mixture,
-        streams: Mapping[str, LanguageStream],
+        sources: Mapping[str, madlad.MadladSource],
+        vocab,
         seq_len: int,
         global_batch: int,
         seed: int = 0,
         process_index: int = 0,
         process_count: int = 1,
+        num_input_shards: int | None = None,
+        unique_by_lang: Mapping[str, int] | None = None,
         vocab_name: str = "",
-        vocab_size: int = 0,
+        block_docs: int = BLOCK_DOCS,
+        gather: Callable[[Mapping], list[dict]] | None = None,
     ):
         if seq_len < 1 or global_batch < 1:
             raise ValueError(f"seq_len ({seq_len}) and global_batch ({global_batch}) must be >= 1")
@@ -149,62 +275,83 @@ class TrainPipeline:
         if global_batch % process_count:
             raise ValueError(f"global_batch {global_batch} is not divisible by the number of "
                              f"processes {process_count}")
-        missing = [lang for lang in mixture.languages if lang not in streams]
+        shards = int(num_input_shards or process_count)
+        if shards % process_count or global_batch % shards:
+            raise ValueError(f"num_input_shards {shards} must be a multiple of the process count "
+                             f"{process_count} and divide global_batch {global_batch}")
+        missing = [lang for lang in mixture.languages if lang not in sources]
         if missing:
             raise ValueError(f"mixture {mixture.name!r}: no training data for {missing}")
         self.mixture = mixture
         self.languages = mixture.languages
         self.mixture_name = mixture.name
         self.mixture_weights = dict(mixture.weights)
-        self.vocab_name = vocab_name
-        self.vocab_size = vocab_size
+        self.vocab = vocab
+        self.vocab_name = vocab_name or accounting_lib.vocab_fingerprint(vocab)
+        self.vocab_size = int(vocab.vocab_size)
         self.seq_len = seq_len
         self.global_batch = global_batch
         self.rows = global_batch // process_count
-        self.seed = seed
-        self._first_row = process_index * self.rows
-        self._streams = [streams[lang] for lang in self.languages]
+        self.seed = int(seed)
+        self.process_index, self.process_count = process_index, process_count
+        self.num_input_shards = shards
+        self.rows_per_shard = global_batch // shards
+        per_process = shards // process_count
+        self.owned_shards = list(range(process_index * per_process, (process_index + 1) * per_process))
+        self.sources = {lang: sources[lang] for lang in self.languages}
+        self.bad_records = {lang: madlad.BadRecords() for lang in self.languages}
+        self.block_docs = int(block_docs)
+        self._gather = gather or (lambda local: allgather_json(local, process_count))
+        self._streams = {(b, lang): ShardStream(self.sources[lang], vocab, b, shards, self.seed, block_docs,
+                                                self.bad_records[lang])
+                         for b in self.owned_shards for lang in self.languages}
+        self._unique = dict(unique_by_lang) if unique_by_lang is not None else {
+            lang: count_unique_tokens(self.sources[lang], vocab) for lang in self.languages}
         self._weights = mixture.weight_array()
-        self._rows_by_lang = np.zeros(len(self.languages), dtype=np.int64)
+        self._shard_rows_by_lang = np.zeros(len(self.languages), dtype=np.int64)  # per input shard
         self._rows_total = 0
 
     @property
     def unique_by_lang(self) -> dict[str, int]:
-        return {s.lang: s.unique_tokens for s in self._streams}
+        return {lang: int(self._unique[lang]) for lang in self.languages}
+
+    def bad_records_by_lang(self) -> dict[str, int]:
+        """Records skipped so far per language by this process (skip_bad_records=True)."""
+        return {lang: bad.total for lang, bad in self.bad_records.items()}
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        langs = mixtures_lib.schedule_next(self._weights, self._rows_by_lang, self.global_batch)
-        host = slice(self._first_row, self._first_row + self.rows)
-        host_langs = langs[host]
-        targets = np.empty((self.rows, self.seq_len), np.int32)
-        inputs = np.empty_like(targets)
-        new_segment = np.empty(targets.shape, dtype=bool)
-        for lang in np.unique(host_langs):
-            local = np.flatnonzero(host_langs == lang)
-            # rows of one language are consecutive slots of its stream, also within a host slice
-            first_slot = self._rows_by_lang[lang] + np.count_nonzero(langs[: host.start] == lang)
-            targets[local], inputs[local], new_segment[local] = self._streams[lang].rows(
-                int(first_slot), len(local), self.seq_len)
+        langs = mixtures_lib.schedule_next(self._weights, self._shard_rows_by_lang, self.rows_per_shard)
+        shape = (self.rows, self.seq_len)
+        targets, inputs = np.empty(shape, np.int32), np.empty(shape, np.int32)
+        new_segment = np.empty(shape, dtype=bool)
+        for k, shard in enumerate(self.owned_shards):
+            base = k * self.rows_per_shard
+            for lang in np.unique(langs):
+                local = base + np.flatnonzero(langs == lang)
+                targets[local], inputs[local], new_segment[local] = self._streams[
+                    shard, self.languages[lang]].rows(len(local), self.seq_len)
         new_segment[:, 0] = True
         segment_ids, positions = segments_and_positions(new_segment)
-        self._rows_by_lang += np.bincount(langs, minlength=len(self.languages))
+        self._shard_rows_by_lang += np.bincount(langs, minlength=len(self.languages))
         self._rows_total += self.global_batch
+        host_langs = np.tile(langs, len(self.owned_shards)).astype(np.int32)
         return {
             "decoder_input_tokens": inputs,
             "decoder_target_tokens": targets,
             "decoder_segment_ids": segment_ids,
             "decoder_positions": positions,
-            "decoder_loss_weights": np.ones(targets.shape, np.float32),
+            "decoder_loss_weights": np.ones(shape, np.float32),
             "decoder_lang_ids": np.repeat(host_langs[:, None], self.seq_len, axis=1),
         }
 
     def accounting(self) -> TokenAccounting:
         """GLOBAL tokens consumed so far (all processes): every row is full, seq_len tokens."""
-        return accounting_lib.accounting_from_rows(
-            dict(zip(self.languages, self._rows_by_lang.tolist())), self.seq_len, self.unique_by_lang)
+        rows = self._shard_rows_by_lang * self.num_input_shards
+        return accounting_lib.accounting_from_rows(dict(zip(self.languages, rows.tolist())),
+                                                   self.seq_len, self.unique_by_lang)
 
     def _config(self) -> dict:
         return {
@@ -214,38 +361,71 @@ class TrainPipeline:
             "seed": self.seed,
             "vocab": self.vocab_name,
             "unique_by_lang": self.unique_by_lang,
+            "num_input_shards": self.num_input_shards,
+            "block_docs": self.block_docs,
+            "split_thresholds": {lang: s.thresholds().to_json() for lang, s in self.sources.items()},
         }
 
     def get_state(self) -> dict:
-        """JSON-serialisable position: rows emitted globally and, per language, rows, epoch and
-        cursor (token offset into that epoch's order)."""
-        per_lang = {}
-        for stream, rows in zip(self._streams, self._rows_by_lang.tolist()):
-            epoch, cursor = divmod(rows * self.seq_len, stream.unique_tokens)
-            per_lang[stream.lang] = {"rows": rows, "epoch": epoch, "cursor": cursor}
+        """JSON-serialisable GLOBAL position (a collective with several processes): rows emitted,
+        rows per language, and every input shard's per-language cursor."""
+        local = {str(b): {lang: self._streams[b, lang].cursor() for lang in self.languages}
+                 for b in self.owned_shards}
+        shards: dict[str, dict] = {}
+        for part in self._gather(local):
+            shards.update(part)
+        rows = (self._shard_rows_by_lang * self.num_input_shards).tolist()
         return {"kind": STATE_KIND, "version": STATE_VERSION, "config": self._config(),
-                "rows": self._rows_total, "languages": per_lang}
+                "rows": self._rows_total,
+                "languages": {lang: {"rows": r} for lang, r in zip(self.languages, rows)},
+                "shards": shards}
 
     def set_state(self, state: Mapping) -> None:
         """Resumes at a position from get_state(); the next batch equals the uninterrupted one."""
         if state.get("kind") != STATE_KIND or state.get("version") != STATE_VERSION:
             raise ValueError(f"pipeline state of kind {state.get('kind')!r} version "
                              f"{state.get('version')!r}; expected {STATE_KIND!r} v{STATE_VERSION}")
+        saved = state.get("config", {})
+        if saved.get("num_input_shards") != self.num_input_shards:
+            raise ValueError(
+                f"pipeline state was saved with num_input_shards={saved.get('num_input_shards')} and this "
+                f"run has num_input_shards={self.num_input_shards} ({self.process_count} process(es)); "
+                f"resume with make_train_pipeline.num_input_shards={saved.get('num_input_shards')} on a "
+                f"process count that divides it")
         config = self._config()
-        differing = sorted(k for k in config if state.get("config", {}).get(k) != config[k])
+        differing = sorted(k for k in config if saved.get(k) != config[k])
         if differing:
             raise ValueError(f"pipeline state does not match this pipeline in {differing}: saved "
-                             f"{ {k: state.get('config', {}).get(k) for k in differing} }, "
+                             f"{ {k: saved.get(k) for k in differing} }, "
                              f"current { {k: config[k] for k in differing} }")
         rows_total = int(state["rows"])
         rows_by_lang = np.array([int(state["languages"][lang]["rows"]) for lang in self.languages],
                                 dtype=np.int64)
-        expected = mixtures_lib.schedule_counts(self._weights, rows_total)
-        if not np.array_equal(rows_by_lang, expected):
+        expected = mixtures_lib.schedule_counts(self._weights, rows_total // self.num_input_shards)
+        if rows_total % self.num_input_shards or not np.array_equal(rows_by_lang, expected * self.num_input_shards):
             raise ValueError(f"pipeline state is inconsistent: per-language rows {rows_by_lang.tolist()} "
-                             f"are not the schedule's {expected.tolist()} after {rows_total} rows")
+                             f"are not the schedule's {(expected * self.num_input_shards).tolist()} after "
+                             f"{rows_total} rows")
+        for b in self.owned_shards:
+            cursors = state["shards"].get(str(b))
+            if cursors is None:
+                raise ValueError(f"pipeline state has no cursor for input shard {b}")
+            for lang in self.languages:
+                self._streams[b, lang].restore(cursors[lang])
         self._rows_total = rows_total
-        self._rows_by_lang = rows_by_lang
+        self._shard_rows_by_lang = expected
+
+
+def count_unique_tokens(source: madlad.MadladSource, vocab) -> int:
+    """U of one language by streaming its training split (tokens + one EOS per document)."""
+    total = 0
+    batch: list[str] = []
+    for text in source.documents("train"):
+        batch.append(text)
+        if len(batch) == 1024:
+            total += sum(len(ids) + 1 for ids in encode_texts(batch, vocab))
+            batch = []
+    return total + sum(len(ids) + 1 for ids in encode_texts(batch, vocab))
 
 
 def _resolve_vocab(vocab):
@@ -265,21 +445,34 @@ def make_train_pipeline(
     process_index: int | None = None,
     process_count: int | None = None,
     unique_cache: str | None = None,
+    num_input_shards: int | None = None,
+    stats_path: str | None = None,
+    skip_bad_records: bool | None = None,
+    block_docs: int = BLOCK_DOCS,
+    min_vocab_size: int = 0,
 ) -> TrainPipeline:
     """Builds this process's packed train pipeline over a MADLAD-layout corpus (gin seam).
 
     Args:
       mixture: a mixture name / spec for `mixtures.get_mixture` (e.g. "12v0", "bilingual_es_pt",
         "unimax" with its gin bindings), a weights mapping, or a Mixture. Sized mixtures (unimax,
-        temperature) get U counted with `vocab` over `root` (all its languages unless
+        temperature) take U from the statistics (all languages under `root` unless
         `get_mixture.languages` is bound).
       vocab: vocabulary name for `vocab.get_vocabulary` ("corpus_spm", "byte", a .model path) or a
         seqio.Vocabulary.
       seq_len: tokens per row. global_batch: rows per step over all processes.
-      seed: seeds the per-(language, epoch) document orders.
-      root: MADLAD-layout folder (None: $MADLAD_DIR, else the embedded corpus).
+      seed: seeds the file and block orders.
+      root: MADLAD-layout folder (None: gin/$MADLAD_DIR, else the embedded corpus).
       process_index, process_count: default jax.process_index() / jax.process_count().
-      unique_cache: optional JSON path caching U per language (see scripts/count_unique.py).
+      unique_cache: old name of `stats_path` (kept for configs that bind it).
+      num_input_shards: S (see the module docstring); None = the process count.
+      stats_path: statistics file (atlas_t5x/data/stats.py) giving thresholds and U; languages it
+        lacks are counted by streaming and added to it. None: gin/$MADLAD_STATS, else in memory.
+      skip_bad_records: skip (and count) bad corpus records instead of failing; None = the gin
+        default `madlad_reading.skip_bad_records`.
+      block_docs: training documents shuffled together per block.
+      min_vocab_size: refuse a vocabulary with fewer pieces (gin/runs/paper_base.gin sets 64,000
+        so a paper run cannot silently use the embedded corpus's 8,192-piece vocabulary).
     """
     if process_index is None or process_count is None:
         import jax  # noqa: PLC0415
@@ -287,25 +480,36 @@ def make_train_pipeline(
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     root = madlad.resolve_madlad_dir(root)
+    stats_path = madlad.resolve_stats_path(stats_path or unique_cache)
     vocab_name, vocabulary = _resolve_vocab(vocab)
-    encoded: dict[str, EncodedSplit] = {}
-
-    def encode(lang: str) -> EncodedSplit:
-        if lang not in encoded:
-            encoded[lang] = accounting_lib.encode_documents(madlad.load_split(root, lang, "train"),
-                                                            vocabulary)
-        return encoded[lang]
+    if int(vocabulary.vocab_size) < min_vocab_size:
+        raise ValueError(
+            f"make_train_pipeline: vocabulary {vocab_name!r} has {int(vocabulary.vocab_size)} pieces, fewer "
+            f"than min_vocab_size={min_vocab_size}. A paper run needs the 64k MADLAD-400 SentencePiece "
+            f"(train it with scripts/train_vocab.py, see README); bind make_train_pipeline.min_vocab_size = 0 "
+            f"to run with this vocabulary anyway")
 
     def size_fn(languages: Sequence[str] | None) -> dict[str, int]:
         languages = madlad.available_languages(root) if languages is None else languages
-        return accounting_lib.cached_unique_counts(
-            root, languages, vocabulary, unique_cache,
-            counter=lambda _root, lang, _vocab: encode(lang).num_tokens)
+        return accounting_lib.cached_unique_counts(root, languages, vocab if isinstance(vocab, str) else vocabulary,
+                                                   stats_path, skip_bad_records)
 
     resolved = mixtures_lib.get_mixture(mixture, size_fn=size_fn)
-    streams = {lang: LanguageStream(lang, encode(lang), seed) for lang in resolved.languages}
-    return TrainPipeline(resolved, streams, seq_len, global_batch, seed, process_index,
-                         process_count, vocab_name=vocab_name, vocab_size=int(vocabulary.vocab_size))
+    tasks = {lang: madlad_tasks.madlad_task(lang, root, vocabulary, stats_path, skip_bad_records)
+             for lang in resolved.languages}
+    seqio_mixture = mixture_tasks.seqio_mixture(resolved, tasks)
+    sources, task_vocab = {}, vocabulary
+    for task in seqio_mixture.tasks:
+        lang = task.name[len(madlad_tasks.TASK_PREFIX):]
+        sources[lang] = task.source
+        task_vocab = task.output_features["targets"].vocabulary
+    unique = size_fn(resolved.languages)
+    logging.info("train pipeline: seqio mixture %s over %d languages, %d input shards; split thresholds "
+                 "from: %s", seqio_mixture.name, len(sources), int(num_input_shards or process_count),
+                 sorted({madlad.thresholds_source(root, lang, stats_path, skip_bad_records) for lang in sources}))
+    return TrainPipeline(resolved, sources, task_vocab, seq_len, global_batch, seed, process_index,
+                         process_count, num_input_shards, unique, vocab_name=vocab_name,
+                         block_docs=block_docs)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -380,14 +584,32 @@ def pack_eval_documents(lang: str, texts: Sequence[str], vocab, seq_len: int, ba
     return EvalSet(lang, batches, n_tokens, n_bytes, n_docs)
 
 
+def first_documents(texts: Iterable[str], vocab, token_budget: int) -> list[str]:
+    """The leading documents of a stream whose tokens (EOS included) total at most `token_budget`
+    (at least one document); stops reading as soon as the budget is reached."""
+    taken: list[str] = []
+    total = 0
+    for text in texts:
+        n = len(vocab.encode(text)) + 1
+        if taken and total + n > token_budget:
+            break
+        taken.append(text)
+        total += n
+        if total >= token_budget:
+            break
+    return taken
+
+
+@gin.configurable
 def make_eval_set(lang: str, vocab, seq_len: int, batch_size: int, token_budget: int,
                   root: str | None = None, split: str = "validation") -> EvalSet:
-    """Deterministic eval batches of `lang` (see `pack_eval_documents`) from its validation split,
-    or from `split="test"` (the paper's held-out MADLAD test split)."""
+    """Deterministic eval batches of `lang` (see `pack_eval_documents`): the first documents of its
+    validation split (or `split="test"`, the paper's held-out MADLAD test split) in shard and line
+    order, up to `token_budget` tokens. Streams the split and stops at the budget."""
     if split not in ("validation", "test"):
         raise ValueError(f"eval set for {lang!r}: split must be 'validation' or 'test', got {split!r}")
     mixtures_lib.check_language(lang)
     root = madlad.resolve_madlad_dir(root)
     _, vocabulary = _resolve_vocab(vocab)
-    return pack_eval_documents(lang, madlad.load_split(root, lang, split), vocabulary,
-                               seq_len, batch_size, token_budget)
+    docs = first_documents(madlad.iter_split(root, lang, split), vocabulary, token_budget)
+    return pack_eval_documents(lang, docs, vocabulary, seq_len, batch_size, token_budget)

@@ -2,12 +2,13 @@
 
 `PerLanguageEval` is a train-loop callback (atlas_t5x.callbacks.Callback). Every `every_steps`
 steps, and at the final step, it scores the model on the validation split of every evaluation
-language — all languages of the corpus by default, not only the training ones, so transfer to
-unseen languages is measured too — and appends one row per (run, step, target) to
+language — by default the training languages, any `extra_languages`, and every corpus language
+when the corpus is small (the embedded one), so transfer to unseen languages is measured too;
+never all 419 MADLAD-400 languages unless listed — and appends one row per (run, step, target) to
 MODEL_DIR/logs/eval.jsonl (docs/log_schema.md) plus TensorBoard scalars.
 
-Cost is bounded per language: `pipeline.make_eval_set` packs the first `token_budget` target
-tokens of the validation split into fixed batches, identical at every evaluation and for every
+Cost is bounded per language: `pipeline.make_eval_set` streams the validation split and packs its
+first `token_budget` target tokens (gin `PerLanguageEval.token_budget`) into fixed batches, identical at every evaluation and for every
 run with the same vocabulary and sequence length (deterministic, so curves are comparable).
 
 Losses, per target:
@@ -38,7 +39,7 @@ import jax
 import numpy as np
 
 from atlas_t5x import schema
-from atlas_t5x.callbacks import StepContext
+from atlas_t5x.callbacks import RunInfo, StepContext
 from atlas_t5x.eval import unigram
 from atlas_t5x.eval.writer import EvalLogWriter
 
@@ -53,13 +54,18 @@ class _PreparedEvalSet:
 
 
 _UNIGRAM_CACHE: dict[tuple, np.ndarray] = {}
+UNIGRAM_MAX_TOKENS = 100_000_000  # [our choice] training tokens counted for p_uni per language
+MAX_IMPLICIT_EVAL_LANGUAGES = 64  # corpora up to this size are evaluated in full by default
 _EVAL_SET_CACHE: dict[tuple, _PreparedEvalSet] = {}
 
 
 def training_unigram_counts(
-    lang: str, vocab_name: str, vocab_size: int, root: str | None = None, cache_dir: str | None = None
+    lang: str, vocab_name: str, vocab_size: int, root: str | None = None, cache_dir: str | None = None,
+    max_tokens: int | None = None,
 ) -> np.ndarray:
-    """Token counts [vocab_size] of `lang`'s training split under vocabulary `vocab_name`.
+    """Token counts [vocab_size] of `lang`'s training split under vocabulary `vocab_name`: the
+    whole split, or its first documents (shard and line order) up to about `max_tokens` tokens
+    (default UNIGRAM_MAX_TOKENS, counted in chunks of 256 documents).
 
     Cached in memory per (corpus root, lang, vocabulary, V) and, if `cache_dir` is given, as
     `.npy` files there (keyed by a hash of the same).
@@ -67,7 +73,8 @@ def training_unigram_counts(
     from atlas_t5x.data import accounting, madlad, vocab as vocab_lib
 
     root = madlad.resolve_madlad_dir(root)
-    key = (os.path.abspath(root), lang, vocab_name, int(vocab_size))
+    max_tokens = UNIGRAM_MAX_TOKENS if max_tokens is None else int(max_tokens)
+    key = (os.path.abspath(root), lang, vocab_name, int(vocab_size), max_tokens)
     if key in _UNIGRAM_CACHE:
         return _UNIGRAM_CACHE[key]
     cache_file = None
@@ -80,9 +87,25 @@ def training_unigram_counts(
                 _UNIGRAM_CACHE[key] = counts
                 return counts
     vocabulary = vocab_lib.get_vocabulary(vocab_name)
-    # Encoded exactly as the train stream sees it (documents followed by EOS).
-    split = accounting.encode_documents(madlad.load_split(root, lang, "train"), vocabulary)
-    counts = unigram.count_unigrams([split.tokens], vocab_size)
+    # Encoded exactly as the train stream sees it (documents followed by EOS), streamed in chunks
+    # of documents and stopped after max_tokens (bounded work for the largest MADLAD languages).
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    seen, chunk = 0, []
+
+    def add(texts):
+        split = accounting.encode_documents(texts, vocabulary)
+        counts[:] += unigram.count_unigrams([split.tokens], vocab_size)
+        return split.num_tokens
+
+    for text in madlad.iter_split(root, lang, "train"):
+        chunk.append(text)
+        if len(chunk) == 256:
+            seen += add(chunk)
+            chunk = []
+            if seen >= max_tokens:
+                break
+    if chunk and seen < max_tokens:
+        add(chunk)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npy")
@@ -159,7 +182,10 @@ def run_fields(ctx: StepContext) -> dict[str, Any]:
     epochs_by_lang = {str(k): float(v) for k, v in acc.epochs_by_lang.items()}
     params = int(models.param_count(ctx.model_config))
     tokens = int(acc.total)
-    return {
+    # a cooldown branch's rows name their trunk (held-out splits and the bootstrap group by it)
+    branch = {"trunk": str(ctx.branch["trunk"]), "branch_tokens": int(ctx.branch["branch_tokens"])} \
+        if getattr(ctx, "branch", None) else {}
+    return {**branch,
         "schema_version": schema.SCHEMA_VERSION,
         "run": info.run,
         "step": int(ctx.step),
@@ -191,7 +217,11 @@ class PerLanguageEval:
 
     Args:
       every_steps: evaluation period in optimizer steps (the trainer also calls at the end).
-      languages: evaluation languages; None = every language of the corpus.
+      languages: evaluation languages; None = the run's training languages + `extra_languages`,
+        plus every corpus language when the corpus holds at most MAX_IMPLICIT_EVAL_LANGUAGES
+        (the embedded corpus); never all of a MADLAD-400 root unless listed.
+      extra_languages: evaluation languages added to the training ones when `languages` is None
+        (e.g. the paper's 48 evaluation languages for a paper run).
       token_budget: target tokens scored per language and evaluation (upper bound; the eval
         set is the first this-many tokens of the validation split, packed).
       batch_size: eval batch rows; None = the run's global batch (divides the mesh).
@@ -206,6 +236,7 @@ class PerLanguageEval:
         every_steps: int = 100,
         languages: Sequence[str] | None = None,
         token_budget: int = 16384,
+        extra_languages: Sequence[str] = (),
         batch_size: int | None = None,
         corpus_root: str | None = None,
         unigram_alpha: float = 1.0,
@@ -218,6 +249,7 @@ class PerLanguageEval:
             raise ValueError(f"token_budget must be positive, got {token_budget}")
         self.every_steps = int(every_steps)
         self.languages = list(languages) if languages is not None else None
+        self.extra_languages = list(extra_languages)
         self.token_budget = int(token_budget)
         self.batch_size = batch_size
         self.corpus_root = corpus_root
@@ -227,20 +259,34 @@ class PerLanguageEval:
         self._writer: EvalLogWriter | None = None
         self._writer_dir: str | None = None
 
-    def eval_languages(self) -> list[str]:
-        """The configured languages (checked against the corpus) or all corpus languages."""
+    # the trainer calls it at the end of WSD cooldown branches too (atlas_t5x/cooldown.py)
+    evaluates_branches = True
+
+    def eval_languages(self, training_languages: Sequence[str] = ()) -> list[str]:
+        """The configured languages, or the default set (see the class docstring), checked
+        against the corpus."""
+        import logging
+
         from atlas_t5x.data import madlad
 
         root = madlad.resolve_madlad_dir(self.corpus_root)
         available = madlad.available_languages(root)
-        if self.languages is None:
-            return list(available)
-        unknown = [lang for lang in self.languages if lang not in available]
+        if self.languages is not None:
+            wanted = list(self.languages)
+        else:
+            wanted = list(dict.fromkeys([*training_languages, *self.extra_languages]))
+            if len(available) <= MAX_IMPLICIT_EVAL_LANGUAGES:
+                wanted = list(dict.fromkeys([*available, *wanted]))
+            elif not getattr(self, "_logged_default", False):
+                logging.warning("PerLanguageEval: corpus %s holds %d languages; evaluating the %d training "
+                                "+ extra languages only (bind PerLanguageEval.extra_languages or "
+                                ".languages for more)", root, len(available), len(wanted))
+                self._logged_default = True
+        unknown = [lang for lang in wanted if lang not in available]
         if unknown:
-            raise ValueError(
-                f"evaluation language(s) {unknown} not in corpus {root} (available: {', '.join(available)})"
-            )
-        return list(self.languages)
+            shown = ", ".join(available) if len(available) <= 50 else f"{len(available)} languages"
+            raise ValueError(f"evaluation language(s) {unknown} not in corpus {root} (available: {shown})")
+        return wanted
 
     def _get_writer(self, model_dir: str) -> EvalLogWriter:
         if self._writer is None or self._writer_dir != model_dir:
@@ -253,10 +299,20 @@ class PerLanguageEval:
             self._writer_dir = model_dir
         return self._writer
 
+    def check_inputs(self, info: RunInfo, model_config: Any) -> None:
+        """Builds every evaluation language's eval set and unigram counts now (the trainer calls
+        this before step 0), so a missing or corrupt split of an eval-only language stops the run
+        before it trains rather than at its first evaluation. The sets are cached for the run."""
+        batch_size = int(self.batch_size or info.global_batch)
+        for target in self.eval_languages(list(info.mixture_weights)):
+            prepare_eval_set(target, info.vocab, int(model_config.vocab_size), int(info.seq_len), batch_size,
+                             self.token_budget, root=self.corpus_root, alpha=self.unigram_alpha,
+                             cache_dir=self.cache_dir)
+
     def __call__(self, ctx: StepContext) -> None:
         info = ctx.run_info
         writer = self._get_writer(info.model_dir)
-        languages = self.eval_languages()
+        languages = self.eval_languages(list(info.mixture_weights))
         missing = np.array([not writer.has(info.run, ctx.step, t) for t in languages])
         if jax.process_count() > 1:
             # eval_step is a collective: every process must score the same languages, and only

@@ -10,6 +10,12 @@ fitter, and must not pull in JAX or TensorFlow. The table has one row per (run, 
   column set does not depend on which languages the runs trained on.
 
 Both files are written through a temporary file and an atomic rename.
+
+Bad values are refused, not exported: a NaN, ±inf or negative `loss` / `bits_per_byte`, or a
+non-finite number in any numeric field, raises ExportError naming file, row, field and value
+(NaN would otherwise become an empty CSV cell the fitter later calls a missing field). With
+`drop_bad_values=True` such rows are dropped instead and counted in one warning. A file that is
+not UTF-8 is refused naming the file and line.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -31,6 +38,36 @@ EVAL_LOG_RELPATH = os.path.join("logs", "eval.jsonl")
 
 class ExportError(ValueError):
     """Bad input to the export: a path that names no log, or an unreadable table."""
+
+
+# Losses that cannot be negative (loss_unigram_norm can: it subtracts the unigram log-likelihood).
+NONNEGATIVE_FIELDS = ("loss", "bits_per_byte")
+
+
+def bad_value(row: Mapping[str, Any]) -> str | None:
+    """Why a schema-valid row holds a value no fit can use (non-finite number, negative loss), or None."""
+    for name, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"field {name!r} is {value}"
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if isinstance(inner, float) and not math.isfinite(inner):
+                    return f"field {name}.{key} is {inner}"
+    for name in NONNEGATIVE_FIELDS:
+        value = row.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            return f"field {name!r} is negative ({value})"
+    return None
+
+
+def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """`logio.read_jsonl`, with a file that is not UTF-8 reported as ExportError naming file and line."""
+    try:
+        return logio.read_jsonl(path)
+    except UnicodeDecodeError as err:
+        data = Path(path).read_bytes()
+        line = data[:err.start].count(b"\n") + 1
+        raise ExportError(f"{path}:{line}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start})") from None
 
 
 def find_eval_logs(sources: Sequence[str | os.PathLike]) -> list[Path]:
@@ -62,7 +99,7 @@ def find_eval_logs(sources: Sequence[str | os.PathLike]) -> list[Path]:
     return sorted(found)
 
 
-def gather_rows(log_files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+def gather_rows(log_files: Iterable[str | os.PathLike], drop_bad_values: bool = False) -> list[dict[str, Any]]:
     """Reads, checks and de-duplicates the rows of several eval logs.
 
     - A truncated last line (crash mid-write) is dropped with one warning per file; every
@@ -70,13 +107,15 @@ def gather_rows(log_files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     - Rows from files with different `schema_version`s raise SchemaError naming the files.
     - Every row must pass `schema.validate_row` (SchemaError names file, line and field).
     - Repeated (run, step, target) keys keep their first row; one warning counts the rest.
+    - A non-finite number or negative loss (`bad_value`) raises ExportError naming file, row and
+      field; with `drop_bad_values` the row is dropped and one warning counts them.
 
     Returns rows sorted by (run, step, target).
     """
     per_file: list[tuple[Path, list[dict[str, Any]]]] = []
     versions: dict[str, set[int]] = {}
     for path in map(Path, log_files):
-        rows = logio.read_jsonl(path)
+        rows = read_log(path)
         for lineno, row in enumerate(rows, start=1):
             if "schema_version" not in row:
                 raise schema.SchemaError(f"{path}: row {lineno}: missing field 'schema_version'")
@@ -91,14 +130,28 @@ def gather_rows(log_files: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
 
     kept: dict[tuple[str, int, str], dict[str, Any]] = {}
     duplicates: list[tuple[str, tuple[str, int, str]]] = []
+    dropped: list[str] = []
     for path, rows in per_file:
         for i, row in enumerate(rows, start=1):
             schema.validate_row(row, where=f"{path}: row {i}")
+            problem = bad_value(row)
+            if problem is not None:
+                if not drop_bad_values:
+                    raise ExportError(f"{path}: row {i} (run {row['run']!r}, step {row['step']}, target "
+                                      f"{row['target']!r}): {problem}; fix the log or drop such rows "
+                                      "(export_logs.py --drop-bad-values)")
+                dropped.append(f"{path}: row {i}: {problem}")
+                continue
             key = schema.row_key(row)
             if key in kept:
                 duplicates.append((str(path), key))
                 continue
             kept[key] = row
+    if dropped:
+        warnings.warn(f"dropped {len(dropped)} row(s) with non-finite or negative values: "
+                      + "; ".join(dropped[:3]) + (" ..." if len(dropped) > 3 else ""), stacklevel=2)
+    if not kept:
+        raise ExportError("no usable rows left after dropping bad values")
     if duplicates:
         examples = ", ".join(f"{k} in {p}" for p, k in duplicates[:3])
         warnings.warn(
@@ -155,8 +208,23 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) ->
 
 
 def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Reads an exported CSV or Parquet table back into schema rows (validated)."""
-    path = Path(path)
+    """Reads an exported CSV or Parquet table back into schema rows (validated).
+
+    Raises ExportError naming the file for anything that is not a readable table (not UTF-8,
+    malformed CSV/Parquet, a cell that cannot be decoded), SchemaError naming file and row for
+    rows that break the schema.
+    """
+    try:
+        return _read_table(Path(path))
+    except (ExportError, schema.SchemaError):
+        raise
+    except (ValueError, KeyError, TypeError, OSError) as err:  # pandas / pyarrow / json decoding errors
+        detail = f"not UTF-8 text (byte offset {err.start})" if isinstance(err, UnicodeDecodeError) else (
+            f"{type(err).__name__}: {err}")
+        raise ExportError(f"{path}: not a readable exported-log table: {detail}") from None
+
+
+def _read_table(path: Path) -> list[dict[str, Any]]:
     if path.suffix == ".parquet":
         frame = pd.read_parquet(path)
         rows = []
@@ -184,9 +252,10 @@ def export_logs(
     sources: Sequence[str | os.PathLike],
     csv_path: str | os.PathLike | None = None,
     parquet_path: str | os.PathLike | None = None,
+    drop_bad_values: bool = False,
 ) -> list[dict[str, Any]]:
     """Finds, gathers and writes the logs of `sources`; returns the exported rows."""
-    rows = gather_rows(find_eval_logs(sources))
+    rows = gather_rows(find_eval_logs(sources), drop_bad_values=drop_bad_values)
     if csv_path is not None:
         write_csv(rows, csv_path)
     if parquet_path is not None:

@@ -20,7 +20,8 @@ Use it from gin after the evaluation callback:
   LiveLossPrediction.every_steps = 20      # the eval period
   LiveLossPrediction.total_steps = 200     # the run's planned steps
 
-Caveat: the fit assumes the loss keeps following a power law in tokens; with a WSD schedule the
+Prior runs contribute only completed schedules (the fitter's default point set: cooldown ends and
+final evaluations). Caveat: the fit assumes the loss keeps following a power law in tokens; with a WSD schedule the
 final decay phase lowers the loss below that curve, so predictions made in the stable phase are
 conservative (too high) for the end of a decayed run.
 """
@@ -89,10 +90,13 @@ class LiveLossPrediction:
             return None
         if self._prior_rows is None:
             from atlas_t5x.scaling import curves
+            from atlas_t5x.scaling import data as fit_data
 
-            self._prior_rows = [r for src in self._prior_sources for r in curves.load_rows(src)]
-        rows = [r for r in self._prior_rows if r.get("target") == target and r.get("schedule_phase") != "warmup"
-                and r.get("tokens", 0) > 0]
+            # finished runs enter as the fitter's points: completed schedules only (cooldown ends
+            # and final evaluations; atlas_t5x.scaling.data.select_point_rows)
+            self._prior_rows = fit_data.select_point_rows(
+                [r for src in self._prior_sources for r in curves.load_rows(src)], "default")
+        rows = [r for r in self._prior_rows if r.get("target") == target and r.get("tokens", 0) > 0]
         return {"N": [float(r["params"]) for r in rows], "D": [float(r["tokens"]) for r in rows],
                 "loss": [float(r[self.loss_field]) for r in rows]}
 

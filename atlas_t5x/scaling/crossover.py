@@ -34,16 +34,29 @@ class CrossoverError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Crossover:
-    """The crossover of one (target, N). `tokens`/`flops` are NaN unless status == "ok"."""
+    """The crossover of one (target, N). `tokens`/`flops` are NaN unless status == "ok".
+
+    status "beyond": the finetune stays ahead over the whole common range, so the crossover lies
+    beyond its end — a censored result, `beyond_tokens` (a lower bound on d*) holds that end.
+    `describe()` says it as "beyond X tokens"."""
 
     target: str
     params: int
     tokens: float            # d*, target tokens of the target stage
     flops: float             # 6·N·d*
-    status: str              # ok | scratch_never_better | scratch_better_from_start | no_overlap
+    status: str              # ok | beyond | scratch_better_from_start | no_overlap
     common_range: tuple[float, float]
     scratch_run: str
     finetune_run: str
+    beyond_tokens: float = math.nan   # status "beyond": d* > this many tokens (end of the common range)
+
+    def describe(self) -> str:
+        """The crossover in words: "d* tokens", "beyond X tokens", or the status."""
+        if self.status == "ok":
+            return f"{self.tokens:.4g} tokens"
+        if self.status == "beyond":
+            return f"beyond {self.beyond_tokens:.4g} tokens (the end of the finetune's measured range)"
+        return self.status.replace("_", " ")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -63,10 +76,11 @@ def find_crossover(scratch: cv.Curve, finetune: cv.Curve, params: int) -> Crosso
     gap = cv.interp_log(scratch.x, scratch.loss, grid) - cv.interp_log(finetune.x, finetune.loss, grid)
     # gap(d) = L_scratch − L_finetune is piecewise linear in log d between grid points
     d_star, status = cv.first_crossing_log(grid, gap, 0.0)
-    status = {"ok": "ok", "never": "scratch_never_better", "before_start": "scratch_better_from_start"}[status]
+    status = {"ok": "ok", "never": "beyond", "before_start": "scratch_better_from_start"}[status]
     flops = 6.0 * params * d_star if status == "ok" else math.nan
     return Crossover(tokens=float(d_star), flops=float(flops), status=status,
-                     common_range=(float(lo), float(hi)), **base)
+                     common_range=(float(lo), float(hi)),
+                     beyond_tokens=float(hi) if status == "beyond" else math.nan, **base)
 
 
 def crossovers_from_runs(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss") -> list[Crossover]:
@@ -79,7 +93,7 @@ def crossovers_from_runs(rows: Sequence[Mapping[str, Any]], loss_field: str = "l
     scratch: dict[tuple[str, int], str] = {}
     finetunes: dict[tuple[str, int], list[str]] = {}
     for run, info in sorted(infos.items()):
-        if not info.is_monolingual:
+        if not info.is_monolingual or info.is_branch:   # branches are part of their trunk's curve
             continue
         key = (info.languages[0], info.params)
         if info.is_scratch:

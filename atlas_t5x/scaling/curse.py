@@ -48,15 +48,19 @@ class CurseError(ValueError):
 
 
 def curse_data(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss",
-               targets: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+               targets: Sequence[str] | None = None, points: str = "default") -> dict[str, np.ndarray]:
     """Points of from-scratch runs with uniform K-language mixtures, evaluated on a member language.
 
-    Returns arrays N (params), D (= D_t, the target's own tokens), K, loss, and `target` (str).
-    Points with D_t = 0 are dropped.
+    `points`: the fitter's point set (`data.select_point_rows`; default: completed schedules —
+    cooldown ends and final evaluations — only). Returns arrays N (params), D (= D_t, the target's
+    own tokens), K, loss, `target` (str), `run` and `group` (trunk run). Points with D_t = 0 are
+    dropped.
     """
+    from atlas_t5x.scaling import data as data_lib
+
     infos = cv.run_infos(rows)
-    out: dict[str, list] = {"N": [], "D": [], "K": [], "loss": [], "target": [], "run": []}
-    for row in rows:
+    out: dict[str, list] = {"N": [], "D": [], "K": [], "loss": [], "target": [], "run": [], "group": []}
+    for row in data_lib.select_point_rows(rows, points):
         info = infos[row["run"]]
         t = row["target"]
         if not (info.is_scratch and info.is_uniform and t in info.weights):
@@ -73,6 +77,7 @@ def curse_data(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss",
         out["loss"].append(loss)
         out["target"].append(t)
         out["run"].append(row["run"])
+        out["group"].append(row["group"])
     return {k: np.asarray(v) for k, v in out.items()}
 
 
@@ -121,10 +126,10 @@ def fit_curse(data: Mapping[str, np.ndarray], scope: str = "pooled", min_points:
 
 
 def fit_curse_runs(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss",
-                   per_language: bool = True, **fit_kwargs) -> dict[str, CurseFit | str]:
-    """Pooled fit ("pooled") and one fit per language; a scope that cannot be fitted maps to the
-    reason (a string) instead of raising."""
-    data = curse_data(rows, loss_field)
+                   per_language: bool = True, points: str = "default", **fit_kwargs) -> dict[str, CurseFit | str]:
+    """Pooled fit ("pooled") and one fit per language on the point set `points`; a scope that
+    cannot be fitted maps to the reason (a string) instead of raising."""
+    data = curse_data(rows, loss_field, points=points)
     out: dict[str, CurseFit | str] = {}
     scopes = [("pooled", np.ones(data["loss"].size, dtype=bool))]
     if per_language:
@@ -151,9 +156,32 @@ class IsoLossPlan:
     target_tokens_ratio: float  # D_t'/D_t
     total_tokens_ratio: float   # D_total'/D_total
     compute_ratio: float        # C'/C
+    warnings: tuple[str, ...] = ()   # why the plan should not be trusted (`plan_warnings`)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def plan_warnings(r: float, phi: float, psi: float, alpha: float, beta: float, K: float | None = None,
+                  fitted_ks: Sequence[float] | None = None) -> list[str]:
+    """Reasons not to trust an iso-loss plan from K to r·K languages:
+    |φ/α| > 1 (the model must grow faster than the number of languages, or shrink), |ψ/β| > 1
+    (e.g. ψ/β < −1: more languages would need fewer total tokens, which no fitted curse explains:
+    the fit does not identify ψ or β), or r·K (and K) outside the K range the law was fitted on."""
+    out = []
+    if abs(phi / alpha) > 1:
+        out.append(f"|φ/α| = |{phi:.3g}/{alpha:.3g}| = {abs(phi / alpha):.3g} > 1: parameters would scale "
+                   f"as r^{phi / alpha:.3g}; φ or α is not identified by these runs")
+    if abs(psi / beta) > 1:
+        out.append(f"|ψ/β| = |{psi:.3g}/{beta:.3g}| = {abs(psi / beta):.3g} > 1: tokens per language would "
+                   f"scale as r^{psi / beta:.3g} (total tokens r^{1 + psi / beta:.3g}); ψ or β is not "
+                   "identified by these runs")
+    if K is not None and fitted_ks:
+        lo, hi = min(fitted_ks), max(fitted_ks)
+        for label, k in (("K", K), ("r·K", r * K)):
+            if not lo <= k <= hi:
+                out.append(f"{label} = {k:g} lies outside the fitted K range {lo:g}–{hi:g}: extrapolation")
+    return out
 
 
 def _check_exponents(alpha: float, beta: float) -> None:
@@ -161,17 +189,23 @@ def _check_exponents(alpha: float, beta: float) -> None:
         raise CurseError(f"alpha and beta must be > 0 (got alpha={alpha!r}, beta={beta!r})")
 
 
-def iso_loss_plan(r: float, phi: float, psi: float, alpha: float, beta: float) -> IsoLossPlan:
+def iso_loss_plan(r: float, phi: float, psi: float, alpha: float, beta: float, K: float | None = None,
+                  fitted_ks: Sequence[float] | None = None, refuse: bool = False) -> IsoLossPlan:
     """The closed form: each loss term keeps its value when K → r·K.
 
     N'/N = r^(φ/α), D_t'/D_t = r^(ψ/β), D_total'/D_total = r^(1+ψ/β), C'/C = r^(1+φ/α+ψ/β).
+    The plan carries `plan_warnings` (exponent ratios beyond ±1, r·K outside the fitted K range
+    when K and fitted_ks are given); with `refuse` they raise CurseError instead.
     """
     _check_exponents(alpha, beta)
     if not r > 0:
         raise CurseError(f"language multiplier r must be > 0, got {r!r}")
+    warnings = plan_warnings(r, phi, psi, alpha, beta, K, fitted_ks)
+    if refuse and warnings:
+        raise CurseError(f"no iso-loss plan for r = {r:g}: " + "; ".join(warnings))
     n_ratio = r ** (phi / alpha)
     dt_ratio = r ** (psi / beta)
-    return IsoLossPlan(float(r), n_ratio, dt_ratio, r * dt_ratio, r * n_ratio * dt_ratio)
+    return IsoLossPlan(float(r), n_ratio, dt_ratio, r * dt_ratio, r * n_ratio * dt_ratio, tuple(warnings))
 
 
 def paper_table(rs: Sequence[float] = (2, 4, 8, 16)) -> list[IsoLossPlan]:

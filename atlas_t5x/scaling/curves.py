@@ -72,6 +72,12 @@ class RunInfo:
     init: str                   # "scratch" or a checkpoint path
     scale: str
     unique_by_lang: dict[str, int]
+    trunk: str = ""             # a WSD cooldown branch: the run it branched from ("" otherwise)
+
+    @property
+    def is_branch(self) -> bool:
+        """A cooldown branch: part of its trunk's curve (`curve`), not a run of its own."""
+        return bool(self.trunk)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -116,6 +122,7 @@ def run_infos(rows: Iterable[Mapping[str, Any]]) -> dict[str, RunInfo]:
             init=str(row.get("init", "scratch")),
             scale=str(row.get("scale", "")),
             unique_by_lang={k: int(v) for k, v in dict(row.get("unique_by_lang", {})).items()},
+            trunk=str(row.get("trunk") or ""),
         )
     return infos
 
@@ -147,9 +154,9 @@ class Curve:
         return float(interp_log(self.x, self.loss, x))
 
 
-# Schedule phases a curve keeps by default: warmup points are off the scaling curve (the FITTER's
-# `data.rows_to_points` drops them too) [our choice].
-DEFAULT_PHASES = ("stable", "decay")
+# Schedule phases a curve (one run's trajectory) keeps by default: everything after warmup,
+# including the run's final evaluation and, for a cooldown-branch run, its end [our choice].
+DEFAULT_PHASES = ("stable", "decay", "cooldown_end", "final")
 
 
 def curve(rows: Iterable[Mapping[str, Any]], run: str, target: str, x: str = "tokens",
@@ -159,12 +166,15 @@ def curve(rows: Iterable[Mapping[str, Any]], run: str, target: str, x: str = "to
     `x` is "tokens" (total training tokens) or "lang:<code>" (tokens of one training language).
     Points with x = 0 (an evaluation before training) are dropped: the curve lives in log-tokens.
     `phases`: schedule phases kept (None: all; rows without `schedule_phase` are kept).
+    A trunk with WSD cooldown branches is read as its completed-schedule curve: the ends of its
+    branches (rows whose `trunk` is `run`) and its final evaluation, not its stable points.
     Repeated x values keep the later step.
     """
+    mine = [r for r in rows if r.get("target") == target and (r.get("run") == run or r.get("trunk") == run)]
+    if any(r.get("trunk") == run for r in mine):
+        mine = [r for r in mine if r.get("schedule_phase") in ("cooldown_end", "final")]
     pts: dict[float, tuple[int, float]] = {}
-    for row in rows:
-        if row.get("run") != run or row.get("target") != target:
-            continue
+    for row in mine:
         if phases is not None and row.get("schedule_phase", phases[0]) not in phases:
             continue
         where = f"run {run!r}, target {target!r}"

@@ -1,7 +1,8 @@
 """Loading fit data: exported eval logs or plain CSV tables → a points table (pandas).
 
 Points table columns (one row per (run, step, target)):
-  run, step, target, mixture (name), loss (nats/token; by default the token cross-entropy `loss`),
+  run, group (the trunk run of a cooldown branch, else the run), phase (what the point is:
+  cooldown_end, final, stable, decay; see `select_point_rows`), step, target, mixture (name), loss (nats/token; by default the token cross-entropy `loss`),
   N (parameters), D (the target's own training tokens D_t), U (the target's unique tokens U_t),
   D_total (all training tokens), C (= 6·N·D_total FLOPs), p (the target's mixture weight),
   K (number of languages with positive mixture weight), D_by_lang / U_by_lang / weights (dicts).
@@ -135,11 +136,76 @@ def check_row_values(row: Mapping[str, Any], loss_field: str) -> None:
             raise DataError(f"{where}: mixture weight of {lang!r} = {value!r} must be non-negative")
 
 
+POINT_SETS = ("default", "stable", "stable_offset", "all")
+
+
+def select_point_rows(rows: Sequence[Mapping[str, Any]], points: str = "default") -> list[dict[str, Any]]:
+    """The rows of one point set, each with `phase` (what the point is) and `group` (its trunk).
+
+    The one point filter every fit uses (fit_atlas.py --points, the report, the curse fit, live
+    prediction). Intermediate evaluations of one schedule are not independent (N, D) points: only
+    a completed schedule is [Hägele et al. 2024]. Point sets:
+      default        end points: the last evaluation of each cooldown branch (`cooldown_end`) and
+                     of each run that completed its schedule (`final`). Logs written before these
+                     labels existed: a run's last row counts as final when it is in `decay`.
+      stable         stable-phase rows only (constant learning rate; biased high by the missing
+                     cooldown, the same way at every point).
+      stable_offset  stable rows lowered by a fitted constant offset for the missing cooldown
+                     (`stable_offset`) plus the end points.
+      all            every post-warmup row (stable, decay and end points together).
+    `group`: the run's `trunk` when it is a cooldown branch, else the run (grouped held-out
+    splits and the bootstrap keep a trunk and its branches together).
+    """
+    if points not in POINT_SETS:
+        raise DataError(f"unknown point set {points!r}; choose one of {', '.join(POINT_SETS)}")
+    last: dict[str, int] = {}
+    labelled: set[str] = set()
+    for row in rows:
+        last[row["run"]] = max(last.get(row["run"], -1), int(row["step"]))
+        if row["schedule_phase"] in schema.END_PHASES:
+            labelled.add(row["run"])
+    out = []
+    for row in rows:
+        phase = row["schedule_phase"]
+        if (phase == "decay" and row["run"] not in labelled and int(row["step"]) == last[row["run"]]
+                and row.get("init", "scratch") == "scratch"):
+            phase = "final"   # a legacy log's completed decay
+        keep = {"default": phase in schema.END_PHASES,
+                "stable": phase == "stable",
+                "stable_offset": phase == "stable" or phase in schema.END_PHASES,
+                "all": phase != "warmup"}[points]
+        if keep:
+            out.append({**row, "phase": phase, "group": str(row.get("trunk") or row["run"])})
+    return out
+
+
+def stable_offset(points: pd.DataFrame) -> dict[str, float]:
+    """Per target, the constant (nats/token) by which stable-phase losses exceed completed ones.
+
+    Each end point whose group (trunk) has stable points on both sides of its token count D_total
+    is paired with the trunk's stable loss interpolated there (linear in log-tokens); the offset is
+    the median of (stable − end) over the pairs, floored at 0 [our choice]. Targets without a pair
+    get 0.
+    """
+    out: dict[str, float] = {}
+    for target, sub in points.groupby("target"):
+        diffs = []
+        stable = sub[sub["phase"] == "stable"]
+        for rec in sub[sub["phase"].isin(schema.END_PHASES)].itertuples():
+            trunk = stable[stable["group"] == rec.group].sort_values("D_total")
+            x = np.log(trunk["D_total"].to_numpy(float))
+            if len(x) >= 2 and x[0] <= math.log(rec.D_total) <= x[-1]:
+                diffs.append(float(np.interp(math.log(rec.D_total), x, trunk["loss"].to_numpy(float)))
+                             - float(rec.loss))
+        out[str(target)] = max(float(np.median(diffs)), 0.0) if diffs else 0.0
+    return out
+
+
 def rows_to_points(
     rows: Iterable[Mapping[str, Any]],
     loss_field: str = "loss",
     targets: Sequence[str] | None = None,
-    phases: Sequence[str] = ("stable", "decay"),
+    points: str = "default",
     final_only: bool = False,
     include_finetunes: bool = False,
 ) -> pd.DataFrame:
@@ -147,7 +213,9 @@ def rows_to_points(
 
     `loss_field`: "loss" (token cross-entropy, the default), "bits_per_byte", or
     "loss_unigram_norm" (only usable while it stays positive: the laws are fitted in log-loss).
-    `phases`: schedule phases kept (warmup points are off the scaling curve) [our choice].
+    `points`: the point set (`select_point_rows`; default: cooldown ends and final evaluations).
+    The table records each point's `phase` and `group` (trunk run); with "stable_offset" the
+    stable losses are lowered by `stable_offset` (recorded in `points.attrs["stable_offset"]`).
     `final_only`: keep only each run's last evaluated step.
     `include_finetunes`: keep runs started from a checkpoint (`init` != "scratch"). Off by default:
     their token counts start at the finetune, so a law over (N, D) would misread them.
@@ -157,11 +225,10 @@ def rows_to_points(
     """
     if loss_field not in LOSS_FIELDS:
         raise DataError(f"unknown loss field {loss_field!r}; choose one of {LOSS_FIELDS}")
+    rows = [r for r in rows if not targets or r["target"] in targets]
     records = []
-    for row in rows:
-        if targets and row["target"] not in targets:
-            continue
-        if row["schedule_phase"] not in phases or row["tokens"] <= 0:
+    for row in select_point_rows(rows, points):
+        if row["tokens"] <= 0:
             continue
         if not include_finetunes and row.get("init", "scratch") != "scratch":
             continue
@@ -171,7 +238,8 @@ def rows_to_points(
         unique = {k: float(v) for k, v in row["unique_by_lang"].items()}
         weights = {k: float(v) for k, v in row["mixture"]["weights"].items()}
         records.append({
-            "run": row["run"], "step": int(row["step"]), "target": tgt,
+            "run": row["run"], "group": row["group"], "phase": row["phase"],
+            "step": int(row["step"]), "target": tgt,
             "mixture": row["mixture"]["name"], "loss": float(row[loss_field]),
             "N": float(row["params"]), "D": tokens.get(tgt, 0.0), "U": unique.get(tgt, 1.0),
             "D_total": float(row["tokens"]), "C": 6.0 * float(row["params"]) * float(row["tokens"]),
@@ -179,13 +247,22 @@ def rows_to_points(
             "D_by_lang": tokens, "U_by_lang": unique, "weights": weights,
         })
     if not records:
-        raise DataError("no usable points (after filtering targets, schedule phases, step 0 and "
-                        "finetunes; see include_finetunes)")
-    points = pd.DataFrame.from_records(records)
+        hint = (" (the default point set keeps only completed schedules: cooldown_end and final "
+                "evaluations; --points all keeps every post-warmup evaluation)" if points == "default" else "")
+        raise DataError(f"no usable points in point set {points!r} (after filtering targets, schedule "
+                        f"phases, step 0 and finetunes; see include_finetunes){hint}")
+    table = pd.DataFrame.from_records(records)
     if final_only:
-        last = points.groupby("run")["step"].transform("max")
-        points = points[points["step"] == last].reset_index(drop=True)
-    return points
+        last = table.groupby("run")["step"].transform("max")
+        table = table[table["step"] == last].reset_index(drop=True)
+    if points == "stable_offset":
+        offsets = stable_offset(table)
+        stable = (table["phase"] == "stable").to_numpy()
+        table.loc[stable, "loss"] = table.loc[stable, "loss"] - table.loc[stable, "target"].map(offsets)
+        if (table["loss"] <= 0).any():
+            raise DataError("stable_offset: a lowered stable loss is not positive; use --points default")
+        table.attrs["stable_offset"] = offsets
+    return table
 
 
 def drop_untrained_targets(points: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -278,6 +355,8 @@ def load_table(path: str, mapping: Mapping[str, str], drop_highest_loss: int = 0
     if drop_highest_loss:
         points = points.sort_values("loss", kind="stable").iloc[:-drop_highest_loss]
         points = points.sort_index().reset_index(drop=True)
+    points["group"] = points["run"]
+    points["phase"] = "final"   # a plain table's rows are taken as completed runs
     points["D_by_lang"] = [{t: d} for t, d in zip(points["target"], points["D"])]
     points["U_by_lang"] = [{t: u} for t, u in zip(points["target"], points["U"])]
     # A named mixture column carries no per-language composition: leave weights empty so the
@@ -369,6 +448,12 @@ def law_inputs(law, points: pd.DataFrame) -> dict[str, np.ndarray]:
         return atlas_inputs(points, law.option("transfer_langs", ()), law.option("with_other", False))
     out = {}
     for key in law.inputs:
+        if law.name == "msl" and key == "D":
+            # He et al. 2024: D is the run's total training tokens (the dataset size); the target's
+            # share enters through its sampling ratio p (L_i(N, D, p_i)), not through D_t = p·D.
+            column = "D_total" if "D_total" in points.columns else "D"   # a one-language table: D
+            out[key] = points[column].to_numpy(np.float64)
+            continue
         if key not in points.columns:
             raise DataError(f"law {law.name!r} needs column {key!r}, absent from the points table")
         out[key] = points[key].to_numpy(np.float64)
@@ -433,7 +518,8 @@ def synthetic_study(
                 tokens = {l: w * total for l, w in weights.items()}
                 for tgt in weights:
                     records.append({
-                        "run": f"{name}_N{N:.0e}", "step": step, "target": tgt, "mixture": name,
+                        "run": f"{name}_N{N:.0e}", "group": f"{name}_N{N:.0e}",
+                        "phase": "final" if step == evals_per_run else "cooldown_end", "step": step, "target": tgt, "mixture": name,
                         "N": float(N), "D": tokens[tgt], "U": unique[tgt], "D_total": float(total),
                         "C": 6.0 * N * total, "p": weights[tgt], "K": float(len(weights)),
                         "D_by_lang": dict(tokens), "U_by_lang": {l: unique[l] for l in weights},

@@ -1,15 +1,21 @@
 """Held-out evaluation (spec §5): split, refit on the rest, score on raw loss.
 
 Splits (each returns a boolean "held out" mask over the points table):
-  random  a random 20% of points (seeded)
+  random  a random 20% of the runs (seeded), every point of a held-out run held out: points of one
+          run (a trunk and its cooldown branches) share a trajectory, so a point-level split would
+          score points whose neighbours were fitted [grouped by the points' `group`, else `run`]
   N       the largest model sizes: distinct sizes from the top until ≥ 10% of points [our choice]
-  D       the top 20% of points by the target's training tokens D
-  C       the top 20% of points by compute C = 6·N·D_total [our choice: top 20%]
+  D       per target, the top 20% of that target's points by its training tokens D_t
+  C       per target, the top 20% of that target's points by compute C = 6·N·D_total
   M       unseen mixtures: every mixture other than monolingual, bilingual and Unimax
   lolo    leave-one-language-out: for each target, one pooled law (shared parameters, no K_t
           transfer terms) fitted on the other targets predicts it [our choice]
 
-Metrics on raw loss: R² (may be negative), MAE (nats/token), MAPE (%).
+Metrics on raw loss: R² (may be negative), MAE (nats/token), MAPE (%). The headline is R² per
+target averaged over targets (`r2_mean_over_targets`, the paper's convention, spec §1.4); the
+pooled R² over all held-out points (`r2`) comes second. A split that holds out nothing or
+everything, or leaves a target too few points, raises `SplitError` explaining why (callers record
+the explanation instead of a score).
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ from atlas_t5x.scaling import data as data_lib
 from atlas_t5x.scaling import engine
 
 SPLITS = ("random", "N", "D", "C", "M", "lolo")
+HEADLINE = "r2_mean_over_targets"
+
+
+class SplitError(engine.FitError):
+    """A held-out split cannot be made or scored on these points (the message says why)."""
 HOLDOUT_FRACTION = 0.2
 MIN_N_FRACTION = 0.1
 
@@ -65,14 +76,34 @@ def _top_fraction(values: np.ndarray, fraction: float) -> np.ndarray:
     return values >= threshold
 
 
+def _per_target_top(points: pd.DataFrame, column: str, fraction: float) -> np.ndarray:
+    """The top `fraction` of each target's points by `column` (chosen separately per target)."""
+    mask = np.zeros(len(points), bool)
+    values = points[column].to_numpy(float)
+    for t in points["target"].unique():
+        sel = (points["target"] == t).to_numpy()
+        mask[sel] = _top_fraction(values[sel], fraction)
+    return mask
+
+
+def groups_of(points: pd.DataFrame) -> np.ndarray:
+    """The run group of every point: `group` (trunk of a cooldown branch) when present, else `run`."""
+    column = "group" if "group" in points.columns else "run"
+    return points[column].astype(str).to_numpy()
+
+
 def holdout_mask(points: pd.DataFrame, split: str, seed: int = 0) -> np.ndarray:
     """Boolean mask of held-out points for a split (not lolo, which is per language)."""
     n = len(points)
     if split == "random":
+        groups = groups_of(points)
+        names = np.unique(groups)
+        if names.size < 2:
+            raise SplitError(f"held-out split 'random' holds out whole runs and the points come from "
+                             f"{names.size} run: nothing would be left to fit")
         rng = np.random.default_rng(seed)
-        mask = np.zeros(n, bool)
-        mask[rng.choice(n, size=max(1, int(round(HOLDOUT_FRACTION * n))), replace=False)] = True
-        return mask
+        k = min(max(1, int(round(HOLDOUT_FRACTION * names.size))), names.size - 1)
+        return np.isin(groups, rng.choice(names, size=k, replace=False))
     if split == "N":
         N = points["N"].to_numpy(float)
         mask = np.zeros(n, bool)
@@ -82,9 +113,9 @@ def holdout_mask(points: pd.DataFrame, split: str, seed: int = 0) -> np.ndarray:
                 break
         return mask
     if split == "D":
-        return _top_fraction(points["D"].to_numpy(float), HOLDOUT_FRACTION)
+        return _per_target_top(points, "D", HOLDOUT_FRACTION)
     if split == "C":
-        return _top_fraction(points["C"].to_numpy(float), HOLDOUT_FRACTION)
+        return _per_target_top(points, "C", HOLDOUT_FRACTION)
     if split == "M":
         kinds = [mixture_kind(m, w) for m, w in zip(points["mixture"], points["weights"])]
         return np.array([k == "other" for k in kinds])
@@ -113,16 +144,19 @@ def evaluate_split(spec: engine.FitSpec, points: pd.DataFrame, split: str, seed:
         return _leave_one_language_out(spec, points)
     mask = holdout_mask(points, split, seed)
     if mask.all():
-        raise engine.FitError(f"held-out split {split!r} holds out every point: nothing left to fit")
+        raise SplitError(f"held-out split {split!r} holds out every point: nothing left to fit"
+                         + (f" (every point has N = {points['N'].iloc[0]:.3g})" if split == "N" else ""))
     if not mask.any():
-        raise engine.FitError(f"held-out split {split!r} holds out no point: nothing to score")
+        raise SplitError(f"held-out split {split!r} holds out no point: nothing to score"
+                         + (" (no point comes from a mixture other than monolingual, bilingual or "
+                            "Unimax)" if split == "M" else ""))
     train, test = points[~mask], points[mask]
     n_needed = len(engine.build_law(spec, train, train["target"].iloc[0])[0].param_names) - len(spec.fixed)
     fit_targets, skipped = [], []
     for t in sorted(test["target"].unique()):
         (fit_targets if (train["target"] == t).sum() >= max(n_needed, 1) else skipped).append(t)
     if not fit_targets:
-        raise engine.FitError(
+        raise SplitError(
             f"held-out split {split!r} leaves too few points to fit any held-out target "
             f"({', '.join(skipped)})")
     fitted = engine.fit_points(spec, train, fit_targets)
@@ -167,13 +201,22 @@ def _leave_one_language_out(spec: engine.FitSpec, points: pd.DataFrame) -> Split
 
 def compare_laws(specs: Mapping[str, engine.FitSpec], points: pd.DataFrame,
                  splits: Sequence[str] = ("random", "N", "D", "C"), seed: int = 0) -> pd.DataFrame:
-    """A table (law × split) of R², MAE, MAPE and n, every law scored on the same splits."""
+    """A table (law × split): R² per target averaged over targets (the headline), pooled R², MAE,
+    MAPE and n, every law scored on the same splits. A split that cannot be made gets NaN scores
+    and its explanation in `note`."""
     rows = []
     for name, spec in specs.items():
         full = engine.fit_points(spec, points)
         pred = full.predict(points)
-        rows.append({"law": name, "split": "in_sample", **metrics(points["loss"], pred)})
+        rows.append({"law": name, "split": "in_sample", HEADLINE: mean_target_r2(points, pred),
+                     **metrics(points["loss"], pred), "note": ""})
         for split in splits:
-            res = evaluate_split(spec, points, split, seed)
-            rows.append({"law": name, "split": split, **{k: res.metrics[k] for k in ("r2", "mae", "mape", "n")}})
+            try:
+                res = evaluate_split(spec, points, split, seed)
+            except SplitError as err:
+                rows.append({"law": name, "split": split, HEADLINE: np.nan, "r2": np.nan, "mae": np.nan,
+                             "mape": np.nan, "n": 0, "note": str(err)})
+                continue
+            rows.append({"law": name, "split": split,
+                         **{k: res.metrics[k] for k in (HEADLINE, "r2", "mae", "mape", "n")}, "note": ""})
     return pd.DataFrame(rows)

@@ -11,7 +11,9 @@ Inputs (`X`, a mapping of 1-D arrays, one entry per point):
   csl:   N, D
   dcsl:  N, D, U
   atlas: N, D, U (target) [+ D_<lang>, U_<lang> per transfer language, D_other, U_other]
-  msl:   N, D, p          (p: the target's sampling ratio in the mixture)
+  msl:   N, D, p          (D: the run's TOTAL training tokens, as He et al. 2024 define it, not the
+                          target's D_t = p·D; p: the target's sampling ratio in the mixture;
+                          `data.law_inputs` passes D_total)
   curse: N, D, K          (D: the target's own tokens D_t; K: number of languages)
 """
 

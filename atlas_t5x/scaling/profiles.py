@@ -18,6 +18,9 @@ from atlas_t5x.scaling import engine
 from atlas_t5x.scaling.objectives import get_objective
 
 
+FLAT_TOLERANCE = 0.01
+
+
 @dataclasses.dataclass
 class Profile:
     name: str
@@ -47,7 +50,7 @@ def profile_values(name: str, value: float, n: int, lo: float, hi: float) -> np.
 
 @engine._blas_single
 def profile(result: engine.FitResult, X: Mapping[str, Any], y, names: Sequence[str] | None = None,
-            n_values: int = 9, flat_tolerance: float = 0.01) -> dict[str, Profile]:
+            n_values: int = 9, flat_tolerance: float = FLAT_TOLERANCE) -> dict[str, Profile]:
     """Profiles of `result`'s objective along each free parameter (or the named ones)."""
     law = result.law
     canon, to_canon = engine._canonical(law)

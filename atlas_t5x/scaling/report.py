@@ -42,6 +42,9 @@ class _Doc:
     # report.json: per section its status, tables (raw values) and figures
     data: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     section: str = ""
+    # what the sanity checks read: fits (law → target → params, intervals, flags), held-out
+    # (law → split → mean R² over targets), curse (2K plan)
+    facts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
@@ -129,14 +132,20 @@ def _overview(doc: _Doc, rows, loss_field: str) -> None:
     doc.table(("run", "mixture", "N", "init", "tokens", f"final {loss_field} on its training languages"), table)
 
 
-def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_kwargs) -> None:
+BOOTSTRAP_REPLICATES = 200   # bootstrap by run in the report [our choice: enough for 95% intervals]
+HEADLINE_SPLITS = ("random", "N", "D", "C")
+
+
+def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_kwargs,
+          points_set: str = "default", n_boot: int = BOOTSTRAP_REPLICATES) -> None:
+    from atlas_t5x.scaling import bootstrap
     from atlas_t5x.scaling import data as fdata
-    from atlas_t5x.scaling import engine, heldout
+    from atlas_t5x.scaling import engine, heldout, profiles
 
     if not laws:
         raise _Skip("no laws requested")
     try:
-        points = fdata.rows_to_points(rows, loss_field=loss_field)  # finetunes are left out
+        points = fdata.rows_to_points(rows, loss_field=loss_field, points=points_set)  # finetunes left out
     except fdata.DataError as err:
         raise _Skip(str(err)) from err
     if (points["loss"] <= 0).any():
@@ -159,42 +168,77 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
             raise _Skip(f"no target has {MIN_POINTS_PER_TARGET} or more points ("
                         + ", ".join(f"{t}: {counts[t]}" for t in few) + ")")
     kinds = {heldout.mixture_kind(m, w) for m, w in zip(points["mixture"], points["weights"])}
-    splits = ["random", "N", "D", "C"] + (["M"] if kinds - {"monolingual", "bilingual", "unimax"} else [])
-    param_rows, split_rows, scatter = [], [], []
+    splits = list(HEADLINE_SPLITS) + (["M"] if kinds - {"monolingual", "bilingual", "unimax"} else [])
+    param_rows, ci_rows, split_rows, scatter = [], [], [], []
     y_all = points["loss"].to_numpy(np.float64)
+    fits_facts: dict[str, dict[str, Any]] = doc.facts.setdefault("fits", {})
+    held_facts: dict[str, dict[str, float]] = doc.facts.setdefault("heldout", {})
     for name in laws:
         spec = engine.FitSpec(law=name, **fit_kwargs)
         try:
             full = engine.fit_points(spec, points)
         except (engine.FitError, ValueError) as err:
-            param_rows.append(("all", name, len(points), math.nan, "–", f"fit failed: {err}"))
+            param_rows.append(("all", name, len(points), math.nan, "–", f"fit failed: {err}", ""))
             continue
         pred = full.predict(points)
         for target, res in sorted(full.fits.items()):
             sel = (points["target"] == target).to_numpy()
+            sub = points[sel]
+            X = fdata.law_inputs(res.law, sub)
+            y = sub["loss"].to_numpy(float)
+            flags = {k: [f"at/next to its {side} bound"] for k, side in res.at_bounds.items()}
+            intervals: dict[str, dict[str, float]] = {}
+            if res.free_names:
+                boot = bootstrap.bootstrap(res, X, y, heldout.groups_of(sub), n_boot=n_boot, seed=seed)
+                intervals = boot.intervals()
+                prof = profiles.profile(res, X, y, n_values=3)   # the flatness test reads the two ends
+                for k, v in prof.items():
+                    if v.weakly_identified:
+                        flags.setdefault(k, []).append("flat profile")
+                ci_rows.append((target, name, f"{boot.converged.mean():.0%}",
+                    "; ".join(f"{k} {res.params[k]:.4g} [{intervals[k]['lo']:.4g}, {intervals[k]['hi']:.4g}]"
+                              if k in intervals else f"{k} {res.params[k]:.4g} (fixed)"
+                              for k in res.law.param_names)))
             params = ", ".join(f"{k}={v:.3g}" for k, v in res.params.items())
+            flag_text = "; ".join(f"{k}: {', '.join(v)}" for k, v in flags.items()) or "none"
             param_rows.append((target, name, int(sel.sum()), engine.r2_score(y_all[sel], pred[sel]),
-                               "yes" if res.converged else "NO", params))
-        cells = [name, heldout.metrics(y_all, pred)["r2"]]
+                               "yes" if res.converged else "NO", params, flag_text))
+            fits_facts.setdefault(name, {})[target] = {
+                "params": dict(res.params), "intervals": intervals, "flags": flags,
+                "bounds": {k: list(v) for k, v in res.bounds.items()}, "converged": bool(res.converged)}
+        cells = [name, heldout.mean_target_r2(points, pred)]
         for split in splits:
             try:
                 res_split = heldout.evaluate_split(spec, points, split, seed)
             except (engine.FitError, ValueError) as err:
                 why = str(err).replace("|", "/").replace("\n", " ")
                 cells.append(f"– ({why[:90]}{'…' if len(why) > 90 else ''})")
+                held_facts.setdefault(name, {})[split] = math.nan
                 continue
             m = res_split.metrics
-            cells.append(f"{m['r2']:.3f} (MAPE {m['mape']:.2f}%, n={int(m['n'])})")
+            held_facts.setdefault(name, {})[split] = float(m[heldout.HEADLINE])
+            cells.append(f"**{m[heldout.HEADLINE]:.3f}** (pooled {m['r2']:.3f}, MAE {m['mae']:.3f}, "
+                         f"MAPE {m['mape']:.2f}%, n={int(m['n'])})")
             if split == "random":
                 scatter.append((name, y_all, pred, res_split.held_out))
         split_rows.append(cells)
-    doc.add("Per-target fits on all points of from-scratch runs (the FITTER's engine, "
+    doc.add(f"Per-target fits on the completed-schedule points (`{points_set}` point set: cooldown "
+            "ends and final evaluations) of from-scratch runs (the FITTER's engine, "
             "`engine.fit_points`; finetunes are left out)." + dropped, "")
-    doc.table(("target", "law", "points", "R² (in sample)", "converged", "parameters"), param_rows)
-    doc.add("Held-out R² (spec §5; `heldout.evaluate_split`: refit without the held-out points, score them; "
-            "R²(N): largest sizes, R²(D)/R²(C): top 20% tokens/compute, R²(M): unseen mixtures):", "")
-    doc.table(["law", "R² (all, in sample)"]
-              + [f"R²({s})" if s != "random" else "R² (random 20%)" for s in splits],
+    doc.table(("target", "law", "points", "R² (in sample)", "converged", "parameters", "flags"), param_rows)
+    if ci_rows:
+        doc.add(f"Bootstrap by run ({n_boot} replicates resampling whole runs — a trunk with its cooldown "
+                "branches counts as one — and refitting): each parameter with its 95% interval. Flags: "
+                "parameters at or next to a bound of the search, or whose objective profile is flat "
+                "(rises < 1% at both ends of its profile range): the data do not identify them.", "")
+        doc.table(("target", "law", "replicates converged", "parameter [95% interval]"), ci_rows)
+    doc.add("Held-out R² (spec §5; `heldout.evaluate_split`: refit without the held-out points, score "
+            "them). **Headline: R² per target averaged over targets** (the paper's convention), then R² "
+            "pooled over all held-out points, MAE (nats/token) and MAPE. random: 20% of the runs held "
+            "out whole; N: the largest sizes; D / C: per target, its top 20% of tokens / compute; "
+            "M: unseen mixtures.", "")
+    doc.table(["law", "R² in sample (mean over targets)"]
+              + [f"R²({s})" if s != "random" else "R² (random 20% of runs)" for s in splits],
               split_rows)
     if scatter:
         doc.figure("fits_predicted_vs_observed.png", "predicted vs observed loss",
@@ -210,7 +254,8 @@ def _transfer(doc: _Doc, rows, loss_field: str) -> None:
             "d_mono defaults to min(last monolingual target tokens, half the bilingual run's tokens).", "")
     doc.table(("source → target", "N", "BTS", "status", "d_mono (tokens)", "σ_bi (tokens)", "bilingual run",
                "monolingual run"),
-              [(f"{m.source} → {m.target}", f"{m.params:.3g}", m.bts, m.status, m.d_mono, m.sigma,
+              [(f"{m.source} → {m.target}", f"{m.params:.3g}",
+                f"< {m.bts:.4g}" if m.censored else m.bts, m.status, m.d_mono, m.sigma,
                 m.bilingual_run, m.monolingual_run)
                for m in sorted(meas, key=lambda m: (m.params, m.target, m.source))])
     matrix = tr.bts_matrix(meas)
@@ -226,7 +271,13 @@ def _transfer(doc: _Doc, rows, loss_field: str) -> None:
             ("same-family mean", stats.same_family_mean), ("different-family mean", stats.diff_family_mean),
             ("A→B vs B→A Pearson r", stats.asymmetry_pearson),
             ("pairs with both directions", stats.n_symmetric_pairs),
+            ("cells that are upper bounds (never reached: BTS < value, counted at the bound)",
+             stats.n_upper_bounds),
         ])
+        if stats.n_upper_bounds:
+            doc.add("Means that include upper-bound cells are themselves upper bounds: "
+                    + ", ".join(f"{k} ({v})" for k, v in stats.upper_bounds_in.items()
+                                if v and not k.startswith("script=")) + ".", "")
         cell = lambda sc, fa: (f"{_fmt(stats.script_family_means[f'script={sc},family={fa}'])} "  # noqa: E731
                                f"(n={stats.script_family_counts[f'script={sc},family={fa}']})")
         doc.add("Mean BTS by script and family (does script matter more than family?):", "")
@@ -239,12 +290,12 @@ def _transfer(doc: _Doc, rows, loss_field: str) -> None:
 _CURSE_PARAMS = ("E", "A", "B", "alpha", "beta", "phi", "psi")
 
 
-def _curse(doc: _Doc, rows, loss_field: str, fit_kwargs) -> None:
-    data = curse.curse_data(rows, loss_field)
+def _curse(doc: _Doc, rows, loss_field: str, fit_kwargs, points_set: str = "default") -> None:
+    data = curse.curse_data(rows, loss_field, points=points_set)
     ks = sorted({int(k) for k in data["K"]})
     if len(ks) < 2:
         raise _Skip(f"uniform-K from-scratch runs cover K = {ks}; the curse law needs two or more K")
-    fits = curse.fit_curse_runs(rows, loss_field, per_language=True, **fit_kwargs)
+    fits = curse.fit_curse_runs(rows, loss_field, per_language=True, points=points_set, **fit_kwargs)
     fit = fits.pop("pooled")
     if isinstance(fit, str):
         raise _Skip(fit)
@@ -262,10 +313,16 @@ def _curse(doc: _Doc, rows, loss_field: str, fit_kwargs) -> None:
                           f.r2))
     doc.table(("scope", "points", "K", *_CURSE_PARAMS, "R²"), table)
     if p["alpha"] > 0 and p["beta"] > 0:
-        plans = [curse.iso_loss_plan(r, p["phi"], p["psi"], p["alpha"], p["beta"]) for r in (2, 4, 8, 16)]
-        doc.add("Iso-loss growth from K to r·K languages (each term keeps its value):", "")
-        doc.table(("languages", "total tokens ×", "params ×", "compute ×"),
-                  [(f"{pl.r:g}K", pl.total_tokens_ratio, pl.params_ratio, pl.compute_ratio) for pl in plans])
+        k0 = min(ks)
+        plans = [curse.iso_loss_plan(r, p["phi"], p["psi"], p["alpha"], p["beta"], K=k0, fitted_ks=ks)
+                 for r in (2, 4, 8, 16)]
+        doc.facts["curse_2k"] = {"total_tokens_ratio": plans[0].total_tokens_ratio,
+                                 "warnings": list(plans[0].warnings)}
+        doc.add(f"Iso-loss growth from K = {k0} to r·K languages (each term keeps its value); a plan "
+                "outside what the fit identifies says why:", "")
+        doc.table(("languages", "total tokens ×", "params ×", "compute ×", "warnings"),
+                  [(f"{pl.r:g}K", pl.total_tokens_ratio, pl.params_ratio, pl.compute_ratio,
+                    "; ".join(pl.warnings) or "none") for pl in plans])
         doc.figure("curse_frontier.png", "iso-loss frontier", lambda path: curse.plot_frontier(path, p))
 
 
@@ -274,8 +331,8 @@ def _crossover(doc: _Doc, rows, loss_field: str) -> None:
     if not any(not i.is_scratch and i.is_monolingual for i in infos.values()):
         raise _Skip("no monolingual finetune runs (init != 'scratch') in the logs")
     results = co.crossovers_from_runs(rows, loss_field=loss_field)
-    doc.table(("target", "N", "crossover tokens", "crossover FLOPs", "status", "scratch run", "finetune run"),
-              [(r.target, f"{r.params:.3g}", r.tokens, r.flops, r.status, r.scratch_run, r.finetune_run)
+    doc.table(("target", "N", "crossover", "crossover FLOPs", "status", "scratch run", "finetune run"),
+              [(r.target, f"{r.params:.3g}", r.describe(), r.flops, r.status, r.scratch_run, r.finetune_run)
                for r in results])
     if results:
         doc.figure("crossover.png", "scratch vs finetune",
@@ -292,6 +349,62 @@ def _crossover(doc: _Doc, rows, loss_field: str) -> None:
             p, law, [r.params for r in ok], [r.flops for r in ok]))
     else:
         doc.add("_C*(N) needs finite crossovers at two or more model sizes._", "")
+
+
+# Sanity thresholds [our choice, issue 12]: a law identified by the runs has exponents in a
+# plausible range, known to within ±0.15, an irreducible loss off its bound, and extrapolates.
+EXPONENT_RANGE = (0.1, 1.0)
+MAX_INTERVAL_WIDTH = 0.3
+MIN_HELDOUT_R2 = 0.8
+
+
+def sanity_checks(facts: Mapping[str, Any]) -> list[tuple[str, bool, str]]:
+    """(check, passed, detail) rows from what the sections found (`_Doc.facts`):
+    per target, CSL α and β in EXPONENT_RANGE with bootstrap 95% intervals narrower than
+    MAX_INTERVAL_WIDTH and E not at a bound; per-target mean held-out R²(N) and R²(D) ≥
+    MIN_HELDOUT_R2 for at least one law; the curse plan for 2K needs ≥ 1× the total tokens."""
+    out: list[tuple[str, bool, str]] = []
+    csl = (facts.get("fits") or {}).get("csl")
+    if not csl:
+        out.append(("CSL fitted per target", False, "no CSL fit (not requested, or it failed)"))
+    for target, f in sorted((csl or {}).items()):
+        for name in ("alpha", "beta"):
+            value = f["params"].get(name, math.nan)
+            ci = f["intervals"].get(name)
+            width = ci["hi"] - ci["lo"] if ci else math.nan
+            ok = EXPONENT_RANGE[0] <= value <= EXPONENT_RANGE[1] and width < MAX_INTERVAL_WIDTH
+            detail = (f"{value:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}], width {width:.3f}" if ci
+                      else f"{value:.3f}, no bootstrap interval")
+            out.append((f"{target}: CSL {name} in [{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}], "
+                        f"95% interval narrower than {MAX_INTERVAL_WIDTH:g}", bool(ok), detail))
+        e_flags = f["flags"].get("E", [])
+        out.append((f"{target}: CSL E not at a bound", not any("bound" in x for x in e_flags),
+                    f"E = {f['params'].get('E', math.nan):.4g}" + (f" ({', '.join(e_flags)})" if e_flags else "")))
+    held = facts.get("heldout") or {}
+    good = [law for law, scores in held.items()
+            if all(scores.get(split, -math.inf) >= MIN_HELDOUT_R2 for split in ("N", "D"))]
+    detail = "; ".join(f"{law}: R²(N) {scores.get('N', math.nan):.3f}, R²(D) {scores.get('D', math.nan):.3f}"
+                       for law, scores in held.items()) or "no held-out scores"
+    out.append((f"held-out R²(N) and R²(D) ≥ {MIN_HELDOUT_R2:g} (mean over targets) for at least one law",
+                bool(good), detail))
+    plan = facts.get("curse_2k")
+    if plan is None:
+        out.append(("curse plan: 2K needs ≥ 1× the total tokens", False, "no curse fit"))
+    else:
+        ratio = plan["total_tokens_ratio"]
+        out.append(("curse plan: 2K needs ≥ 1× the total tokens", bool(ratio >= 1.0),
+                    f"{ratio:.3f}×" + (f" ({'; '.join(plan['warnings'])})" if plan["warnings"] else "")))
+    return out
+
+
+def _sanity_lines(checks: Sequence[tuple[str, bool, str]]) -> list[str]:
+    failed = [c for c in checks if not c[1]]
+    head = (f"**Sanity: all {len(checks)} checks pass.**" if not failed else
+            f"**Sanity: {len(failed)} of {len(checks)} checks FAILED:** "
+            + "; ".join(f"{c[0]} ({c[2]})" for c in failed))
+    lines = [head, "", "| check | result | detail |", "|---|---|---|"]
+    lines += [f"| {c} | {'pass' if ok else '**FAIL**'} | {d} |" for c, ok, d in checks]
+    return lines + [""]
 
 
 def _plot_scatter(path, scatter) -> None:
@@ -328,6 +441,7 @@ def build_report(
     loss_field: str = "loss",
     seed: int = 0,
     fit_kwargs: Mapping[str, Any] | None = None,
+    points: str = "default",
 ) -> Path:
     """Writes OUT_DIR/report.md (+ PNG/CSV files) from exported logs; returns the report's path.
 
@@ -337,6 +451,8 @@ def build_report(
       laws: laws to fit per target (names in `atlas_t5x.scaling.laws.LAWS`).
       loss_field: the loss analysed: "loss" (default), "loss_unigram_norm" or "bits_per_byte".
       fit_kwargs: engine.FitSpec fields (default: grid_budget=1000, n_polish=2 to keep it quick).
+      points: the fitter's point set for the law and curse fits (`data.POINT_SETS`; default:
+        completed schedules — cooldown-branch ends and final evaluations).
 
     Raises:
       curves.CurveError: the logs cannot be read (missing path, no eval.jsonl).
@@ -355,10 +471,15 @@ def build_report(
     source = f"`{logs}`" if isinstance(logs, (str, os.PathLike)) else f"{len(rows)} evaluation rows passed in"
     doc.add("# ATLAS scaling report", "", f"Source: {source}", "")
     _section(doc, "Runs", lambda: _overview(doc, rows, loss_field))
-    _section(doc, "Fits and held-out R²", lambda: _fits(doc, rows, laws, loss_field, seed, kw))
+    _section(doc, "Fits and held-out R²", lambda: _fits(doc, rows, laws, loss_field, seed, kw, points))
     _section(doc, "Cross-lingual transfer", lambda: _transfer(doc, rows, loss_field))
-    _section(doc, "Curse of multilinguality", lambda: _curse(doc, rows, loss_field, curse_kw))
+    _section(doc, "Curse of multilinguality", lambda: _curse(doc, rows, loss_field, curse_kw, points))
     _section(doc, "Pretrain vs finetune crossover", lambda: _crossover(doc, rows, loss_field))
+    checks = sanity_checks(doc.facts)
+    doc.data["Sanity checks"] = {"status": "ok" if all(c[1] for c in checks) else "failed",
+                                 "tables": [{"columns": ["check", "passed", "detail"],
+                                             "rows": [list(c) for c in checks]}], "figures": []}
+    doc.lines[4:4] = ["## Sanity checks", "", *_sanity_lines(checks)]   # right after the title and source
     path = out / "report.md"
     logio.write_atomic(out / "report.json", json.dumps(
         {"source": str(source), "loss_field": loss_field, "sections": doc.data}, indent=1) + "\n")

@@ -40,7 +40,11 @@ class TransferError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class BTSMeasurement:
-    """One BTS(source→target) measurement. `bts` is NaN when undefined; `status` says why."""
+    """One BTS(source→target) measurement. `bts` is NaN when undefined; `status` says why.
+
+    A bilingual run that never reaches the monolingual loss is censored, not undefined: it would
+    need more than its last σ tokens, so BTS < 2 − σ_last/d_mono. `bts` then holds that upper
+    bound and `censored` = "upper"."""
 
     source: str
     target: str
@@ -52,13 +56,16 @@ class BTSMeasurement:
     bilingual_run: str
     monolingual_run: str
     params: int
+    censored: str = ""       # "" (measured) or "upper" (bts is an upper bound: BTS < bts)
 
 
 def bts_from_curves(mono: cv.Curve, bilingual: cv.Curve, d_mono: float) -> tuple[float, float, float, str]:
     """(BTS, target loss, σ_bi, status) from a monolingual and a bilingual curve on one target.
 
     `mono.x` are the monolingual run's target tokens; `bilingual.x` the bilingual run's total
-    tokens. The crossing is interpolated in log-tokens; nothing is extrapolated.
+    tokens. The crossing is interpolated in log-tokens; nothing is extrapolated. When the
+    bilingual curve never reaches the level, the returned BTS is the upper bound
+    2 − (last bilingual tokens)/d_mono with status "never_reached".
     """
     if not d_mono > 0:
         raise TransferError(f"d_mono must be > 0 tokens, got {d_mono!r}")
@@ -67,7 +74,7 @@ def bts_from_curves(mono: cv.Curve, bilingual: cv.Curve, d_mono: float) -> tuple
         return math.nan, math.nan, math.nan, "d_mono_outside_mono_run"
     sigma, status = cv.first_crossing_log(bilingual.x, bilingual.loss, level)
     if status == "never":
-        return math.nan, level, math.nan, "never_reached"
+        return 2.0 - float(bilingual.x[-1]) / d_mono, level, math.nan, "never_reached"
     if status == "before_start":
         return math.nan, level, math.nan, "reached_before_first_eval"
     return 2.0 - sigma / d_mono, level, sigma, "ok"
@@ -97,7 +104,9 @@ def measure_bts(
         missing, naming both.
     """
     infos = cv.run_infos(rows)
-    scratch = {r: i for r, i in infos.items() if i.is_scratch and (params is None or i.params == params)}
+    # cooldown branches belong to their trunk's curve (curves.curve), not runs of their own
+    scratch = {r: i for r, i in infos.items()
+               if i.is_scratch and not i.is_branch and (params is None or i.params == params)}
     mono_by_key: dict[tuple[str, int], str] = {}
     for run, info in sorted(scratch.items()):
         if info.is_monolingual:
@@ -126,7 +135,8 @@ def measure_bts(
             d = d_mono if d_mono is not None else min(mono.x[-1], bi.x[-1] / 2.0)
             bts, level, sigma, status = bts_from_curves(mono, bi, d)
             out.append(BTSMeasurement(source, target, bts, float(d), level, sigma, status, run,
-                                      mono_run, info.params))
+                                      mono_run, info.params,
+                                      censored="upper" if status == "never_reached" else ""))
     return out
 
 
@@ -137,12 +147,14 @@ def bts_matrix(measurements: Iterable[BTSMeasurement], languages: Sequence[str] 
     Scores depend on model size, so one matrix holds one size: `params`, or by default the size
     with the most defined scores, the largest on a tie [our choice]. Several bilingual runs of one
     (source, target, size), e.g. seeds, are averaged over their defined scores [our choice].
-    `matrix.attrs` records "params" and "n_runs" (target -> source -> runs averaged).
+    `matrix.attrs` records "params", "n_runs" (target -> source -> runs averaged) and
+    "upper_bounds" (target -> [sources]: cells whose average includes a censored run, so the cell
+    is an upper bound on the score; they stay in the matrix as such rather than leaving it).
     """
     meas = list(measurements)
     defined: dict[int, int] = {}
     for m in meas:
-        defined[m.params] = defined.get(m.params, 0) + int(math.isfinite(m.bts))
+        defined[m.params] = defined.get(m.params, 0) + int(math.isfinite(m.bts) and not m.censored)
     size = params if params is not None else (
         max(defined, key=lambda n: (defined[n], n)) if defined else None)
     meas = [m for m in meas if m.params == size]
@@ -150,15 +162,19 @@ def bts_matrix(measurements: Iterable[BTSMeasurement], languages: Sequence[str] 
         {m.source for m in meas} | {m.target for m in meas})
     mat = pd.DataFrame(np.nan, index=pd.Index(codes, name="target"), columns=pd.Index(codes, name="source"))
     values: dict[tuple[str, str], list[float]] = {}
+    upper: dict[str, list[str]] = {}
     for m in meas:
         if m.target in mat.index and m.source in mat.columns and math.isfinite(m.bts):
             values.setdefault((m.target, m.source), []).append(m.bts)
+            if m.censored and m.source not in upper.get(m.target, []):
+                upper.setdefault(m.target, []).append(m.source)
     n_runs: dict[str, dict[str, int]] = {}
     for (t, s), v in values.items():
         mat.loc[t, s] = float(np.mean(v))
         n_runs.setdefault(t, {})[s] = len(v)
     mat.attrs["params"] = size
     mat.attrs["n_runs"] = n_runs
+    mat.attrs["upper_bounds"] = upper
     return mat
 
 
@@ -253,7 +269,7 @@ def finetune_scores(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss",
     (normalised by the length covered) [our choice].
     """
     infos = cv.run_infos(rows)
-    fts = [r for r, i in sorted(infos.items()) if not i.is_scratch and i.is_monolingual]
+    fts = [r for r, i in sorted(infos.items()) if not i.is_scratch and i.is_monolingual and not i.is_branch]
     if checkpoint is not None:
         fts = [r for r in fts if infos[r].init == checkpoint]
     if not fts:
@@ -381,6 +397,10 @@ class TransferStats:
     n_symmetric_pairs: int
     top5: dict[str, list[str]]   # target -> its 5 best sources
     top5_source_counts: dict[str, int]  # source -> number of targets it is a top-5 source for
+    # censored cells (matrix.attrs["upper_bounds"]) counted at their bound: a mean that includes
+    # them is itself an upper bound; how many each group holds
+    n_upper_bounds: int = 0
+    upper_bounds_in: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -406,6 +426,8 @@ def transfer_stats(matrix: pd.DataFrame, k: int = 5) -> TransferStats:
     codes = list(dict.fromkeys(list(matrix.index) + list(matrix.columns)))
     meta = langs_lib.require_metadata(codes)
     cells: dict[tuple[bool, bool], list[float]] = {(a, b): [] for a in (True, False) for b in (True, False)}
+    censored: dict[tuple[bool, bool], int] = {k: 0 for k in cells}
+    upper = matrix.attrs.get("upper_bounds", {}) or {}
     for t in matrix.index:
         for s in matrix.columns:
             v = matrix.loc[t, s]
@@ -413,6 +435,7 @@ def transfer_stats(matrix: pd.DataFrame, k: int = 5) -> TransferStats:
                 continue
             key = (meta[s].script == meta[t].script, meta[s].family == meta[t].family)
             cells[key].append(float(v))
+            censored[key] += int(s in upper.get(t, ()))
 
     def mean(values):
         return float(np.mean(values)) if values else math.nan
@@ -443,6 +466,13 @@ def transfer_stats(matrix: pd.DataFrame, k: int = 5) -> TransferStats:
         script_family_counts={label(k_): len(v) for k_, v in cells.items()},
         asymmetry_pearson=r, n_symmetric_pairs=len(a_to_b), top5=top,
         top5_source_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+        n_upper_bounds=int(sum(censored.values())),
+        upper_bounds_in={
+            "same_script": censored[(True, True)] + censored[(True, False)],
+            "diff_script": censored[(False, True)] + censored[(False, False)],
+            "same_family": censored[(True, True)] + censored[(False, True)],
+            "diff_family": censored[(True, False)] + censored[(False, False)],
+            **{label(k_): v for k_, v in censored.items()}},
     )
 
 
