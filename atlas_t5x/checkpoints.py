@@ -277,24 +277,6 @@ class TrainCheckpointer:
         steps = complete_steps(self.directory)
         return steps[-1] if steps else None
 
-    def check_compatible(self, expected_shapes: Mapping[str, list[int]]) -> int | None:
-        """Checks the newest checkpoint (if any) holds this model; returns its step.
-
-        Raises:
-          CheckpointMismatchError: naming the first differing parameters.
-        """
-        step = self.latest_step()
-        if step is not None:
-            meta = read_metadata(self.directory, step)
-            where = self.directory / str(step)
-            try:
-                check_param_shapes(expected_shapes, meta["param_shapes"], str(where))
-            except CheckpointMismatchError as err:
-                raise CheckpointMismatchError(
-                    f"{err}. Nothing was written; give this model its own model_dir"
-                ) from None
-        return step
-
     def _open(self) -> ocp.CheckpointManager:
         if self._manager is None:
             self._discard_incomplete()

@@ -57,7 +57,7 @@ def plan_flags(run: sweeps.RunSpec, target: plans.Target) -> list[str]:
     """
     dtype = (run.settings.get("model_overrides") or {}).get("dtype", "bfloat16")
     try:
-        plan = plans.select_plan(run.scale, target.devices, target.chip_bytes, run.seq_len, run.batch,
+        plan = plans.select_plan(sweeps.scale_config(run.scale), target.devices, target.chip_bytes, run.seq_len, run.batch,
                                  dtype=dtype, devices_per_host=target.devices_per_host)
     except plans.PlanError as err:
         raise sweeps.SweepError(f"run {run.name!r} on {target.name}: {err}") from None

@@ -243,13 +243,13 @@ def _candidates(cfg: models.ModelConfig, devices: int, global_batch: int,
             microbatches *= 2
 
 
-def select_plan(scale: str, devices: int, chip_bytes: float, seq_len: int = 2048,
+def select_plan(scale: str | models.ModelConfig, devices: int, chip_bytes: float, seq_len: int = 2048,
                 global_batch: Optional[int] = None, dtype: str = "bfloat16", devices_per_host: int = 8,
                 usable_fraction: float = 0.9, attention: Optional[str] = None) -> Plan:
     """The cheapest plan whose per-device estimate fits `usable_fraction` of `chip_bytes`.
 
     Args:
-      scale: model scale name.
+      scale: model scale name, or a ModelConfig (sizes defined only by a gin file, e.g. demo0).
       devices: accelerator count; chip_bytes: memory per device (bytes).
       seq_len: tokens per sequence; global_batch: sequences per step (default: the paper's
         batch for the scale, ``optim.paper_batch_size``).
@@ -261,7 +261,9 @@ def select_plan(scale: str, devices: int, chip_bytes: float, seq_len: int = 2048
       PlanError: nothing fits (the message gives the least memory any candidate needs and the
         device count that would fit) or no mesh divides the batch.
     """
-    cfg = models.get_model_config(scale, dtype=dtype)
+    cfg = (dataclasses.replace(scale, dtype=dtype) if isinstance(scale, models.ModelConfig)
+           else models.get_model_config(scale, dtype=dtype))
+    scale = cfg.name
     if global_batch is None:
         global_batch = optim.paper_batch_size(models.param_count(cfg))
     best: Optional[Plan] = None
@@ -280,7 +282,7 @@ def select_plan(scale: str, devices: int, chip_bytes: float, seq_len: int = 2048
     hint = ""
     while needed <= 65536:
         try:
-            more = select_plan(scale, needed, chip_bytes, seq_len, global_batch, dtype, devices_per_host,
+            more = select_plan(cfg, needed, chip_bytes, seq_len, global_batch, dtype, devices_per_host,
                                usable_fraction, attention)
             hint = f"; {needed} devices would fit ({more.memory.total / GiB:.2f} GiB per device)"
             break

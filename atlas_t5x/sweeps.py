@@ -442,9 +442,10 @@ def _budget(settings: Mapping[str, Any], scale: str, name: str, where: str) -> t
     return steps * batch * seq_len, steps, batch
 
 
-def _check_cooldown(settings: Mapping[str, Any], steps: int, name: str, where: str) -> None:
-    """Branch points inside the run's stable phase (after warmup, before the 10% decay)."""
-    from atlas_t5x import optim
+def _check_cooldown(settings: Mapping[str, Any], steps: int, batch: int, name: str, where: str) -> None:
+    """Branch points inside the run's stable phase (after warmup, before the decay): the trainer's
+    own rule (`cooldown.branch_steps`), checked before anything runs."""
+    from atlas_t5x import cooldown, optim
 
     at = settings.get("cooldown_at") or []
     fraction = settings.get("cooldown_fraction")
@@ -452,16 +453,23 @@ def _check_cooldown(settings: Mapping[str, Any], steps: int, name: str, where: s
         raise SweepError(f"{where}: run {name!r}: cooldown_fraction {fraction!r} must be in (0, 1]")
     if not isinstance(at, (list, tuple)):
         raise SweepError(f"{where}: run {name!r}: cooldown_at must be a list of fractions of the run's steps")
-    seen = set()
+    tokens_per_step = batch * int(settings["seq_len"])
+    branch_at = []
     for f in at:
-        step = int(round(float(f) * steps)) if isinstance(f, (int, float)) and not isinstance(f, bool) else -1
-        if not (0 < float(f if step >= 0 else 0) < 1) or not settings["warmup_steps"] <= step < optim.decay_start_step(steps):
-            raise SweepError(f"{where}: run {name!r}: cooldown_at {f!r} (step {step} of {steps}) must lie in the "
-                             f"stable phase: after warmup ({settings['warmup_steps']} steps), before the decay "
-                             f"(step {optim.decay_start_step(steps)})")
-        if step in seen:
-            raise SweepError(f"{where}: run {name!r}: cooldown_at {f!r} rounds to step {step} twice")
-        seen.add(step)
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
+            raise SweepError(f"{where}: run {name!r}: cooldown_at {f!r} must be a fraction of the run's steps in (0, 1)")
+        branch_at.append(int(round(f * steps)) * tokens_per_step)
+    rule = dict(tokens_per_step=tokens_per_step, total_steps=steps, warmup_steps=settings["warmup_steps"],
+                decay_start=optim.decay_start_step(steps), cooldown_fraction=fraction or 0.1)
+    for f, tokens in zip(at, branch_at):
+        try:
+            cooldown.branch_steps([tokens], **rule)
+        except ValueError as err:
+            raise SweepError(f"{where}: run {name!r}: cooldown_at {f!r} is not a valid branch point: {err}") from None
+    try:
+        cooldown.branch_steps(branch_at, **rule)
+    except ValueError as err:
+        raise SweepError(f"{where}: run {name!r}: cooldown_at {list(at)!r} are not valid branch points: {err}") from None
 
 
 def branch_points(run: RunSpec) -> list[int]:
@@ -481,7 +489,7 @@ def branch_steps_total(run: RunSpec) -> int:
 
 def _make_run(family, name, scale, mixture, langs, max_epochs, settings, where, init_from=None) -> RunSpec:
     tokens, steps, batch = _budget(settings, scale, name, where)
-    _check_cooldown(settings, steps, name, where)
+    _check_cooldown(settings, steps, batch, name, where)
     return RunSpec(
         name=name, family=family, scale=scale, mixture=mixture,
         mixture_languages=tuple(langs) if langs is not None else None,

@@ -43,6 +43,7 @@ import functools
 import inspect
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -162,8 +163,6 @@ def cpu_peak(cpuinfo: str | None = None, cores: int | None = None, clock_hz: flo
              fma_units: int = 2) -> CpuPeak | None:
     """The theoretical CPU peak from /proc/cpuinfo (SIMD width from the avx512f/avx2 flags, clock
     from "cpu MHz") and the cores this process may use; None where /proc/cpuinfo is unreadable."""
-    import os
-
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo", encoding="utf-8") as f:

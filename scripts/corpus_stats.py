@@ -33,15 +33,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO_ROOT))
 
+from atlas_t5x.data import stats as stats_flags  # noqa: E402  (light: no TensorFlow)
+
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=None,
-                        help="MADLAD-layout folder or gs:// URL (default: $MADLAD_DIR, else the embedded corpus)")
-    parser.add_argument("--languages", default="",
-                        help="comma-separated codes (default: every language folder under the root)")
-    parser.add_argument("--vocab", default="corpus_spm",
-                        help='"corpus_spm", "byte" or a SentencePiece .model path')
+    stats_flags.add_corpus_flags(parser)
     parser.add_argument("--out", required=True, help="statistics file to write (JSON, local or gs://)")
     parser.add_argument("--skip_bad_records", action="store_true",
                         help="skip (and count per language) bad JSON lines / corrupt gzip tails")

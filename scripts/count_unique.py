@@ -31,6 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO_ROOT))
 
+from atlas_t5x.data import stats as stats_flags  # noqa: E402  (light: no TensorFlow)
+
 DEFAULT_STATS_DIR = os.path.join("~", ".cache", "atlas_t5x", "stats")
 
 
@@ -44,12 +46,7 @@ def default_stats_path(root: str, vocab: str) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=None,
-                        help="MADLAD-layout folder (default: $MADLAD_DIR, else the embedded corpus)")
-    parser.add_argument("--languages", default="",
-                        help="comma-separated codes (default: every language under the root)")
-    parser.add_argument("--vocab", default="corpus_spm",
-                        help='"corpus_spm", "byte" or a SentencePiece .model path')
+    stats_flags.add_corpus_flags(parser)
     parser.add_argument("--stats", "--cache", dest="stats", default=None,
                         help=f"statistics file (default: one per root and vocabulary under {DEFAULT_STATS_DIR}; "
                              "'' keeps nothing)")

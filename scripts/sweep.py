@@ -95,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         runs = [r for r in sweep.runs if only is None or r.name in only]
         try:
             launched = launch.prepare(runs, out, target)
+            for item in launched:
+                sweeps.write_run_gin(item.run, out)
         except sweeps.SweepError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        for item in launched:
-            sweeps.write_run_gin(item.run, out)
         files = launch.write_launch_files(launched, sweep.name, out, target, args.corpus)
         for item in launched:
             print(launch.command_line(item.argv, args.corpus))

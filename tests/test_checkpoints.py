@@ -21,20 +21,11 @@ import numpy as np
 import pytest
 
 from atlas_t5x import checkpoints, logio, trainer
+from _short_run import SHORT_RUN_BINDINGS, TOTAL_STEPS
 from atlas_t5x.data import synthetic  # noqa: F401  registers make_synthetic_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-TOTAL_STEPS = 8
-BINDINGS = [
-    f"train.total_steps = {TOTAL_STEPS}",
-    "train.log_every_steps = 1",
-    "train.checkpoint_every_steps = 3",
-    "train.keep_checkpoints = 2",
-    "train.tensorboard = False",
-    "ModelConfig.dropout_rate = 0.1",  # exercise the per-step dropout key on resume
-    "make_schedule.warmup_steps = 2",
-    "make_synthetic_pipeline.seq_len = 32",
-]
+BINDINGS = [*SHORT_RUN_BINDINGS, "ModelConfig.dropout_rate = 0.1"]  # dropout: the per-step key on resume
 
 
 @gin.configurable(module="atlas_tests")

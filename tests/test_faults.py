@@ -28,22 +28,13 @@ import numpy as np
 import pytest
 
 from _reliability_tally import record
+from _short_run import SHORT_RUN_BINDINGS, TOTAL_STEPS
 from atlas_t5x import checkpoints, logio, run_lock, trainer
 from atlas_t5x.data import synthetic  # noqa: F401  registers make_synthetic_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-TOTAL_STEPS = 8
 TARGETS = ("aa", "bb", "cc")
-BINDINGS = [
-    f"train.total_steps = {TOTAL_STEPS}",
-    "train.log_every_steps = 1",
-    "train.checkpoint_every_steps = 3",
-    "train.keep_checkpoints = 2",
-    "train.tensorboard = False",
-    "make_schedule.warmup_steps = 2",
-    "make_synthetic_pipeline.seq_len = 32",
-    "train.callbacks = [@atlas_fault_tests.FakeEval()]",
-]
+BINDINGS = [*SHORT_RUN_BINDINGS, "train.callbacks = [@atlas_fault_tests.FakeEval()]"]
 
 
 @gin.configurable(module="atlas_fault_tests")

@@ -281,3 +281,16 @@ def test_scanned_remat_model_trains_sharded_and_checkpoints_its_layout(tmp_path)
     meta = checkpoints.read_metadata(tmp_path / "checkpoints", 6)
     assert meta["param_layout"] == "scanned" and meta["model_config"]["remat_policy"] == "full"
     assert len(jax.tree.leaves(result.state.params)) == 1 + 8  # embedding + q, k, v, out, wi_0, wi_1, wo, norm (stacked)
+
+
+def test_a_size_defined_only_by_its_gin_file_gets_a_plan_and_sweep_print_works(tmp_path, capsys):
+    from atlas_t5x import sweeps
+
+    cfg = sweeps.scale_config("demo0")
+    plan = plans.select_plan(cfg, 8, 80e9, seq_len=64, global_batch=8)
+    assert plan.scale == "demo0" and plan.fits
+    assert plan.data * plan.fsdp * plan.tensor == 8
+    sweep_cli = _load_script("sweep")
+    assert sweep_cli.main([str(REPO / "gin/sweeps/demo.yaml"), "--out", str(tmp_path), "--print"]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if "scripts/train.py" in line]
+    assert len(printed) == 10 and all("--gin.MeshConfig.fsdp=" in line for line in printed)

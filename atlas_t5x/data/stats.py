@@ -53,6 +53,17 @@ VALIDATION_FRACTION, VALIDATION_MAX_TOKENS = 0.10, 5_000_000      # [our choice]
 SPLIT_SALT = b"atlas_t5x/madlad-split/v2\x00"
 
 
+def add_corpus_flags(parser) -> None:
+    """The flags of every command that reads a MADLAD-layout corpus under a vocabulary (an
+    argparse parser): --root, --languages (comma-separated codes) and --vocab."""
+    parser.add_argument("--root", default=None,
+                        help="MADLAD-layout folder or gs:// URL (default: $MADLAD_DIR, else the embedded corpus)")
+    parser.add_argument("--languages", default="",
+                        help="comma-separated codes (default: every language folder under the root)")
+    parser.add_argument("--vocab", default="corpus_spm",
+                        help='"corpus_spm", "byte" or a SentencePiece .model path')
+
+
 class StatsError(ValueError):
     """A statistics file that does not describe the corpus / vocabulary it is used for."""
 
