@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # imported for type hints only; the trainer imports this modu
     import jax
 
     from atlas_t5x.models import ModelConfig
-    from atlas_t5x.trainer import TrainState
+    from atlas_t5x.train_state import TrainState
 
 # (params, batch) -> (sum_nll [B] float32 nats, n_tokens [B] float32), per example of the batch.
 EvalStep = Callable[[Any, Mapping[str, Any]], tuple[Any, Any]]

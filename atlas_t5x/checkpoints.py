@@ -11,7 +11,10 @@ with a warning, and removed before this run writes a checkpoint at the same step
 The `meta` item holds the model config, every parameter's shape and the parameter layout
 (`param_layout`: "scanned" blocks under `layers/` or "unrolled" `layer_<i>/`), so a restart
 against a checkpoint of a different model or layout fails with an error naming the parameter or
-both layouts, before anything is written. Finetuning (`load_params`) restores the parameters only.
+both layouts, before anything is written. It also holds the run's resume settings (schedule,
+mixture, vocabulary, init_from), which a restart compares with its own (atlas_t5x/resume.py).
+Finetuning (`load_params`) restores the parameters only. The state is an
+atlas_t5x.train_state.TrainState.
 
 Corrupt checkpoints heal (`TrainCheckpointer.restore_latest`): once a checkpoint has committed,
 process 0 records the size of each of its files in `atlas_files.json`. A restart verifies the
@@ -31,12 +34,15 @@ import json
 import logging
 import os
 import zlib
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
+
+if TYPE_CHECKING:  # flax/optax: for the annotations only (the sweep launcher imports this module)
+    from atlas_t5x.train_state import TrainState
 
 STATE, PIPELINE, META = "state", "pipeline", "meta"
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -300,7 +306,7 @@ class TrainCheckpointer:
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("atlas_t5x.checkpoints.discard_incomplete")
 
-    def save(self, step: int, state: Any, pipeline_state: Mapping, metadata: Mapping) -> None:
+    def save(self, step: int, state: "TrainState", pipeline_state: Mapping, metadata: Mapping) -> None:
         """Starts writing checkpoint `step` (returns once the device→host copy is done).
 
         The pipeline state must be the same on every process (a global stream position); this is
@@ -325,7 +331,7 @@ class TrainCheckpointer:
             force=True,
         )
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict, dict]:
+    def restore(self, step: int, abstract_state: "TrainState") -> tuple["TrainState", dict, dict]:
         """(state placed with `abstract_state`'s shardings, pipeline state, metadata) of `step`.
 
         Raises:
@@ -377,7 +383,7 @@ class TrainCheckpointer:
             self._manager.close()
             self._manager = None
 
-    def restore_latest(self, abstract_state: Any, expected_shapes: Mapping[str, list[int]]
+    def restore_latest(self, abstract_state: "TrainState", expected_shapes: Mapping[str, list[int]]
                        ) -> tuple[int, Any, dict, dict] | None:
         """(step, state, pipeline state, metadata) of the newest checkpoint that verifies and
         restores; None when there is no complete checkpoint.

@@ -147,3 +147,42 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` with numpy scalars as Python numbers, tuples as lists, keys as strings and non-finite
+    floats as None (JSON has no NaN)."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if hasattr(obj, "dtype") and getattr(obj, "shape", None) == ():   # a numpy scalar
+        obj = obj.item()
+    elif hasattr(obj, "tolist"):                                        # a numpy array
+        return jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+    """Writes `obj` as JSON (sorted keys, `jsonable`) atomically: the one JSON writer of the fit,
+    report, transfer and plan outputs."""
+    write_atomic(path, json.dumps(jsonable(obj), indent=indent, sort_keys=True) + "\n")
+
+
+def write_png(path: str | os.PathLike, fig: Any, dpi: int = 110, **savefig_kwargs: Any) -> None:
+    """Renders a matplotlib figure to PNG and writes it atomically, then closes the figure: the one
+    figure writer of the fit, report, transfer and plan outputs."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, **savefig_kwargs)
+    finally:
+        plt.close(fig)
+    write_atomic(path, buf.getvalue())

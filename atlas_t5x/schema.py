@@ -83,8 +83,9 @@ def validate_row(row: Mapping[str, Any], where: str = "row") -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Table form (scripts/export_logs.py). CSV flattens the dict fields into dotted columns
-# (`tokens_by_lang.en`, `mixture.name`, `mixture.weights.en`); Parquet keeps them as JSON strings.
+# Table form (atlas-export; read and written by `atlas_t5x.logs`). CSV flattens the dict fields into
+# dotted columns (`tokens_by_lang.en`, `mixture.name`, `mixture.weights.en`); Parquet keeps them as
+# native map / struct columns.
 
 DICT_FIELDS = ("tokens_by_lang", "unique_by_lang", "epochs_by_lang", "mixture")
 # value type inside each per-language dict
@@ -145,6 +146,31 @@ def _is_missing(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and value != value)
 
 
+def _to_int(value: Any) -> int:
+    """An integer cell, exactly: "9007199254740993" stays that number (no trip through float);
+    "1e9" or 1e9 (a hand-written table) is accepted when it is integral."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            value = float(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+
+
+def _number_or_text(value: Any) -> Any:
+    """A cell of a column the schema does not know: an int or float when the text is one."""
+    if not isinstance(value, str):
+        return value
+    for convert in (int, float):
+        try:
+            return convert(value)
+        except ValueError:
+            pass
+    return value
+
+
 def unflatten_row(flat: Mapping[str, Any]) -> dict[str, Any]:
     """Inverse of `flatten_row` for one CSV record (strings or numbers).
 
@@ -162,16 +188,16 @@ def unflatten_row(flat: Mapping[str, Any]) -> dict[str, Any]:
             mixture["weights"][col[len("mixture.weights."):]] = float(value)
         elif "." in col and col.split(".", 1)[0] in DICT_FIELDS:
             field, lang = col.split(".", 1)
-            row[field][lang] = _DICT_VALUE_TYPES[field](float(value))
+            row[field][lang] = _to_int(value) if _DICT_VALUE_TYPES[field] is int else float(value)
         elif col in EVAL_ROW_FIELDS or col in OPTIONAL_FIELDS:
             types = (EVAL_ROW_FIELDS.get(col) or OPTIONAL_FIELDS[col])[0]
             if types[0] is int:
-                row[col] = int(float(value))
+                row[col] = _to_int(value)
             elif types[0] is float:
                 row[col] = float(value)
             else:
                 row[col] = value
         else:
-            row[col] = value
+            row[col] = _number_or_text(value)
     row["mixture"] = mixture
     return row

@@ -51,8 +51,9 @@ import difflib
 import math
 import os
 import re
+import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -812,13 +813,15 @@ def run_locally(
     progress: bool = True,
     python: str | None = None,
     only: Sequence[str] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
     """Runs the sweep's runs in sequence; returns {run: "skipped" | "finished" | "preempted"}.
 
     Finished runs (marker present) are skipped; unfinished ones resume from their newest
     checkpoint (train() does that for a model_dir that has one). Finetunes run after their
     sources. `in_process` trains in this process (runs share JAX's compile cache); otherwise each
-    run is a `scripts/train.py` subprocess.
+    run is a `scripts/train.py` subprocess. `progress`: a tqdm bar; `report`: called with one line
+    as each run starts and ends ("[2/5] run-name: training", "... finished in 12.3 s"), for logs.
     """
     import subprocess
     import sys
@@ -828,13 +831,19 @@ def run_locally(
     runs = execution_order([r for r in sweep.runs if only is None or r.name in only])
     status: dict[str, str] = {}
     bar = tqdm(runs, desc=f"sweep {sweep.name}", unit="run", disable=not progress)
-    for run in bar:
+    for index, run in enumerate(bar, start=1):
         bar.set_postfix_str(run.name)
+        where = f"[{index}/{len(runs)}] {run.name}"
         if is_finished(run, out_dir):
             status[run.name] = "skipped"
+            if report:
+                report(f"{where}: already finished, skipped")
             continue
         if run.init_from is not None and not is_finished(sweep.run(run.init_from), out_dir):
             raise SweepError(f"run {run.name!r}: its finetune source {run.init_from!r} has not finished")
+        started = time.monotonic()
+        if report:
+            report(f"{where}: training ({run.total_steps} steps, {run.tokens:,} tokens)")
         if in_process:
             result = train_in_process(run, out_dir)
             preempted = bool(result.preempted) or int(result.step) < run.total_steps
@@ -849,8 +858,12 @@ def run_locally(
             preempted = not steps or max(steps) < run.total_steps
         if preempted:
             status[run.name] = "preempted"
+            if report:
+                report(f"{where}: preempted after {time.monotonic() - started:.1f} s")
             break
         mark_finished(run, out_dir)
         status[run.name] = "finished"
+        if report:
+            report(f"{where}: finished in {time.monotonic() - started:.1f} s")
     bar.close()
     return status

@@ -17,8 +17,11 @@ came from a non-finite loss or gradient.
 
 MODEL_DIR is a local folder (relative or absolute) or a cloud URL such as `gs://bucket/run`
 (paths go through etils.epath). Outputs under it: `logs/train.jsonl`, TensorBoard scalars in
-`tb/`, `checkpoints/` (see atlas_t5x/checkpoints.py) and `config.gin` (the operative gin config,
-written once the run has started). One train.jsonl row per flush:
+`tb/`, `checkpoints/` (see atlas_t5x/checkpoints.py), `config.gin` (the operative gin config of
+the latest start, written once the run has started) and `config_history/` (one entry per start;
+atlas_t5x/resume.py, which also refuses a restart with another schedule, mixture or vocabulary).
+Progress: a bar on a terminal, else an absl INFO line per row (atlas_t5x/train_progress.py).
+One train.jsonl row per flush:
 
   run, step (train steps done), loss (mean over the steps since the last row of the per-step
   token-mean cross-entropy, nats/token), grad_norm (last step, before clipping), lr (applied at
@@ -45,7 +48,6 @@ import logging
 import math
 import os
 import signal
-import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -56,11 +58,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from etils import epath
-from flax import struct
 from jax.experimental import multihost_utils
 
-from atlas_t5x import checkpoints, cooldown, logio, losses, models, optim, partitioning, plans, run_lock
+from atlas_t5x import (checkpoints, cooldown, logio, losses, models, optim, partitioning, plans, resume, run_lock,
+                       train_progress)
 from atlas_t5x.callbacks import Callback, RunInfo, StepContext, due_callbacks, validate_callbacks
+from atlas_t5x.train_state import TrainState  # also importable as trainer.TrainState (older code)
 
 # Batch keys the model consumes on device; decoder_lang_ids stay on the host (accounting).
 MODEL_INPUT_KEYS = (
@@ -91,15 +94,6 @@ _PEAK_BF16_FLOPS = (
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss or gradient norm became NaN or Inf."""
-
-
-@struct.dataclass
-class TrainState:
-    """Everything a step updates: step (optimizer steps done, int32), params, opt_state."""
-
-    step: jax.Array
-    params: Any
-    opt_state: optax.OptState
 
 
 @functools.lru_cache(maxsize=None)
@@ -453,6 +447,7 @@ def train(
     num_microbatches: int = 1,
     cooldown_at_tokens: Sequence[int] = (),
     cooldown_fraction: float | None = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Trains `model_config` on `pipeline_factory()` for `total_steps`, resuming from model_dir.
 
@@ -477,7 +472,8 @@ def train(
       async_checkpointing: write checkpoints in the background.
       callbacks: called when step % cb.every_steps == 0 and at the final step.
       init_from: finetune: load params only from this model_dir / checkpoint folder (fresh
-        optimizer, schedule from step 0). Ignored when model_dir already has a checkpoint.
+        optimizer, schedule from step 0). When model_dir already has a checkpoint the run resumes
+        from it, but `init_from` must still hold a checkpoint (and be the one the run started from).
       run_name: RunInfo.run (default: model_dir's basename).
       peak_flops_per_device: peak FLOP/s per device for MFU; None = the data-sheet dense bf16
         peak of a known accelerator (`lookup_peak_flops`), on CPU the theoretical peak of the
@@ -497,6 +493,10 @@ def train(
         `<run>-cd<tokens>` with schedule_phase "cooldown_end"; the trunk then continues unchanged.
       cooldown_fraction: branch length as a fraction of the branch point's steps; None = the
         trunk's own `make_schedule.decay_fraction`.
+      allow_config_change: resume even though the schedule, mixture, vocabulary or init_from
+        differ from the checkpoint's (atlas_t5x/resume.py); each change is logged as a WARNING
+        and recorded in the checkpoint metadata and the config history. Off: such a resume stops
+        with ConfigChangedError listing every change.
 
     Returns:
       TrainResult(state, step, preempted). On SIGTERM the run checkpoints at the next step
@@ -505,6 +505,9 @@ def train(
     Raises:
       NonFiniteLossError: the loss or gradient norm was NaN/Inf at a step (named in the message).
       CheckpointMismatchError: model_dir holds a checkpoint of a different model.
+      ConfigChangedError: model_dir's checkpoint was written with another schedule, mixture,
+        vocabulary or init_from (each listed, old and new) and allow_config_change is off.
+      FileNotFoundError: init_from holds no checkpoint (also when resuming).
       NoRestorableCheckpointError: model_dir's checkpoints are all damaged (each named with why).
       RunLockedError: another trainer holds model_dir (atlas_t5x.run_lock; named in the message).
       ValueError: mesh/batch mismatch and other bad settings.
@@ -572,6 +575,9 @@ def train(
     params_sh, replicated = state_sh.params, partitioning.replicated(mesh)
 
     # Everything that can fail on a bad model_dir fails here, before anything is written.
+    settings = resume.resume_settings(schedule_args, total_steps, pipeline, init_from)
+    if init_from:  # on resume too: a finetune whose source has gone is named, not silently resumed
+        checkpoints.resolve_checkpoint(init_from)
     ckpt = checkpoints.TrainCheckpointer(model_dir_path, keep=keep_checkpoints, async_save=async_checkpointing)
     shapes = checkpoints.param_shapes(abstract_state.params)
     # The newest checkpoint that verifies; damaged newer ones are logged and moved aside.
@@ -581,19 +587,36 @@ def train(
     def fresh_state(params):
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
-    init = "scratch"
+    init, config_changes, change_log = "scratch", [], []
     if restored is not None:
         _, state, pipeline_state, meta = restored
+        where = str(ckpt.directory / str(resume_step))
+        recorded = resume.settings_from_metadata(meta)
+        config_changes = resume.check_resume(recorded, settings, resume_step, where, allow_config_change)
+        if config_changes:
+            note = resume.extension_note(recorded, settings, resume_step)
+            if note:
+                logging.warning("%s", note)
+        change_log = list(meta.get("config_changes", [])) + [
+            {"step": resume_step, "setting": name, "old": old, "new": new} for name, old, new in config_changes]
         pipeline.set_state(pipeline_state)
         init = meta.get("run_info", {}).get("init", init)
-        logging.info("resumed %s at step %d", model_dir_path, resume_step)
+        how = f"resumed from {where}"
+        tokens_seen = int(pipeline.accounting().total)  # on every process: a pipeline may gather
         if is_chief:
+            train_progress.log.info("%s", train_progress.describe_start(
+                "resumed", resume_step, total_steps, tokens_seen, where))
             _truncate_log(model_dir_path / "logs" / "train.jsonl", resume_step)
     elif init_from:
         params, init = checkpoints.load_params(init_from, abstract_state.params)
         state = jax.jit(fresh_state, in_shardings=(params_sh,), out_shardings=state_sh)(params)
-        logging.info("finetuning from %s", init)
+        how = f"finetune from {init}"
+        if is_chief:
+            train_progress.log.info("%s", train_progress.describe_start("finetune", 0, total_steps, 0, init))
     else:
+        how = "from scratch"
+        if is_chief:
+            train_progress.log.info("%s", train_progress.describe_start("scratch", 0, total_steps, 0, None))
         with partitioning.axis_rules(mesh):
             state = jax.jit(lambda k: fresh_state(nn.meta.unbox(model.init(k, dummy_tokens)["params"])),
                             out_shardings=state_sh)(init_key)
@@ -617,6 +640,8 @@ def train(
         "param_layout": checkpoints.param_layout(shapes),
         "run_info": dataclasses.asdict(run_info),
         "total_steps": total_steps,
+        "resume_settings": settings,  # compared when the run restarts (atlas_t5x/resume.py)
+        "config_changes": change_log,  # settings changed on resume with train.allow_config_change
     }
     for cb in callbacks:  # every data source the run will read (eval-only languages too), before step 0
         check_inputs = getattr(cb, "check_inputs", None)
@@ -625,7 +650,9 @@ def train(
     if is_chief:
         if resume_step is None:
             _clear_stale_logs(model_dir_path / "logs")
-        logio.write_atomic(model_dir_path / "config.gin", gin.operative_config_str())
+        config_text = gin.operative_config_str()
+        logio.write_atomic(model_dir_path / "config.gin", config_text)
+        resume.write_history(model_dir_path, config_text, start_step, how, config_changes)
 
     batch_sh = partitioning.batch_sharding(mesh)
     metric_sh = {k: replicated for k in ("loss", "n_tokens", "grad_norm", "lr")}
@@ -653,7 +680,7 @@ def train(
                           peak * jax.device_count(), model_flops_per_step)
     stop = _StopFlag()
     stop.install()
-    progress = _progress_bar(total_steps, start_step, is_chief)
+    progress = train_progress.ProgressReporter(total_steps, start_step, is_chief)
 
     def context(step: int) -> StepContext:
         # a run's last evaluation is its completed schedule: "final" (atlas_t5x.schema)
@@ -694,6 +721,7 @@ def train(
     step = start_step
     preempted = False
     logger.start(step, pipeline.accounting())
+    progress.start()
     try:
         with partitioning.axis_rules(mesh):
             while step < total_steps:
@@ -710,7 +738,7 @@ def train(
                 if final or save_now or run_callbacks or step % log_every_steps == 0:
                     row = logger.flush(pending, pipeline.accounting(), phase_of(step), ckpt)
                     pending = []
-                    progress.set_postfix(loss=f"{row['loss']:.4f}")
+                    progress.report(row)
                 # Callbacks before the checkpoint: a run killed inside a callback resumes from an
                 # earlier checkpoint and repeats this step's callbacks (eval rows are never lost).
                 for cb in run_callbacks:
@@ -732,12 +760,6 @@ def train(
         finally:
             stop.uninstall()  # only now: a SIGTERM during the final wait must not kill the write
     return TrainResult(state=state, step=step, preempted=preempted, last_log=row)
-
-
-def _progress_bar(total: int, initial: int, is_chief: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", disable=not (is_chief and sys.stderr.isatty()))
 
 
 class _TrainLogger:

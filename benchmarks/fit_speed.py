@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import optimize  # noqa: E402
 
-from atlas_t5x.scaling import bootstrap, data, engine  # noqa: E402
+from atlas_t5x.scaling import bootstrap, points as points_lib, engine, table_fit  # noqa: E402
 from atlas_t5x.scaling.laws import LAWS  # noqa: E402
 from atlas_t5x.scaling.objectives import huber  # noqa: E402
 
@@ -140,17 +140,17 @@ def main(argv=None) -> int:
           f"{ci['beta']['hi']:.3f} (Epoch: 0.317–0.373, 0.331–0.415)")
 
     # 3. multilingual ATLAS
-    points, truth = data.synthetic_study(evals_per_run=6, seed=0)
+    points, truth = points_lib.synthetic_study(evals_per_run=6, seed=0)
     rng = np.random.default_rng(0)
     parts = []
     for target, sub in points.groupby("target"):
         parts.append(sub.iloc[np.sort(rng.choice(len(sub), 200, replace=False))])
     points = pd.concat(parts).reset_index(drop=True)
-    spec = engine.FitSpec(law="atlas")
+    spec = table_fit.FitSpec(law="atlas")
     t = time.perf_counter()
-    fitted = engine.fit_points(spec, points)
+    fitted = table_fit.fit_points(spec, points)
     atlas_cold = time.perf_counter() - t
-    atlas_warm, fitted = median_time(lambda: engine.fit_points(spec, points), 2)
+    atlas_warm, fitted = median_time(lambda: table_fit.fit_points(spec, points), 2)
     n_params = {len(r.params) for r in fitted.fits.values()}
     err = max(abs(r.params["beta"] - truth[t]["beta"]) for t, r in fitted.fits.items())
     print(f"\n[3] multilingual ATLAS ({'/'.join(map(str, sorted(n_params)))} parameters), "

@@ -25,6 +25,11 @@ the first batch (pipeline construction included), tokens/s per host over `--synt
 batches, and the process's peak RSS. The RSS should not grow with the corpus.
 
     python benchmarks/input_pipeline.py --synthetic=30,300 --seq_len=512 --global_batch=16
+
+`--cached` also builds the seqio cache of each synthetic root's train splits
+(`atlas_t5x.preprocess.seqio_cache`, Beam DirectRunner, timed, bytes per token) and measures the
+same pipeline reading it (`make_train_pipeline.use_cached=True`) in another fresh process: the
+"cached" rows. The batches are the same; only where the token ids come from differs.
 """
 
 from __future__ import annotations
@@ -61,7 +66,10 @@ def parse_args(argv):
                         help="comma-separated synthetic MADLAD root sizes in MB of text (streaming mode)")
     parser.add_argument("--synthetic_batches", type=int, default=1500,
                         help="batches timed per size (enough to encode many blocks per language)")
+    parser.add_argument("--cached", action="store_true",
+                        help="with --synthetic: also build the seqio cache and measure the cached pipeline")
     parser.add_argument("--measure", nargs=2, metavar=("ROOT", "STATS"), help=argparse.SUPPRESS)
+    parser.add_argument("--cache_dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--mixture", default="uniform12",
                         help='"uniform12" (the K=12 languages above) or any get_mixture name')
     args = parser.parse_args(argv)
@@ -160,7 +168,8 @@ def measure_streaming(args) -> dict:
     mixture = mixtures.temperature(unique, 3.33)
     pipe = pipeline.make_train_pipeline(mixture, vocab=args.vocab, seq_len=args.seq_len,
                                         global_batch=args.global_batch, root=root, stats_path=stats_path,
-                                        process_index=0, process_count=1)
+                                        process_index=0, process_count=1, use_cached=bool(args.cache_dir),
+                                        cache_dirs=[args.cache_dir] if args.cache_dir else [])
     first = next(pipe)
     first_batch_s = time.perf_counter() - start
     tokens = int(first["decoder_loss_weights"].sum())
@@ -188,7 +197,7 @@ def synthetic_benchmark(args) -> int:
     print(f"vocab {args.vocab}, seq_len {args.seq_len}, global batch {args.global_batch}, "
           f"{args.synthetic_batches} batches timed; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"{'text MB':>8} {'gzip MB':>8} {'langs':>5} {'shards':>6} {'stats s':>8} {'first batch s':>13} "
-          f"{'tokens/s':>10} {'peak RSS MB':>11}")
+          f"{'tokens/s':>10} {'peak RSS MB':>11} {'mode':>6}")
     for size in [float(x) for x in args.synthetic.split(",")]:
         with tempfile.TemporaryDirectory(prefix="atlas_stream_bench_") as tmp:
             root = os.path.join(tmp, "madlad")
@@ -199,16 +208,45 @@ def synthetic_benchmark(args) -> int:
             start = time.perf_counter()
             stats.compute_stats(root, sorted(sizes), args.vocab, path=stats_path, workers=2, progress=False)
             stats_s = time.perf_counter() - start
-            child = subprocess.run(
-                [sys.executable, __file__, "--measure", root, stats_path, f"--vocab={args.vocab}",
-                 f"--seq_len={args.seq_len}", f"--global_batch={args.global_batch}",
-                 f"--synthetic_batches={args.synthetic_batches}"],
-                capture_output=True, text=True, check=True)
-            result = json.loads(child.stdout.strip().splitlines()[-1])
-            print(f"{size:8.0f} {gzip_mb:8.1f} {result['languages']:5d} {len(paths):6d} {stats_s:8.1f} "
-                  f"{result['first_batch_s']:13.2f} {result['tokens_per_s']:10,.0f} {result['peak_rss_mb']:11.0f}",
-                  flush=True)
+            modes = {"stream": ""}
+            if args.cached:
+                modes["cached"] = os.path.join(tmp, "seqio_cache")
+                cache_s, cache_bytes, cache_tokens = build_cache(root, sorted(sizes), args.vocab, stats_path,
+                                                                 modes["cached"])
+                print(f"seqio cache of the train splits: built in {cache_s:.1f} s (Beam DirectRunner, in "
+                      f"process), {cache_bytes / 1e6:.1f} MB for {cache_tokens:,} tokens = "
+                      f"{cache_bytes / cache_tokens:.2f} bytes/token", flush=True)
+            for mode, cache_dir in modes.items():
+                child = subprocess.run(
+                    [sys.executable, __file__, "--measure", root, stats_path, f"--vocab={args.vocab}",
+                     f"--seq_len={args.seq_len}", f"--global_batch={args.global_batch}",
+                     f"--synthetic_batches={args.synthetic_batches}", f"--cache_dir={cache_dir}"],
+                    capture_output=True, text=True, check=True)
+                result = json.loads(child.stdout.strip().splitlines()[-1])
+                print(f"{size:8.0f} {gzip_mb:8.1f} {result['languages']:5d} {len(paths):6d} {stats_s:8.1f} "
+                      f"{result['first_batch_s']:13.2f} {result['tokens_per_s']:10,.0f} "
+                      f"{result['peak_rss_mb']:11.0f} {mode:>6}", flush=True)
     return 0
+
+
+def build_cache(root: str, languages: list[str], vocab: str, stats_path: str,
+                cache_dir: str) -> tuple[float, int, int]:
+    """(seconds, bytes, tokens) of the seqio cache of the languages' train splits."""
+    import glob
+    import json
+
+    from atlas_t5x.preprocess import seqio_cache
+
+    start = time.perf_counter()
+    seqio_cache.cache_madlad_tasks(languages, cache_dir, root, vocab, stats_path, splits=["train"])
+    seconds = time.perf_counter() - start
+    size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(cache_dir, "*", "train.tfrecord-*")))
+    tokens = 0
+    for path in glob.glob(os.path.join(cache_dir, "*", "stats.train.json")):
+        with open(path, encoding="utf-8") as f:
+            counts = json.load(f)
+        tokens += counts["targets_tokens"] + counts["examples"]
+    return seconds, size, tokens
 
 
 def main(argv=None) -> int:

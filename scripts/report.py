@@ -1,60 +1,9 @@
 #!/usr/bin/env python
-"""Turns a folder of exported logs into one Markdown report (fits, held-out R², transfer, curse,
-pretrain-vs-finetune crossover), with its plots beside it.
+"""Thin wrapper of `atlas-report` (atlas_t5x/cli/report.py); run `atlas-report --help` for its flags."""
 
-  python scripts/report.py out/demo/runs --out out/demo/report
-  python scripts/report.py logs.csv --out report --laws csl atlas --loss-field loss_unigram_norm
-
-LOGS may be a folder of runs (searched for eval.jsonl), one eval.jsonl, or a table written by
-scripts/export_logs.py. Sections whose runs are missing say so in the report. Also writes
-OUT/report.json (each section's status, tables with raw values, figures). Exits with code 2 on
-bad input, before anything is written.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from atlas_t5x import logio, schema  # noqa: E402
-from atlas_t5x.scaling import curves as cv  # noqa: E402
-from atlas_t5x.scaling import report  # noqa: E402
-from atlas_t5x.scaling.laws import LAW_NAMES  # noqa: E402
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("logs", help="folder of runs, eval.jsonl, or exported CSV/Parquet table")
-    parser.add_argument("--out", required=True, help="output folder (report.md and plots)")
-    parser.add_argument("--laws", nargs="*", default=list(report.DEFAULT_LAWS), choices=LAW_NAMES,
-                        help="laws fitted per target")
-    parser.add_argument("--loss-field", default="loss", choices=("loss", "loss_unigram_norm", "bits_per_byte"))
-    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
-    parser.add_argument("--points", default="default", choices=["default", "stable", "stable_offset", "all"],
-                        help="which evaluations are fitted points (default: cooldown-branch ends and final "
-                             "evaluations, i.e. completed schedules)")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        path = report.build_report(args.logs, args.out, laws=args.laws, loss_field=args.loss_field,
-                                   seed=args.seed, points=args.points)
-    except (cv.CurveError, schema.SchemaError, logio.LogFormatError, OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    doc = json.loads((path.parent / "report.json").read_text(encoding="utf-8"))
-    print(f"wrote {path} and {path.parent / 'report.json'}")
-    for title, section in doc["sections"].items():
-        figures = f"; figures: {', '.join(section['figures'])}" if section["figures"] else ""
-        print(f"  {title}: {section['status']}{figures}")
-    return 0
-
+from atlas_t5x.cli.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,126 +1,12 @@
 #!/usr/bin/env python
-"""Expands a sweep spec into gin-configured training runs; runs them locally or prints them.
+"""Run or print a sweep: thin wrapper around `atlas_t5x.cli.sweep` (the `atlas-sweep` console script).
 
-  python scripts/sweep.py gin/sweeps/demo.yaml --out out/sweep            # run locally, in sequence
-  python scripts/sweep.py gin/sweeps/paper.yaml --out /data/atlas --print # commands for a scheduler
-
-Every language, scale, mixture and finetune source is checked before anything trains (exit 2
-naming the bad value). Locally, finished runs are skipped and unfinished ones resume from their
-newest checkpoint; by default all runs share this Python process (and JAX's compile cache);
-`--subprocess` starts one `scripts/train.py` per run instead. `--print` writes each run's
-generated gin file (MODEL_DIR/sweep_run.gin) and prints one command per line, finetunes after
-their sources: absolute paths, the vocabulary, `MADLAD_DIR` (`--corpus`, else the shell's
-`$MADLAD_DIR`) and the scale's sharding plan for `--target` (mesh, remat, micro-batches;
-`atlas_t5x.plans`), plus the multi-host start on multi-host slices. It also writes OUT/launch/sweep.sbatch and
-submit.sh (SLURM, GPU targets) or OUT/launch/tpu_vm.sh (TPU targets; `atlas_t5x.launch`). Options `--print` cannot
-honour (`--subprocess`, `--no-progress`) are refused.
+  python scripts/sweep.py gin/sweeps/demo.yaml --out out/sweep [--print]
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from atlas_t5x import sweeps  # noqa: E402
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("spec", help="sweep spec (YAML)")
-    parser.add_argument("--out", required=True, help="sweep folder; runs go to OUT/runs/<run>")
-    parser.add_argument("--print", dest="print_only", action="store_true",
-                        help="print the train commands instead of running them")
-    parser.add_argument("--subprocess", action="store_true", help="one scripts/train.py process per run")
-    parser.add_argument("--only", default=None, help="comma-separated run names to run")
-    parser.add_argument("--corpus", default=None,
-                        help="MADLAD-layout corpus root (default: $MADLAD_DIR or embedded)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--target", default=None,
-                        help="--print: the accelerator slice the plans are made for (default gpu_8x80gb; "
-                             "see atlas_t5x.plans.TARGETS)")
-    args = parser.parse_args(argv)
-    from atlas_t5x import plans
-
-    if args.print_only:
-        refused = [flag for flag, given in (("--subprocess", args.subprocess), ("--no-progress", args.no_progress))
-                   if given]
-        if refused:
-            parser.error(f"--print cannot honour {', '.join(refused)} (it starts nothing): drop "
-                         f"{'it' if len(refused) == 1 else 'them'}")
-        args.target = args.target or "gpu_8x80gb"
-        if args.target not in plans.TARGETS:
-            parser.error(f"unknown --target {args.target!r}; valid: {', '.join(plans.TARGETS)}")
-    elif args.target is not None:
-        parser.error("--target only applies to --print (local runs use this machine's devices)")
-    return args
-
-
-def summary(sweep: sweeps.Sweep) -> str:
-    lines = [f"sweep {sweep.name!r} from {sweep.source}: {len(sweep.runs)} runs",
-             f"  {'run':<34} {'scale':<8} {'mixture':<22} {'tokens':>14} {'steps':>7}  init"]
-    for r in sweeps.execution_order(sweep.runs):
-        lines.append(f"  {r.name:<34} {r.scale:<8} {r.mixture:<22} {r.tokens:>14,} {r.total_steps:>7}  "
-                     f"{r.init_from or 'scratch'}")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    corpus_languages = None
-    try:
-        if not args.print_only:
-            from atlas_t5x.data import madlad
-
-            corpus_languages = madlad.available_languages(madlad.resolve_madlad_dir(args.corpus))
-        sweep = sweeps.load_sweep(args.spec, corpus_languages=corpus_languages)
-        sweeps.check_runnable(sweep, local=not args.print_only)
-        only = None
-        if args.only:
-            only = [name.strip() for name in args.only.split(",") if name.strip()]
-            unknown = sorted(set(only) - {r.name for r in sweep.runs})
-            if unknown:
-                raise sweeps.SweepError(f"--only names unknown run(s) {unknown}")
-    except (sweeps.SweepError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-    if args.print_only:
-        from atlas_t5x import launch, plans
-
-        out = Path(args.out).resolve()
-        target = plans.TARGETS[args.target]
-        runs = [r for r in sweep.runs if only is None or r.name in only]
-        try:
-            launched = launch.prepare(runs, out, target)
-            for item in launched:
-                sweeps.write_run_gin(item.run, out)
-        except sweeps.SweepError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        files = launch.write_launch_files(launched, sweep.name, out, target, args.corpus)
-        for item in launched:
-            print(launch.command_line(item.argv, args.corpus))
-        print(f"# {len(launched)} runs for {target.description}; gin files under {out / 'runs'}; launch files: "
-              + ", ".join(str(p) for p in files.values()), file=sys.stderr)
-        return 0
-
-    print(summary(sweep))
-    if corpus_languages is not None and args.corpus:
-        import os
-
-        os.environ["MADLAD_DIR"] = args.corpus
-    if not args.subprocess:
-        sweeps.enable_compile_cache(Path(args.out) / "jax_cache")
-    status = sweeps.run_locally(sweep, args.out, in_process=not args.subprocess,
-                                progress=not args.no_progress, only=only)
-    counts = {s: sum(1 for v in status.values() if v == s) for s in ("finished", "skipped", "preempted")}
-    print(f"sweep {sweep.name!r}: {counts['finished']} trained, {counts['skipped']} already finished, "
-          f"{counts['preempted']} preempted; logs under {Path(args.out) / 'runs'}/*/logs/eval.jsonl")
-    return 0 if not counts["preempted"] else 1
-
+from atlas_t5x.cli.sweep import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,11 +4,13 @@ Each Task streams `atlas_t5x.data.madlad.MadladSource(lang, root)` (hash splits 
 validation / test; seqio.ShardInfo honoured; no step reads a whole language) and produces one
 feature, "targets": the document's text tokenised with the chosen vocabulary (the shipped corpus
 SentencePiece model by default), with EOS appended after any trimming to the requested sequence
-length. A `seqio.CacheDatasetPlaceholder` after tokenisation lets seqio's `cache_tasks_main` (or
-the Beam pipeline) cache the token ids, one example per document. Any of the MADLAD-400 codes in
+length, plus "source_line" (the document's line in its shard file: the position the trainer's
+exact stream and resume use). A `seqio.CacheDatasetPlaceholder` after tokenisation lets seqio's
+`cache_tasks_main` (or the Beam pipeline, `atlas_t5x.preprocess.seqio_cache`) cache the token ids,
+one example per document; the trainer reads such a cache (`make_train_pipeline.use_cached`). Any of the MADLAD-400 codes in
 `atlas_t5x.languages.LANGUAGES` can be registered for a root that holds it.
 
-`import tasks` registers the languages of the root resolved at import time; to use a root bound
+`import atlas_t5x_tasks` registers the languages of the root resolved at import time; to use a root bound
 later with gin, call `register_madlad_tasks()` (gin-configurable) after parsing the config.
 """
 
@@ -23,6 +25,7 @@ from atlas_t5x.data import madlad
 from atlas_t5x.data import vocab as vocab_lib
 
 TASK_PREFIX = "madlad_"
+SOURCE_LINE = "source_line"  # int64: the document's 0-based line in its shard file (provenance)
 
 
 def task_name(lang: str) -> str:
@@ -46,7 +49,8 @@ def madlad_task(lang: str, root: str | None = None, vocab_name="corpus_spm",
         task_name(source.lang),
         source=source,
         preprocessors=[
-            functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
+            functools.partial(seqio.preprocessors.rekey,
+                              key_map={"targets": "text", SOURCE_LINE: "line"}),
             seqio.preprocessors.tokenize,
             seqio.CacheDatasetPlaceholder(),
             seqio.preprocessors.append_eos_after_trim,

@@ -29,7 +29,7 @@ import numpy as np
 import seqio
 
 from atlas_t5x.data import mixtures as mixtures_lib
-from tasks.madlad import task_name
+from .madlad import task_name
 
 MIXTURE_PREFIX = "madlad_"
 SAMPLE_DOCUMENTS = 1000  # documents per Task for the mean-tokens-per-document estimate
@@ -66,7 +66,7 @@ def register_mixture(mixture: mixtures_lib.Mixture) -> str:
     missing = [lang for lang in mixture.languages if task_name(lang) not in registered]
     if missing:
         raise ValueError(f"mixture {mixture.name!r}: no seqio Task registered for {missing} "
-                         f"(register them with tasks.madlad.register_madlad_task)")
+                         f"(register them with atlas_t5x_tasks.madlad.register_madlad_task)")
     name = mixture_name(mixture)
     if name in seqio.MixtureRegistry.names():
         seqio.MixtureRegistry.remove(name)

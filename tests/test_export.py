@@ -1,8 +1,7 @@
-"""scripts/export_logs.py and atlas_t5x.eval.export: many runs' eval logs → one CSV/Parquet table."""
+"""atlas-export and atlas_t5x.logs (the one log reader): many runs' eval logs → one CSV/Parquet table."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -10,17 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from atlas_t5x import logio, schema
-from atlas_t5x.eval import export
+from atlas_t5x import logio, logs, schema
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_cli():
-    spec = importlib.util.spec_from_file_location("export_logs_cli", REPO / "scripts" / "export_logs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from atlas_t5x.cli import export as export_cli
+
+    return export_cli
 
 
 def make_row(run: str, step: int, target: str, langs=("en", "sw"), **overrides) -> dict:
@@ -71,7 +68,7 @@ def study(tmp_path: Path) -> Path:
 
 
 def test_export_round_trips_through_csv_and_parquet(study: Path, tmp_path: Path) -> None:
-    rows = export.export_logs([study], csv_path=tmp_path / "t.csv", parquet_path=tmp_path / "t.parquet")
+    rows = logs.export_logs([study], csv_path=tmp_path / "t.csv", parquet_path=tmp_path / "t.parquet")
     assert len(rows) == 6 + 6
     csv = pd.read_csv(tmp_path / "t.csv")
     # Dict fields flattened; languages a run did not train on are empty cells.
@@ -79,11 +76,20 @@ def test_export_round_trips_through_csv_and_parquet(study: Path, tmp_path: Path)
     b_rows = csv[csv["run"] == "b"]
     assert b_rows["tokens_by_lang.en"].isna().all()
     assert (b_rows["tokens_by_lang.yo"] == b_rows["step"] * 100).all()
-    parquet = pd.read_parquet(tmp_path / "t.parquet")
-    assert json.loads(parquet.loc[0, "tokens_by_lang"]) == rows[0]["tokens_by_lang"]
+    # Parquet: per-language fields are native map columns, the mixture a struct
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "t.parquet")
+    assert table.schema.field("tokens_by_lang").type == pa.map_(pa.string(), pa.int64())
+    assert table.schema.field("epochs_by_lang").type == pa.map_(pa.string(), pa.float64())
+    assert table.schema.field("mixture").type == pa.struct(
+        [("name", pa.string()), ("weights", pa.map_(pa.string(), pa.float64()))])
+    first = table.slice(0, 1).to_pylist()[0]
+    assert dict(first["tokens_by_lang"]) == rows[0]["tokens_by_lang"]
     expected = sorted((r["run"], r["step"], r["target"]) for r in rows)
     for path in ("t.csv", "t.parquet"):
-        back = export.read_table(tmp_path / path)
+        back = logs.read_table(tmp_path / path)
         assert [schema.row_key(r) for r in back] == expected
         by_key = {schema.row_key(r): r for r in back}
         for r in rows:
@@ -99,7 +105,7 @@ def test_truncated_last_line_keeps_complete_rows_and_warns_once(study: Path, tmp
         f.write(json.dumps(make_row("a", 20, "en"))[:57])  # crash mid-write
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows = export.export_logs([log], csv_path=tmp_path / "t.csv")
+        rows = logs.export_logs([log], csv_path=tmp_path / "t.csv")
     truncation = [w for w in caught if "truncated" in str(w.message)]
     assert len(truncation) == 1 and str(log) in str(truncation[0].message)
     assert sorted((r["step"], r["target"]) for r in rows) == [
@@ -107,20 +113,37 @@ def test_truncated_last_line_keeps_complete_rows_and_warns_once(study: Path, tmp
     ]
 
 
-def test_duplicate_keys_are_dropped_with_a_warning(study: Path) -> None:
+def test_duplicate_keys_last_write_wins_within_a_file(study: Path) -> None:
     log = study / "a" / "logs" / "eval.jsonl"
     logio.append_jsonl(log, [make_row("a", 10, "en", loss=99.0)])
-    with pytest.warns(UserWarning, match=r"dropped 1 duplicate.*\('a', 10, 'en'\)"):
-        rows = export.gather_rows(export.find_eval_logs([study]))
+    with pytest.warns(UserWarning, match=r"dropped 1 duplicate.*keeping the last write.*\('a', 10, 'en'\)"):
+        rows = logs.gather_rows(logs.find_eval_logs([study]))
     kept = [r for r in rows if schema.row_key(r) == ("a", 10, "en")]
-    assert len(kept) == 1 and kept[0]["loss"] != 99.0
+    assert len(kept) == 1 and kept[0]["loss"] == 99.0
+    assert len(rows) == 12
+
+
+def test_identical_duplicates_are_one_row_and_differing_ones_across_files_are_refused(study: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy" / "a" / "logs" / "eval.jsonl"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes((study / "a" / "logs" / "eval.jsonl").read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # identical rows: no warning
+        rows = logs.gather_rows(logs.find_eval_logs([study, copy]))
+    assert len(rows) == 12
+    logio.append_jsonl(copy, [make_row("a", 20, "en")])
+    assert len(logs.gather_rows(logs.find_eval_logs([study, copy]))) == 13   # new key: kept
+    other = tmp_path / "other" / "a" / "logs" / "eval.jsonl"
+    logio.append_jsonl(other, [make_row("a", 10, "en", loss=5.0)])
+    with pytest.raises(logs.LogError, match=r"run 'a' step 10 target 'en' has different rows in .*two runs share the name"):
+        logs.gather_rows(logs.find_eval_logs([study, other]))
 
 
 def test_mixed_schema_versions_are_refused(study: Path, tmp_path: Path) -> None:
     write_run(study, "c", [make_row("c", 0, "en", schema_version=2)])
     mixed = r"mixed schema versions.*schema_version 2 in .*c/logs/eval.jsonl"
     with pytest.raises(schema.SchemaError, match=mixed):
-        export.export_logs([study])
+        logs.export_logs([study])
     cli = _load_cli()
     assert cli.main([str(study), "--out", str(tmp_path / "t")]) == 2
     assert not (tmp_path / "t.csv").exists() and not (tmp_path / "t.parquet").exists()

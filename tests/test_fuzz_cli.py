@@ -9,7 +9,6 @@ fails. Examples are derandomized (a fixed sample, the same on every machine and 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import math
@@ -25,7 +24,7 @@ from hypothesis import strategies as st
 
 from _reliability_tally import record
 from atlas_t5x import logio, schema
-from atlas_t5x.eval import export
+from atlas_t5x import logs
 from test_export import make_row
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,17 +32,10 @@ FIXED = settings(derandomize=True, database=None, deadline=None, max_examples=40
                  suppress_health_check=[HealthCheck.too_slow])
 
 
-def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_cli_fuzz", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-export_cli = _load_script("export_logs")
-plan_cli = _load_script("plan")
-transfer_cli = _load_script("transfer_matrix")
-fit_cli = _load_script("fit_atlas")
+from atlas_t5x.cli import export as export_cli  # noqa: E402
+from atlas_t5x.cli import fit as fit_cli  # noqa: E402
+from atlas_t5x.cli import plan as plan_cli  # noqa: E402
+from atlas_t5x.cli import transfer as transfer_cli  # noqa: E402
 
 
 def _run_cli(main, argv) -> tuple[int, str]:
@@ -88,7 +80,7 @@ def test_export_of_damaged_logs_is_clean_or_a_named_error(lines, keep_valid):
         assert clean, err
         assert nothing_written
         if code == 0:
-            for row in export.read_table(f"{out}.csv"):
+            for row in logs.read_table(f"{out}.csv"):
                 assert math.isfinite(row["loss"]) and row["loss"] >= 0
 
 
@@ -103,15 +95,15 @@ def test_export_refuses_or_drops_non_finite_and_negative_losses(field, value, dr
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp, "logs", "eval.jsonl")
         logio.append_jsonl(log, [make_row("r", 10, "en"), make_row("r", 20, "en", **{field: value})])
-        bad = not math.isfinite(value) or (field in export.NONNEGATIVE_FIELDS and value < 0)
+        bad = not math.isfinite(value) or (field in logs.NONNEGATIVE_FIELDS and value < 0)
         argv = [str(log), "--csv", str(Path(tmp, "t.csv"))] + (["--drop-bad-values"] if drop else [])
         code, err = _run_cli(export_cli.main, argv)
         if bad and not drop:
             ok = _clean_failure(code, err) and "row 2" in err and field in err and not Path(tmp, "t.csv").exists()
         elif bad:
-            ok = code == 0 and "dropped 1 row(s)" in err and len(export.read_table(Path(tmp, "t.csv"))) == 1
+            ok = code == 0 and "dropped 1 row(s)" in err and len(logs.read_table(Path(tmp, "t.csv"))) == 1
         else:
-            ok = code == 0 and len(export.read_table(Path(tmp, "t.csv"))) == 2
+            ok = code == 0 and len(logs.read_table(Path(tmp, "t.csv"))) == 2
         record("bad_input", "export_logs: extreme values", tried=1, ok=int(ok))
         assert ok, (field, value, drop, code, err)
 
@@ -183,7 +175,8 @@ def test_transfer_matrix_input_is_a_finite_matrix_or_a_named_error(cells, raw):
 
 # ------------------------------------------------------------------------------ train.py gin values
 
-train_cli = _load_script("train")
+from atlas_t5x.cli import train as train_cli  # noqa: E402
+
 train_cli.register_configurables()
 
 gin_value = st.one_of(
@@ -282,7 +275,7 @@ def test_fit_checks_out_before_fitting_and_warns_with_counts(tmp_path, capsys):
     (["languages", "--k=0", "--n=1e8", "--tokens-per-lang=2e9"], "--k must be a finite number > 0, got 0"),
     (["languages", "--k=4", "--n=0", "--tokens-per-lang=2e9"], "--n must be a finite number > 0, got 0"),
     (["languages", "--k=4", "--n=-1e8", "--tokens-per-lang=2e9"], "--n must be a finite number > 0"),
-    (["languages", "--w-n=-3"], "--w-n must be a finite number > 0 and < 1, got -3"),
+    (["languages", "--w-n=-3"], "--w_n must be a finite number > 0 and < 1, got -3"),
     (["languages", "--alpha=-1"], "exponent alpha must be > 0"),
     (["languages", "--r", "-2"], "must be > 0"),
     (["compute", "--law", "csl", "--params", "E=1.8,A=482,B=2085,alpha=0.35,beta=0.37", "--flops=-1e21"],
@@ -349,9 +342,9 @@ def test_table_reader_returns_schema_rows_or_a_named_error(data):
         path = Path(tmp, "t.csv")
         path.write_bytes(data)
         try:
-            rows = export.read_table(path)
+            rows = logs.read_table(path)
             ok = all(isinstance(r, dict) for r in rows)
-        except (export.ExportError, schema.SchemaError) as err:
+        except (logs.LogError, schema.SchemaError) as err:
             ok = str(path) in str(err)
         record("bad_input", "exported table reader", tried=1, ok=int(ok))
         assert ok

@@ -7,7 +7,7 @@ import pytest
 
 from atlas_t5x import logio
 from atlas_t5x.eval.live import LIVE_LOG_RELPATH, LiveLossPrediction
-from atlas_t5x.scaling import live
+from atlas_t5x.scaling import live_forecast as live
 from _analyses_rows import log_grid, run_rows
 
 

@@ -2,12 +2,10 @@
 
 import gzip
 import hashlib
-import importlib.util
 import json
 import os
 import random
 import struct
-import sys
 import uuid
 
 import gin
@@ -326,14 +324,9 @@ def _write_mo(path, messages):
 
 
 def _build_corpus_module():
-    if "build_corpus" in sys.modules:
-        return sys.modules["build_corpus"]
-    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "build_corpus.py")
-    spec = importlib.util.spec_from_file_location("build_corpus", script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_corpus"] = module   # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    from atlas_t5x.cli import build_corpus
+
+    return build_corpus
 
 
 def test_builder_keeps_real_translations_only(tmp_path):

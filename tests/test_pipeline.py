@@ -119,6 +119,24 @@ def test_set_state_rejects_other_pipelines(tmp_path):
         make_pipeline(tmp_path, {"en": 0.5, "fr": 0.5}, process_index=0, process_count=2).set_state(a.get_state())
 
 
+def test_use_cached_without_a_cache(tmp_path):
+    """No seqio cache: "auto" streams, True names the missing Tasks and the folders searched, and
+    neither leaves seqio's global cache dirs without the configured folder first (the full cached
+    path: tests/test_preprocess_cache.py, which builds caches on Beam)."""
+    saved = list(seqio.get_global_cache_dirs())
+    empty = str(tmp_path / "no_cache")
+    try:
+        assert make_pipeline(tmp_path, {"en": 0.5, "fr": 0.5}, use_cached="auto", cache_dirs=[empty]).cache_dirs == {}
+        assert seqio.get_global_cache_dirs()[0] == empty
+        with pytest.raises(ValueError, match=r"use_cached=True: no complete seqio cache \(COMPLETED\) of "
+                                             r"\['madlad_en', 'madlad_fr'\] in the cache folders \['" + empty):
+            make_pipeline(tmp_path, {"en": 0.5, "fr": 0.5}, use_cached=True, cache_dirs=[empty])
+        with pytest.raises(ValueError, match="use_cached must be 'auto', True or False, got 1"):
+            make_pipeline(tmp_path, {"en": 0.5, "fr": 0.5}, use_cached=1)
+    finally:
+        seqio.set_global_cache_dirs(saved)
+
+
 def test_processes_read_disjoint_shards_of_the_same_global_batch(tmp_path):
     weights = {"en": 0.6, "fr": 0.25, "yo": 0.15}
     whole = make_pipeline(tmp_path, weights, n_docs={"yo": 12}, global_batch=8, num_input_shards=2)
@@ -379,8 +397,8 @@ def test_gin_mixture_files_select_the_mixture(gin_name, mixture_name):
 
 
 def test_seqio_mixtures_registered_over_madlad_tasks():
-    import tasks
-    from tasks import mixtures as task_mixtures
+    import atlas_t5x_tasks as tasks
+    from atlas_t5x_tasks import mixtures as task_mixtures
 
     names = task_mixtures.MADLAD_MIXTURES
     assert {"madlad_4v0", "madlad_bilingual_es_pt", "madlad_monolingual_en"} <= set(names)

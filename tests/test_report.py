@@ -89,10 +89,10 @@ def test_cli_report_and_transfer_matrix_read_a_folder_of_runs(tmp_path, capsys):
     doc = json.loads((tmp_path / "tm" / "transfer.json").read_text())
     assert doc["stats"]["same_script_mean"] == pytest.approx(0.436, abs=1e-3)
     # the matrix CSV has the shared data's layout: fit_atlas.py --transfer_matrix reads it back
-    from atlas_t5x.scaling import data
+    from atlas_t5x.scaling import points as points_lib
 
     assert (tmp_path / "tm" / "bts_matrix.csv").read_text().startswith("target\\source,de,en")
-    assert data.load_transfer_matrix(tmp_path / "tm" / "bts_matrix.csv").loc["de", "en"] == pytest.approx(0.436, abs=1e-3)
+    assert points_lib.load_transfer_matrix(tmp_path / "tm" / "bts_matrix.csv").loc["de", "en"] == pytest.approx(0.436, abs=1e-3)
     assert tm.main([str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     rep = _script("report")
     assert rep.main([str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
@@ -103,17 +103,17 @@ def test_cli_plan_writes_json_and_rejects_bad_input(tmp_path, capsys):
     plan = _script("plan")
     out = tmp_path / "c.json"
     assert plan.main(["compute", "--law", "csl", "--params", "E=1.8,A=482,B=2085,alpha=0.348,beta=0.366",
-                      "--flops", "1e21", "--out-json", str(out)]) == 0
+                      "--flops", "1e21", "--out_json", str(out)]) == 0
     doc = json.loads(out.read_text())
     (p,) = doc["plans"]
     assert p["params"] == pytest.approx(p["closed_form"][0], rel=1e-4) and p["unique_tokens"] is None
-    assert plan.main(["crossover", "--params", "2.03e9", "--out-json", str(tmp_path / "x.json")]) == 0
+    assert plan.main(["crossover", "--params", "2.03e9", "--out_json", str(tmp_path / "x.json")]) == 0
     tokens = json.loads((tmp_path / "x.json").read_text())["at"]["tokens"]
     assert 144e9 <= tokens <= 283e9
-    assert plan.main(["languages", "--r", "2", "--out-json", str(tmp_path / "l.json")]) == 0
+    assert plan.main(["languages", "--r", "2", "--out_json", str(tmp_path / "l.json")]) == 0
     assert json.loads((tmp_path / "l.json").read_text())["closed_form"][0]["compute_ratio"] == pytest.approx(1.96, abs=0.02)
-    assert plan.main(["languages", "--r", "2", "--k", "4", "--n", "1e9", "--tokens-per-lang", "5e10",
-                      "--out-json", str(tmp_path / "l.json")]) == 0
+    assert plan.main(["languages", "--r", "2", "--k", "4", "--n", "1e9", "--tokens_per_lang", "5e10",
+                      "--out_json", str(tmp_path / "l.json")]) == 0
     doc = json.loads((tmp_path / "l.json").read_text())
     (absolute,) = doc["absolute"]
     assert absolute["K"] == 8 and absolute["C"] / doc["baseline"]["C"] == pytest.approx(
@@ -131,7 +131,7 @@ def test_cli_plan_writes_json_and_rejects_bad_input(tmp_path, capsys):
     assert plan.main(["languages", "--fit", str(tmp_path / "multi.json")]) == 2
     assert "expected curse parameters phi, psi, alpha" in capsys.readouterr().err
     # bad --params: exit 2 before any plot is written
-    assert plan.main(["crossover", "--params", "-3", "--out-png", str(tmp_path / "x.png")]) == 2
+    assert plan.main(["crossover", "--params", "-3", "--out_png", str(tmp_path / "x.png")]) == 2
     assert not (tmp_path / "x.png").exists()
 
 
@@ -140,7 +140,7 @@ def test_analyses_do_not_import_the_trainer_flax_or_tensorflow():
     import sys
 
     code = ("import sys; from atlas_t5x.scaling import transfer, curse, crossover, planner, "
-            "mixture_planner, live, report, curves; "
+            "mixture_planner, live_forecast, report, curves; "
             "print(sorted(m for m in ('tensorflow', 'flax', 'atlas_t5x.trainer') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
@@ -154,18 +154,18 @@ def test_report_names_a_missing_partner_run_instead_of_failing(tmp_path):
 
 
 def test_exported_table_gives_the_same_transfer_scores(tmp_path):
-    from atlas_t5x.eval import export
-    from atlas_t5x.scaling import curves, transfer
+    from atlas_t5x import logs
+    from atlas_t5x.scaling import transfer
 
     rows = study_rows()
-    export.write_csv(rows, tmp_path / "logs.csv")
-    export.write_parquet(rows, tmp_path / "logs.parquet")
+    logs.write_csv(rows, tmp_path / "logs.csv")
+    logs.write_parquet(rows, tmp_path / "logs.parquet")
     direct = {(m.source, m.target): m.bts for m in transfer.measure_bts(rows)}
     for name in ("logs.csv", "logs.parquet"):
-        loaded = {(m.source, m.target): m.bts for m in transfer.measure_bts(curves.load_rows(tmp_path / name))}
+        loaded = {(m.source, m.target): m.bts for m in transfer.measure_bts(logs.read_rows(tmp_path / name))}
         assert loaded == pytest.approx(direct)
-    with pytest.raises(curves.CurveError, match="nope"):
-        curves.load_rows(tmp_path / "nope")
+    with pytest.raises(logs.LogError, match="nope: no eval log found"):
+        logs.read_rows(tmp_path / "nope")
 
 
 def test_report_names_targets_with_too_few_points(tmp_path):

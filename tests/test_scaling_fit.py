@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atlas_t5x.scaling import bootstrap, data, engine, profiles
+from atlas_t5x.scaling import bootstrap, points as points_lib, engine, table_fit, profiles
 from atlas_t5x.scaling.laws import LAWS, make_law
 from atlas_t5x.scaling.objectives import get_objective, huber, huber_log_normaliser
 
@@ -141,10 +141,10 @@ def test_run_weights_resample_whole_runs():
 
 
 def test_atlas_recovers_synthetic_parameters():
-    points, truth = data.synthetic_study(languages=("en", "de", "fr", "ja", "sw"),
+    points, truth = points_lib.synthetic_study(languages=("en", "de", "fr", "ja", "sw"),
                                          sizes=(2e7, 8e7, 3e8, 1.2e9, 5e9), noise=0.002, seed=4)
-    spec = engine.FitSpec(law="atlas", n_polish=3)
-    fitted = engine.fit_points(spec, points, ["de"])
+    spec = table_fit.FitSpec(law="atlas", n_polish=3)
+    fitted = table_fit.fit_points(spec, points, ["de"])
     res = fitted.fits["de"]
     true = truth["de"]
     assert res.converged
@@ -163,16 +163,16 @@ def test_atlas_recovers_synthetic_parameters():
 
 
 def test_transfer_languages_by_cosampling_and_matrix(tmp_path):
-    points, _ = data.synthetic_study(languages=("en", "de", "fr", "ja"), sizes=(1e8,), evals_per_run=1)
-    k = data.cosampled_languages(points, "en", 3)
+    points, _ = points_lib.synthetic_study(languages=("en", "de", "fr", "ja"), sizes=(1e8,), evals_per_run=1)
+    k = points_lib.cosampled_languages(points, "en", 3)
     assert len(k) == 3 and "en" not in k
     matrix = pd.DataFrame([[np.nan, 0.4, -0.1], [0.2, np.nan, 0.0], [0.1, 0.3, np.nan]],
                           index=["en", "de", "fr"], columns=["en", "de", "fr"])
     path = tmp_path / "m.csv"
     matrix.to_csv(path)
-    loaded = data.load_transfer_matrix(path)
-    assert data.cosampled_languages(points, "en", 1, "matrix", loaded) == ["de"]
-    assert data.tau_init("en", ["de", "fr", "ja"], loaded) == {
+    loaded = points_lib.load_transfer_matrix(path)
+    assert points_lib.cosampled_languages(points, "en", 1, "matrix", loaded) == ["de"]
+    assert points_lib.tau_init("en", ["de", "fr", "ja"], loaded) == {
         "tau_de": pytest.approx(0.25), "tau_fr": pytest.approx(-0.1 / 2.1), "tau_ja": 0.0}
 
 
@@ -187,7 +187,7 @@ def test_scaling_never_imports_tensorflow_or_flax(tmp_path):
     root = Path(__file__).resolve().parents[1]
     code = (
         "import sys, runpy\n"
-        "from atlas_t5x.scaling import bootstrap, data, engine, heldout, laws, plots, profiles\n"
+        "from atlas_t5x.scaling import bootstrap, points as points_lib, engine, heldout, laws, plots, profiles\n"
         f"sys.argv = ['fit_atlas.py', '--table', {str(tmp_path / 't.csv')!r}, '--map', 'N=n,D=d,loss=l',\n"
         f"            '--law', 'csl', '--holdout', 'random', '--bootstrap', '8',\n"
         f"            '--out', {str(tmp_path / 'fit')!r}]\n"
@@ -210,14 +210,14 @@ def test_unidentified_parameters_are_fixed_at_zero_with_a_reason():
     y = LAWS["csl"].predict({"E": 1.7, "A": 420.0, "B": 1900.0, "alpha": 0.33, "beta": 0.3}, X)
     points = pd.DataFrame({"run": [f"r{i}" for i in range(n)], "target": "all", "loss": y, "p": 0.5,
                            "K": 1.0, **X})
-    msl = engine.fit_points(engine.FitSpec("msl", grid_budget=300, n_polish=2), points).fits["all"]
+    msl = table_fit.fit_points(table_fit.FitSpec("msl", grid_budget=300, n_polish=2), points).fits["all"]
     assert msl.params["gamma"] == 0.0 and "gamma" not in msl.free_names
     assert "gamma fixed at 0: the sampling ratio p is 0.5 at every point" in msl.message
-    curse = engine.fit_points(engine.FitSpec("curse", grid_budget=300, n_polish=2), points).fits["all"]
+    curse = table_fit.fit_points(table_fit.FitSpec("curse", grid_budget=300, n_polish=2), points).fits["all"]
     assert curse.params["phi"] == curse.params["psi"] == 0.0
     assert curse.params["alpha"] == pytest.approx(0.33, abs=1e-3)
     with pytest.raises(engine.FitError, match="fix alpha instead of beta"):
-        engine.fit_points(engine.FitSpec("csl", tied=True, fixed=(("beta", 0.3),)), points)
+        table_fit.fit_points(table_fit.FitSpec("csl", tied=True, fixed=(("beta", 0.3),)), points)
     # bootstrap: fixed parameters get no interval
     res = engine.fit(LAWS["csl"], X, y * np.exp(0.003 * rng.standard_normal(n)), fixed={"E": 1.7}, n_polish=2)
     ci = bootstrap.bootstrap(res, X, y, points["run"], n_boot=16).intervals()
@@ -242,24 +242,28 @@ def test_curse_and_msl_recover_their_parameters(name, true):
 
 
 def test_dcsl_one_stage_reaches_at_most_the_two_stage_objective(shared_data):
-    points = data.load_table(shared_data / "datablations_182runs.csv",
-                             data.parse_map("N=params,D=tokens,U=unique_tokens,loss=val_loss"))
-    fits = {stage: engine.fit_points(engine.FitSpec("dcsl", tied=True, dcsl_stage=stage, grid_budget=400,
+    points = points_lib.load_table(shared_data / "datablations_182runs.csv",
+                             points_lib.parse_map("N=params,D=tokens,U=unique_tokens,loss=val_loss"))
+    fits = {stage: table_fit.fit_points(table_fit.FitSpec("dcsl", tied=True, dcsl_stage=stage, grid_budget=400,
                                                     n_polish=2), points).fits["all"]
             for stage in ("two", "one")}
     assert set(fits["two"].free_names) == {"R_D", "R_N"}          # base law fixed by stage one
     assert len(fits["one"].free_names) == 6                        # E, A, B, alpha, R_D, R_N
     assert fits["one"].objective <= fits["two"].objective + 1e-12
-    assert engine.r2_score(points["loss"], fits["one"].predict(data.law_inputs(fits["one"].law, points))) > 0.9
+    assert engine.r2_score(points["loss"], fits["one"].predict(points_lib.law_inputs(fits["one"].law, points))) > 0.9
 
 
 def test_atlas_tau_starts_from_the_transfer_matrix(shared_data):
-    points, _ = data.synthetic_study(languages=("en", "es", "ca", "pt"), sizes=(1e8, 1e9), evals_per_run=2)
-    matrix = data.load_transfer_matrix(shared_data / "atlas_bts_38x38.csv")
-    law, init = engine.build_law(engine.FitSpec("atlas"), points, "es")
+    points, _ = points_lib.synthetic_study(languages=("en", "es", "ca", "pt"), sizes=(1e8, 1e9), evals_per_run=2)
+    matrix_path = shared_data / "atlas_bts_38x38.csv"
+    matrix = points_lib.load_transfer_matrix(matrix_path)
+    law, init = table_fit.build_law(table_fit.FitSpec("atlas", transfer_matrix=str(matrix_path)), points, "es")
     transfer = law.option("transfer_langs")
     assert len(transfer) == 3 and law.option("with_other")
     for lang in transfer:
         expected = max(matrix.loc["es", lang] / (2 - matrix.loc["es", lang]), 0.0)
         assert init[f"tau_{lang}"] == pytest.approx(expected)
     assert any(v > 0 for v in init.values())
+    # without a named matrix nothing beside the checkout is read: τ starts at 0
+    _, init_without = table_fit.build_law(table_fit.FitSpec("atlas"), points, "es")
+    assert set(init_without.values()) == {0.0}

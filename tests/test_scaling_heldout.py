@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from atlas_t5x.scaling import data, engine, heldout
+from atlas_t5x.scaling import points as points_lib, engine, table_fit, heldout
 
 
 @pytest.fixture(scope="module")
 def study():
-    points, truth = data.synthetic_study(languages=("en", "de", "fr", "ja"), sizes=(2e7, 8e7, 3e8, 1.2e9, 5e9),
+    points, truth = points_lib.synthetic_study(languages=("en", "de", "fr", "ja"), sizes=(2e7, 8e7, 3e8, 1.2e9, 5e9),
                                          noise=0.002, seed=5)
     return points[points["target"].isin(["de", "ja"])].reset_index(drop=True)
 
@@ -45,7 +45,7 @@ def test_split_masks(study):
 
 def test_atlas_beats_csl_on_size_and_mixture_extrapolation(study):
     fast = dict(n_polish=2, grid_budget=1500)
-    table = heldout.compare_laws({"csl": engine.FitSpec("csl", **fast), "atlas": engine.FitSpec("atlas", **fast)},
+    table = heldout.compare_laws({"csl": table_fit.FitSpec("csl", **fast), "atlas": table_fit.FitSpec("atlas", **fast)},
                                  study, splits=("N", "M"))
     r2 = table.set_index(["law", "split"])["r2"]
     assert set(table["split"]) == {"in_sample", "N", "M"}
@@ -58,14 +58,14 @@ def test_atlas_beats_csl_on_size_and_mixture_extrapolation(study):
 def test_split_that_leaves_nothing_to_fit_is_an_error(study):
     only_capacity = study[study["mixture"].str.startswith("cap4")].reset_index(drop=True)
     with pytest.raises(engine.FitError, match="split 'M' holds out every point"):
-        heldout.evaluate_split(engine.FitSpec("csl"), only_capacity, "M")
+        heldout.evaluate_split(table_fit.FitSpec("csl"), only_capacity, "M")
     mono = study[study["mixture"].str.startswith("mono")].reset_index(drop=True)
     with pytest.raises(engine.FitError, match="split 'M' holds out no point"):
-        heldout.evaluate_split(engine.FitSpec("csl"), mono, "M")
+        heldout.evaluate_split(table_fit.FitSpec("csl"), mono, "M")
 
 
 def test_leave_one_language_out_predicts_every_target(study):
-    res = heldout.evaluate_split(engine.FitSpec("csl", n_polish=2, grid_budget=1000), study, "lolo")
+    res = heldout.evaluate_split(table_fit.FitSpec("csl", n_polish=2, grid_budget=1000), study, "lolo")
     assert res.metrics["n"] == len(study)
     assert np.all(np.isfinite(res.predictions))
     assert res.metrics["mape"] < 10.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -194,7 +195,7 @@ def smoke(tmp_path_factory, compile_cache):
 
 def test_smoke_sweep_logs_pass_the_schema_and_match_planned_tokens(smoke) -> None:
     from atlas_t5x.data import accounting, madlad, mixtures, pipeline, vocab
-    from atlas_t5x.eval import export
+    from atlas_t5x import logs as export
 
     sweep, out, status = smoke
     assert status == {"mono-en-tiny0": "finished", "bi-en_cy-tiny0": "finished",
@@ -231,8 +232,11 @@ def test_smoke_sweep_logs_pass_the_schema_and_match_planned_tokens(smoke) -> Non
     source = sweep.run("mono-en-tiny0").model_dir(out)
     assert {r["init"] for r in ft_rows} == {str(source / "checkpoints" / "6")}
     assert {r["step"]: r["tokens_by_lang"] for r in ft_rows} == {2: {"cy": 2 * 8 * 16}}
-    # Finished runs are skipped on a second pass.
-    assert set(sweeps.run_locally(sweep, out, progress=False).values()) == {"skipped"}
+    # Finished runs are skipped on a second pass (and each is reported as skipped).
+    reports: list[str] = []
+    assert set(sweeps.run_locally(sweep, out, progress=False, report=reports.append).values()) == {"skipped"}
+    assert reports == [f"[{i}/3] {name}: already finished, skipped" for i, name in
+                       enumerate(["mono-en-tiny0", "bi-en_cy-tiny0", "ft-mono-en-tiny0-to-cy"], start=1)]
 
 
 def test_logged_unigram_normalised_loss_matches_an_independent_recount(smoke) -> None:
@@ -290,7 +294,10 @@ def test_a_run_killed_mid_evaluation_resumes_without_duplicate_or_missing_rows(s
     assert not sweeps.is_finished(run, out)
 
     monkeypatch.setattr(eval_callback, "score", real_score)
-    assert sweeps.run_locally(sweep, out, progress=False) == {"mono-en-tiny0": "finished"}
+    reports: list[str] = []  # the per-run lines atlas-sweep prints outside a terminal
+    assert sweeps.run_locally(sweep, out, progress=False, report=reports.append) == {"mono-en-tiny0": "finished"}
+    assert reports[0] == f"[1/1] mono-en-tiny0: training ({run.total_steps} steps, {run.tokens:,} tokens)"
+    assert len(reports) == 2 and re.fullmatch(r"\[1/1\] mono-en-tiny0: finished in \d+\.\d s", reports[1])
     rows = logio.read_jsonl(log)
     keys = [schema.row_key(r) for r in rows]
     assert len(keys) == len(set(keys)) == 9
@@ -304,11 +311,8 @@ def test_a_run_killed_mid_evaluation_resumes_without_duplicate_or_missing_rows(s
 
 
 def test_demo_plan_shrinks_every_budget_by_one_factor_to_fit_the_time() -> None:
-    import importlib.util
+    from atlas_t5x.cli import demo
 
-    module_spec = importlib.util.spec_from_file_location("demo_cli", REPO / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(demo)
     sweep = sweeps.expand_sweep(spec(
         {"family": "monolingual", "languages": ["en", "yi"], "scales": ["tiny0", "tiny1"]},
         tokens=16 * 8 * 400, eval_every=50,
@@ -319,7 +323,14 @@ def test_demo_plan_shrinks_every_budget_by_one_factor_to_fit_the_time() -> None:
     }
     full = sum(demo.estimate_seconds(r, timings[r.scale]) for r in sweep.runs)
     same, factor, estimate = demo.plan(sweep, timings, seconds_left=full + 1)
-    assert (same, factor, estimate) == (sweep, 1.0, full)
+    assert (same, factor) == (sweep, 1.0) and estimate == pytest.approx(full)
+    # Two training processes: the sweep ends when the busier one does (longest run first).
+    start = demo.WORKER_START_S
+    assert demo.makespan([5.0, 4.0, 3.0, 3.0, 1.0], workers=2) == start + 8.0   # 5+3 | 4+3+1
+    assert demo.makespan([5.0, 4.0, 3.0], workers=1) == 12.0
+    each = [demo.estimate_seconds(r, timings[r.scale]) for r in sweep.runs]
+    _, factor, estimate = demo.plan(sweep, timings, seconds_left=full / 2 + start + 1, workers=2)
+    assert factor == 1.0 and estimate == pytest.approx(demo.makespan(each, 2)) and estimate < full
     scaled, factor, estimate = demo.plan(sweep, timings, seconds_left=full * 0.7)
     assert demo.MIN_FACTOR < factor < 0.7  # per-run overheads do not shrink with the budget
     steps = [r.total_steps for r in scaled.runs]
@@ -357,15 +368,13 @@ def test_cli_refuses_a_bad_spec_before_training(tmp_path: Path, capsys) -> None:
 
 
 def test_demo_checks_flag_what_a_reader_checks_first() -> None:
-    import importlib.util
     import math
     import types
 
     from test_export import make_row
 
-    module_spec = importlib.util.spec_from_file_location("demo_cli", REPO / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(demo)
+    from atlas_t5x.cli import demo
+
     rows = []
     # yi: U = 1000 unique tokens, 100 tokens a step; the larger model is better, except at the end.
     for run, params, losses in (("small", 10, [6.0, 5.0, 4.5, 4.4]), ("big", 20, [5.5, 4.5, 4.4, 4.6])):

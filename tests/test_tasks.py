@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import seqio
 
-import tasks
+import atlas_t5x_tasks as tasks  # the repository's tasks/ folder, installed under this name
 from atlas_t5x.data import mixtures as mixtures_lib
 from atlas_t5x.data import madlad
 from atlas_t5x.data import vocab as vocab_lib

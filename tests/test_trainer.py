@@ -295,25 +295,6 @@ def test_peak_flops_lookup_by_device_kind():
     assert trainer.lookup_peak_flops("cpu") is None  # no MFU on CPU
 
 
-def test_progress_bar_only_on_an_interactive_terminal_of_the_chief(monkeypatch):
-    import io
-
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-
-    terminal = Terminal()
-    monkeypatch.setattr(sys, "stderr", terminal)
-    bar = trainer._progress_bar(10, 2, is_chief=True)  # resumed at step 2
-    assert not bar.disable
-    bar.update(3)
-    bar.close()
-    assert "5/10" in terminal.getvalue()
-    assert trainer._progress_bar(10, 0, is_chief=False).disable  # other processes of a pod
-    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a log file or pipe
-    assert trainer._progress_bar(10, 0, is_chief=True).disable
-
-
 def test_train_log_on_an_object_store_is_rewritten_whole(tmp_path, monkeypatch):
     import pathlib
 

@@ -177,7 +177,7 @@ def test_cli_writes_nothing_when_languages_lack_metadata(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("_tm_cli", path)
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    assert cli.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--d-mono", "1e8"]) == 2
+    assert cli.main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--d_mono", "1e8"]) == 2
     err = capsys.readouterr().err
     assert "no script/family metadata for 2 language(s): 'a'" in err and "'b'" in err
     assert not (tmp_path / "out").exists()

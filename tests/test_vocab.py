@@ -100,7 +100,7 @@ def test_vocabulary_card_matches_model_and_train_splits():
 
 
 def test_temperature_shares():
-    train_vocab = _load_script("train_vocab")
+    from atlas_t5x.cli import train_vocab
     sizes = {"en": 900, "fr": 90, "yi": 10}
     proportional = train_vocab.temperature_shares(sizes, 1.0)
     assert proportional == pytest.approx({"en": 0.9, "fr": 0.09, "yi": 0.01})

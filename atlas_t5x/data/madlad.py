@@ -341,7 +341,9 @@ def shard_files(paths: Sequence[str], shard_index: int, num_shards: int) -> tupl
 
 
 class MadladSource(seqio.DataSource):
-    """A streaming seqio source of one language: {"text": tf.string} per document of a split.
+    """A streaming seqio source of one language: {"text": tf.string, "line": tf.int64} per
+    document of a split ("line": its 0-based line in its shard file, which the seqio cache keeps
+    so the trainer can replay the streamed order from the cache).
 
     Reads shards line by line in a Python generator (errors name file and line), keeps the
     split's documents by hash, and honours seqio.ShardInfo (see `shard_files`). With
@@ -374,6 +376,13 @@ class MadladSource(seqio.DataSource):
                   file_order: Sequence[int] | None = None,
                   bad: BadRecords | None = None) -> Iterator[str]:
         """The split's documents of one input shard, streamed (file order optional)."""
+        for _, text in self.numbered_documents(split, shard_index, num_shards, file_order, bad):
+            yield text
+
+    def numbered_documents(self, split: str, shard_index: int = 0, num_shards: int = 1,
+                           file_order: Sequence[int] | None = None,
+                           bad: BadRecords | None = None) -> Iterator[tuple[int, str]]:
+        """(0-based line within its shard file, text) of `documents(...)`."""
         thresholds = self.thresholds()
         files, by_element = shard_files(self.paths, shard_index, num_shards)
         order = files if file_order is None else [files[i] for i in file_order]
@@ -382,7 +391,7 @@ class MadladSource(seqio.DataSource):
                 if by_element and line % num_shards != shard_index:
                     continue
                 if stats_lib.split_of(text, thresholds) == split:
-                    yield text
+                    yield line, text
 
     def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
                     shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
@@ -399,11 +408,12 @@ class MadladSource(seqio.DataSource):
             order = np.random.default_rng(seed).permutation(len(files)).tolist()
 
         def generate():
-            for text in self.documents(split, index, count, order):
-                yield {"text": text}
+            for line, text in self.numbered_documents(split, index, count, order):
+                yield {"text": text, "line": line}
 
         ds = tf.data.Dataset.from_generator(
-            generate, output_signature={"text": tf.TensorSpec((), tf.string)})
+            generate, output_signature={"text": tf.TensorSpec((), tf.string),
+                                        "line": tf.TensorSpec((), tf.int64)})
         if shuffle:
             ds = ds.shuffle(self.SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
         return ds

@@ -31,6 +31,7 @@ from typing import Callable, Mapping, Sequence
 import gin
 import numpy as np
 
+from atlas_t5x import mixture_weights
 from atlas_t5x.languages import resolve_language
 
 # The paper's capacity mixtures (spec §4, Table B.1): uniform over the listed languages.
@@ -131,16 +132,8 @@ def temperature(sizes: Mapping[str, float], temperature: float, name: str | None
       sizes: n_l per language (tokens, or any size measure), > 0.
       temperature: T > 0; T = 1 is proportional to size, T → ∞ tends to uniform.
     """
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    langs = sorted(sizes)
-    n = np.array([float(sizes[lang]) for lang in langs])
-    nonpositive = {lang: sizes[lang] for lang, v in zip(langs, n) if not v > 0}
-    if not langs or nonpositive:
-        raise ValueError(f"temperature mixture needs sizes > 0 for every language; bad: {nonpositive}")
-    log_p = np.log(n) / temperature
-    p = np.exp(log_p - log_p.max())
-    return Mixture(name or f"temperature_T{temperature:g}", dict(zip(langs, p / p.sum())))
+    rates = mixture_weights.temperature_rates(sizes, temperature)
+    return Mixture(name or f"temperature_T{temperature:g}", rates)
 
 
 def unimax(unique_tokens_by_lang: Mapping[str, int], token_budget: float, max_epochs: float,
@@ -177,17 +170,7 @@ def unimax(unique_tokens_by_lang: Mapping[str, int], token_budget: float, max_ep
 def unimax_allocation(unique_tokens_by_lang: Mapping[str, int], token_budget: float,
                       max_epochs: float) -> dict[str, float]:
     """The Unimax token allocation per language (tokens, before normalisation); see `unimax`."""
-    bad = {lang: u for lang, u in unique_tokens_by_lang.items() if not u > 0}
-    if not unique_tokens_by_lang or bad:
-        raise ValueError(f"unimax needs U > 0 for every language; bad: {bad}")
-    order = sorted(unique_tokens_by_lang, key=lambda lang: (unique_tokens_by_lang[lang], lang))
-    remaining = float(token_budget)
-    allocation = {}
-    for i, lang in enumerate(order):
-        fair_share = remaining / (len(order) - i)
-        allocation[lang] = min(fair_share, max_epochs * float(unique_tokens_by_lang[lang]))
-        remaining -= allocation[lang]
-    return allocation
+    return mixture_weights.unimax_allocation(unique_tokens_by_lang, token_budget, max_epochs)
 
 
 def uniform(langs: Sequence[str], name: str | None = None) -> Mixture:

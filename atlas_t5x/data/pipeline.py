@@ -1,4 +1,5 @@
-"""The packed, deterministic, resumable train stream over streamed MADLAD shards, and eval batches.
+"""The packed, deterministic, resumable train stream over MADLAD shards (streamed or seqio-cached), and
+eval batches.
 
 Where batches come from: `make_train_pipeline` resolves the mixture with the planners
 (`mixtures.get_mixture`: token shares per language), registers it as a seqio Mixture over the
@@ -36,6 +37,13 @@ a restart restores the shards it owns. A state saved with another S is refused, 
 
 Memory: one block per (language, owned shard) and one open file per stream; it does not grow with
 the corpus.
+
+seqio cache (`use_cached`, `CachedShardStream`): when every training language's Task has a
+complete cache built by `atlas_t5x.preprocess.seqio_cache` for this vocabulary and split (checked
+by `task_cache.check_cache`; found by seqio's own rule, `Task.cache_dir`), the streams read the
+token ids from it instead of tokenising: cached shard k is source file k's training documents in line order, each
+with its line, so files, blocks, shuffles and cursors are the streamed ones. The batches, the
+per-language accounting and the state are identical (a run may switch modes on resume).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import zlib
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -55,8 +64,8 @@ from atlas_t5x.data import mixtures as mixtures_lib
 from atlas_t5x.data import stats as stats_lib
 from atlas_t5x.data import vocab as vocab_lib
 from atlas_t5x.data.accounting import TokenAccounting
-from tasks import madlad as madlad_tasks  # the seqio Tasks / Mixtures the trainer reads
-from tasks import mixtures as mixture_tasks
+from atlas_t5x_tasks import madlad as madlad_tasks  # the seqio Tasks (repo folder tasks/) / Mixtures the trainer reads
+from atlas_t5x_tasks import mixtures as mixture_tasks
 
 STATE_KIND = "atlas_packed_stream"
 STATE_VERSION = 2
@@ -136,33 +145,36 @@ class ShardStream:
             self._orders = {epoch: [self.files[i] for i in rng.permutation(len(self.files))]}
         return self._orders[epoch]
 
-    def _lines(self, file_index: int, start_line: int) -> Iterator[tuple[int, str]]:
-        if self._reader is None or self._reader[:2] != (file_index, start_line):
-            it = madlad.iter_shard(self.source.paths[file_index], self.source.skip_bad_records, self.bad,
-                                   start_line=start_line)
-            self._reader = (file_index, start_line, it)
-        return self._reader[2]
+    def _training_documents(self, file_index: int, start_line: int) -> Iterator[tuple[int, object]]:
+        """(line, text) of this input shard's training documents in file `file_index`, from line
+        `start_line` on, in line order."""
+        for index, text in madlad.iter_shard(self.source.paths[file_index], self.source.skip_bad_records,
+                                             self.bad, start_line=start_line):
+            if self.by_element and index % self.num_shards != self.shard_index:
+                continue
+            if stats_lib.split_of(text, self.thresholds) == "train":
+                yield index, text
+
+    def _encode(self, documents: Sequence) -> tuple[np.ndarray, np.ndarray]:
+        return tokens_of_documents(documents, self.vocab)
 
     def _load_block(self) -> _Block:
         file_index = self._file_order(self.epoch)[self.file_pos]
-        lines = self._lines(file_index, self.line)
-        docs: list[str] = []
+        if self._reader is None or self._reader[:2] != (file_index, self.line):
+            self._reader = (file_index, self.line, self._training_documents(file_index, self.line))
+        documents = self._reader[2]
+        docs: list = []
         next_line, end_of_file = self.line, True
-        for index, text in lines:
-            next_line = index + 1
-            if self.by_element and index % self.num_shards != self.shard_index:
-                continue
-            if stats_lib.split_of(text, self.thresholds) != "train":
-                continue
-            docs.append(text)
+        for index, doc in documents:
+            docs.append(doc)
             if len(docs) == self.block_docs:
-                end_of_file = False
+                next_line, end_of_file = index + 1, False
                 break
-        self._reader = None if end_of_file else (file_index, next_line, lines)
+        self._reader = None if end_of_file else (file_index, next_line, documents)
         rng = np.random.default_rng([self.seed, self._lang_key, self.shard_index, self.epoch,
                                      file_index, self.line])
         docs = [docs[i] for i in rng.permutation(len(docs))]
-        tokens, starts = tokens_of_documents(docs, self.vocab)
+        tokens, starts = self._encode(docs)
         return _Block(tokens, starts, next_line, end_of_file)
 
     def _current(self) -> _Block:
@@ -216,6 +228,54 @@ class ShardStream:
         return tokens.reshape(shape), inputs.reshape(shape), starts.reshape(shape)
 
 
+class CachedShardStream(ShardStream):
+    """`ShardStream` over the seqio cache of the language's Task: the same documents, order,
+    blocks, seeds and cursor, token ids read from the cache instead of tokenised.
+
+    Cached train shard k holds source file k's training documents in line order with their
+    "source_line" (`data/task_cache.py`). The stream reads that one file with TensorFlow's record
+    reader and parses each tf.Example, then appends EOS as the Task's post-cache step does.
+    [our choice: seqio's own reader, `Task.get_dataset(use_cached=True, shard_info=...)`, gives
+    the same examples but starts ~45 threads per open file and reads ~10x slower per document;
+    a 419-language run keeps one open file per (language, input shard).] A restart skips the
+    records before the saved line (parsing only, no tokenisation).
+    """
+
+    def __init__(self, task, *args, **kwargs):
+        super().__init__(task.source, *args, **kwargs)
+        self.task_dir = task.cache_dir
+        self.eos_id = int(self.vocab.eos_id)
+
+    def _training_documents(self, file_index: int, start_line: int) -> Iterator[tuple[int, np.ndarray]]:
+        import tensorflow as tf  # noqa: PLC0415
+        from tensorflow.python.util import deprecation  # noqa: PLC0415
+
+        from atlas_t5x.data import task_cache  # noqa: PLC0415
+
+        path = task_cache.shard_path(self.task_dir, "train", file_index, len(self.source.paths))
+        line_key = madlad_tasks.SOURCE_LINE
+        with deprecation.silence():  # the v1 name is the thread-free reader; its notice is noise here
+            records = tf.compat.v1.io.tf_record_iterator(path)
+        for record in records:
+            feature = tf.train.Example.FromString(record).features.feature
+            line = int(feature[line_key].int64_list.value[0])
+            if line < start_line or (self.by_element and line % self.num_shards != self.shard_index):
+                continue
+            ids = feature["targets"].int64_list.value
+            document = np.empty(len(ids) + 1, np.int32)
+            document[:-1] = ids
+            document[-1] = self.eos_id
+            yield line, document
+
+    def _encode(self, documents: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if not documents:
+            return np.zeros(0, np.int32), np.zeros(0, bool)
+        tokens = np.concatenate(documents)  # each ends with EOS
+        starts = np.zeros(len(tokens), dtype=bool)
+        starts[np.cumsum([0] + [len(d) for d in documents[:-1]])] = True
+        return tokens, starts
+
+
 def segments_and_positions(new_segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Segment ids (1-based per row) and positions from a [rows, T] bool 'segment starts here'."""
     length = new_segment.shape[1]
@@ -248,6 +308,9 @@ class TrainPipeline:
       rows: this process's rows per batch (global_batch // process_count).
       num_input_shards: S, the input shards the global batch is made of.
       mixture: the `mixtures.Mixture` being sampled.
+      cache_dirs: {language: seqio cache folder} of the languages read from a seqio cache
+        (`cached_tasks`: {language: its seqio Task with a usable cache}); the others are streamed.
+        Both give the same batches and the same state.
     """
 
     def __init__(
@@ -265,6 +328,7 @@ class TrainPipeline:
         vocab_name: str = "",
         block_docs: int = BLOCK_DOCS,
         gather: Callable[[Mapping], list[dict]] | None = None,
+        cached_tasks: Mapping[str, object] | None = None,
     ):
         if seq_len < 1 or global_batch < 1:
             raise ValueError(f"seq_len ({seq_len}) and global_batch ({global_batch}) must be >= 1")
@@ -302,9 +366,16 @@ class TrainPipeline:
         self.bad_records = {lang: madlad.BadRecords() for lang in self.languages}
         self.block_docs = int(block_docs)
         self._gather = gather or (lambda local: allgather_json(local, process_count))
-        self._streams = {(b, lang): ShardStream(self.sources[lang], vocab, b, shards, self.seed, block_docs,
-                                                self.bad_records[lang])
-                         for b in self.owned_shards for lang in self.languages}
+        cached_tasks = dict(cached_tasks or {})
+        self.cache_dirs = {lang: cached_tasks[lang].cache_dir for lang in self.languages if lang in cached_tasks}
+
+        def stream(b: int, lang: str) -> ShardStream:
+            args = (vocab, b, shards, self.seed, block_docs, self.bad_records[lang])
+            if lang in cached_tasks:
+                return CachedShardStream(cached_tasks[lang], *args)
+            return ShardStream(self.sources[lang], *args)
+
+        self._streams = {(b, lang): stream(b, lang) for b in self.owned_shards for lang in self.languages}
         self._unique = dict(unique_by_lang) if unique_by_lang is not None else {
             lang: count_unique_tokens(self.sources[lang], vocab) for lang in self.languages}
         self._weights = mixture.weight_array()
@@ -428,6 +499,54 @@ def count_unique_tokens(source: madlad.MadladSource, vocab) -> int:
     return total + sum(len(ids) + 1 for ids in encode_texts(batch, vocab))
 
 
+def cached_tasks_for(tasks: Mapping[str, object], use_cached, cache_dirs: Sequence[str] = (),
+                     unique_by_lang: Mapping[str, int] | None = None) -> dict[str, object]:
+    """{language: Task} of the languages the pipeline reads from a seqio cache.
+
+    `cache_dirs` are put first in seqio's global cache folders (like t5x's
+    `--seqio_additional_cache_dirs`) and each Task's cache is found by seqio's rule
+    (`Task.cache_dir`: the first of those folders holding `{task}/COMPLETED`).
+    use_cached=False: none. True: every language, else a ValueError naming the Tasks without a
+    cache and the folders searched. "auto": every language if each has one, else none (streaming;
+    a WARNING names the languages lacking one when some have one). A cache found for another
+    vocabulary, split, corpus or layout is a `task_cache.CacheMismatchError` in both modes
+    (`task_cache.check_cache`).
+    """
+    import seqio  # noqa: PLC0415
+
+    from atlas_t5x.data import task_cache  # noqa: PLC0415
+
+    if not (use_cached == "auto" or isinstance(use_cached, (bool, np.bool_))):
+        raise ValueError(f"make_train_pipeline.use_cached must be 'auto', True or False, got {use_cached!r}")
+    use_cached = use_cached if use_cached == "auto" else bool(use_cached)
+    if use_cached is False:
+        return {}
+    if isinstance(cache_dirs, str):
+        cache_dirs = [cache_dirs]
+    configured = [str(d) for d in cache_dirs]   # searched first, then the other global dirs
+    seqio.set_global_cache_dirs(configured + [d for d in seqio.get_global_cache_dirs() if d not in configured])
+    if not seqio.get_global_cache_dirs() and use_cached == "auto":
+        return {}   # nowhere to look (and no per-Task "not cached" lines from seqio)
+    found = {lang: task.cache_dir for lang, task in tasks.items()}
+    missing = sorted(task.name for lang, task in tasks.items() if not found[lang])
+    for lang, task in tasks.items():
+        if found[lang]:
+            task_cache.check_cache(found[lang], task_cache.manifest_for(task),
+                                   (unique_by_lang or {}).get(lang))
+    if missing:
+        searched = seqio.get_global_cache_dirs()
+        message = (f"no complete seqio cache (COMPLETED) of {missing} in the cache folders {searched} "
+                   f"(make_train_pipeline.cache_dirs and seqio's global cache dirs); build it with "
+                   f"{task_cache.BUILD_HINT} --languages={','.join(t[len(madlad_tasks.TASK_PREFIX):] for t in missing)} "
+                   f"--cache_dir=DIR")
+        if use_cached is True:
+            raise ValueError(f"make_train_pipeline.use_cached=True: {message}")
+        if len(missing) < len(tasks):
+            logging.warning("train pipeline: streaming every language: %s", message)
+        return {}
+    return dict(tasks)
+
+
 def _resolve_vocab(vocab):
     if isinstance(vocab, str):
         return vocab, vocab_lib.get_vocabulary(vocab)
@@ -450,6 +569,8 @@ def make_train_pipeline(
     skip_bad_records: bool | None = None,
     block_docs: int = BLOCK_DOCS,
     min_vocab_size: int = 0,
+    use_cached: bool | str = "auto",
+    cache_dirs: Sequence[str] = (),
 ) -> TrainPipeline:
     """Builds this process's packed train pipeline over a MADLAD-layout corpus (gin seam).
 
@@ -473,6 +594,12 @@ def make_train_pipeline(
       block_docs: training documents shuffled together per block.
       min_vocab_size: refuse a vocabulary with fewer pieces (gin/runs/paper_base.gin sets 64,000
         so a paper run cannot silently use the embedded corpus's 8,192-piece vocabulary).
+      use_cached: read the token ids from the seqio cache of the `madlad_{lang}` Tasks
+        (`python -m atlas_t5x.preprocess.seqio_cache`) instead of tokenising the shards: "auto"
+        when every training language has a complete cache for this vocabulary and split, True to
+        require it (error naming what is missing), False to stream. Same batches, accounting and
+        resume state either way (a run may switch between the two on resume).
+      cache_dirs: folders holding such caches (added to seqio's global cache dirs).
     """
     if process_index is None or process_count is None:
         import jax  # noqa: PLC0415
@@ -504,12 +631,15 @@ def make_train_pipeline(
         sources[lang] = task.source
         task_vocab = task.output_features["targets"].vocabulary
     unique = size_fn(resolved.languages)
-    logging.info("train pipeline: seqio mixture %s over %d languages, %d input shards; split thresholds "
-                 "from: %s", seqio_mixture.name, len(sources), int(num_input_shards or process_count),
+    cached = cached_tasks_for({lang: tasks[lang] for lang in sources}, use_cached, cache_dirs, unique)
+    logging.info("train pipeline: seqio mixture %s over %d languages, %d input shards, %s; split "
+                 "thresholds from: %s", seqio_mixture.name, len(sources), int(num_input_shards or process_count),
+                 f"token ids from the seqio cache ({sorted({os.path.dirname(t.cache_dir) for t in cached.values()})})"
+                 if cached else "tokenising the streamed shards",
                  sorted({madlad.thresholds_source(root, lang, stats_path, skip_bad_records) for lang in sources}))
     return TrainPipeline(resolved, sources, task_vocab, seq_len, global_batch, seed, process_index,
                          process_count, num_input_shards, unique, vocab_name=vocab_name,
-                         block_docs=block_docs)
+                         block_docs=block_docs, cached_tasks=cached)
 
 
 # ----------------------------------------------------------------------------- evaluation

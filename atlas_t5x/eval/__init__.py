@@ -4,7 +4,7 @@
 - `writer`: the append-only `MODEL_DIR/logs/eval.jsonl` writer (no duplicate rows on restart)
   and the per-language TensorBoard scalars.
 - `callback`: the gin-configurable `PerLanguageEval` train-loop callback.
-- `export`: gathering many runs' logs into one CSV/Parquet table (no JAX, no TensorFlow).
+- exported tables: `atlas_t5x.logs` (the one reader and table writer of eval logs; no JAX, no TensorFlow).
 
-Nothing is imported here, so `atlas_t5x.eval.export` stays light for the fitter's side.
+Nothing is imported here: importing `atlas_t5x.eval` pulls in no TensorFlow or JAX.
 """

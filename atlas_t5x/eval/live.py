@@ -2,7 +2,7 @@
 
 `LiveLossPrediction` (atlas_t5x.callbacks.Callback) reads the run's own MODEL_DIR/logs/eval.jsonl
 (written by `PerLanguageEval`; list this callback after it so it sees the step's rows), refits a
-law per target with `atlas_t5x.scaling.live.predict_final_loss`, and appends one row per target
+law per target with `atlas_t5x.scaling.live_forecast.predict_final_loss`, and appends one row per target
 to MODEL_DIR/logs/live_prediction.jsonl:
 
   {"run", "step", "target", "tokens", "final_tokens", "predicted_final_loss", "lower", "upper",
@@ -36,7 +36,7 @@ import gin
 
 from atlas_t5x import logio
 from atlas_t5x.callbacks import StepContext
-from atlas_t5x.scaling import live
+from atlas_t5x.scaling import live_forecast as live
 
 LIVE_LOG_RELPATH = os.path.join("logs", "live_prediction.jsonl")
 EVAL_LOG_RELPATH = os.path.join("logs", "eval.jsonl")
@@ -62,7 +62,7 @@ class LiveLossPrediction:
       targets: languages to predict (default: every target in eval.jsonl).
       loss_field: "loss", "loss_unigram_norm" or "bits_per_byte".
       prior_logs: eval.jsonl files / folders / tables of finished runs on the same mixture; their
-        points make the fit a CSL law across sizes (scaling.live).
+        points make the fit a CSL law across sizes (scaling.live_forecast).
       level: interval probability; min_points: points needed before predicting.
     """
 
@@ -89,13 +89,13 @@ class LiveLossPrediction:
         if not self._prior_sources:
             return None
         if self._prior_rows is None:
-            from atlas_t5x.scaling import curves
-            from atlas_t5x.scaling import data as fit_data
+            from atlas_t5x import logs
+            from atlas_t5x.scaling import points as fit_data
 
             # finished runs enter as the fitter's points: completed schedules only (cooldown ends
-            # and final evaluations; atlas_t5x.scaling.data.select_point_rows)
+            # and final evaluations; atlas_t5x.scaling.points.select_point_rows)
             self._prior_rows = fit_data.select_point_rows(
-                [r for src in self._prior_sources for r in curves.load_rows(src)], "default")
+                [r for src in self._prior_sources for r in logs.read_rows(src)], "default")
         rows = [r for r in self._prior_rows if r.get("target") == target and r.get("tokens", 0) > 0]
         return {"N": [float(r["params"]) for r in rows], "D": [float(r["tokens"]) for r in rows],
                 "loss": [float(r[self.loss_field]) for r in rows]}

@@ -1,34 +1,35 @@
 r"""Offline seqio cache of the `madlad_{lang}` Tasks, in seqio's own cache format, on Apache Beam.
 
-  python -m atlas_t5x.preprocess.seqio_cache --languages=yo,cy --cache_dir=gs://B/seqio_cache \
-      [--root=gs://B/madlad --vocab=gs://B/spm64k.model --stats=gs://B/madlad_stats.json] [Beam flags]
+  python -m atlas_t5x.preprocess.seqio_cache --languages=yo,cy --cache_dir=gs://B/seqio_cache/spm64k \
+      [--root=gs://B/madlad --vocab=gs://B/spm64k.model --stats=gs://B/madlad_stats.json] \
+      [--splits=train] [--keep_text] [Beam flags]      (--languages=all: every language of the root)
 
 What is cached: each Task's examples at its `seqio.CacheDatasetPlaceholder` (tasks/madlad.py),
-i.e. one example per document with "targets" = token ids WITHOUT EOS (+ "targets_pretokenized"),
-per split. The trainer and any seqio user then read them with `use_cached=True` after
-`seqio.add_global_cache_dirs([cache_dir])`; EOS and trimming are applied after the cache as before,
-so token counts, per-language accounting and U are unchanged.
+one example per document: "targets" = token ids WITHOUT EOS and "source_line" = its line in its
+shard file (+ "targets_pretokenized", the text, with --keep_text), per split. The trainer reads
+the cache by itself (`make_train_pipeline.use_cached`, data/pipeline.py) and seqio users with
+`use_cached=True` after `seqio.add_global_cache_dirs([cache_dir])`; EOS and trimming are applied
+after the cache as before, so token counts, per-language accounting and U are unchanged.
 
 Layout (seqio's, read by seqio's `_CachedDataSource`):
   {cache_dir}/{task}/{split}.tfrecord-SSSSS-of-NNNNN   tf.Example records
   {cache_dir}/{task}/info.{split}.json                 num_shards and feature shapes / dtypes
   {cache_dir}/{task}/stats.{split}.json                examples, targets_tokens (no EOS), max
+  {cache_dir}/{task}/atlas_cache.json                  what it was built from (data/task_cache.py)
   {cache_dir}/{task}/COMPLETED                         written last: the cache is usable
 
-The same files as `python -m seqio.scripts.cache_tasks_main --module_import=tasks
+The same files as `python -m seqio.scripts.cache_tasks_main --module_import=atlas_t5x_tasks
 --tasks=madlad_yo --output_cache_dir=DIR`, with one difference [our choice]: seqio shuffles
-examples into output shards at random, this pipeline puts source document (file f, line i) of a
-split into output shard (f + i) mod N, in (f, i) order within a shard. The cache is then a pure
-function of the corpus (byte-identical on every rerun and runner), so a run reading it with
-shuffle off, and its resume, see the same order whoever built the cache. An existing COMPLETED
-cache is reused.
+examples into output shards at random; here output shard k of a split holds source file k's
+documents of that split in line order (N = the number of source files). The cache is then a pure
+function of the corpus (byte-identical on every rerun and runner), and the trainer can replay
+from it exactly the order it streams (data/task_cache.py). An existing COMPLETED cache is reused
+if its manifest matches (vocabulary, split rule and thresholds, source files), else refused.
 
-When to cache: large studies and many runs over the same data and vocabulary (the sweeps), where
-tokenising on the fly costs more host CPU than the accelerators allow; not for one short run.
-Storage: a tf.Example keeps the ids as varint int64 (2-3 bytes each for a 64k vocabulary) and
-the pretokenised text (~4 bytes per token on web text): ~7 bytes per token, ~5x the gzip source,
-i.e. ≈ 20 TB for the ~3T-token MADLAD-400 clean split. Measured on the embedded corpus's "cy"
-(8k vocabulary, 2.4 text bytes per token): 4.7 bytes per token, 6.1x its gzip shard.
+When to cache and what it costs: README "Preprocessing at MADLAD scale". Measured on the embedded
+corpus (8k vocabulary): 2.30 bytes per token without the text (1.95 bytes of varint per id plus
+~63 bytes per document), 5.66 with --keep_text; ≈ 7–10 TB for the ~3T-token clean split with a
+64k vocabulary (ids ≥ 16,384 take 3 bytes).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any, Sequence
 
 import apache_beam as beam
 
+from atlas_t5x.data import madlad, task_cache
 from atlas_t5x.preprocess import beam_runtime
 from atlas_t5x.preprocess.beam_runtime import PreprocessError
 
@@ -53,7 +55,7 @@ _PROVENANCE = "provenance/"
 def register_tasks(languages: Sequence[str], root: str | None, vocab_name: str,
                    stats_path: str | None) -> list[str]:
     """Registers `madlad_{lang}` for the languages over `root` (also run on every worker)."""
-    import tasks  # noqa: PLC0415  (registers the default root's tasks; we re-register ours)
+    import atlas_t5x_tasks as tasks  # noqa: PLC0415  (registers the default root's tasks; we re-register ours)
 
     return [tasks.register_madlad_task(lang, root, vocab_name, stats_path) for lang in languages]
 
@@ -66,17 +68,15 @@ def task_cache_dir(cache_dir: str, task_name: str) -> str:
 
 
 class _KeyedExamples(beam.DoFn):
-    """(output shard, ((source file index, line index), numpy example without provenance))."""
+    """(source file index, (index within that file's split, numpy example without provenance))."""
 
-    def __init__(self, num_shards: int):
-        self._num_shards = num_shards
+    def __init__(self, keep_text: bool):
+        self._keep_text = keep_text
 
     def process(self, example: dict[str, Any]):
-        file_index = int(example[_SHARD_INDEX])
-        index = int(example[_INDEX_IN_SHARD])
-        clean = {k: (v.numpy() if hasattr(v, "numpy") else v)
-                 for k, v in example.items() if not k.startswith(_PROVENANCE)}
-        yield (file_index + index) % self._num_shards, ((file_index, index), clean)
+        clean = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in example.items()
+                 if not k.startswith(_PROVENANCE) and (self._keep_text or not k.endswith("_pretokenized"))}
+        yield int(example[_SHARD_INDEX]), (int(example[_INDEX_IN_SHARD]), clean)
 
 
 def _write_tfrecord_shard(group: tuple[int, Any], prefix: str, num_shards: int) -> int:
@@ -100,9 +100,15 @@ def _write_json(value: dict, path: str, *_waits) -> None:
     logio.write_atomic(path, json.dumps(value, indent=2, sort_keys=True))
 
 
-def build_cache(pipeline: beam.Pipeline, task_names: Sequence[str], cache_dir: str,
-                num_shards: int, setup_fn) -> None:
-    """Adds, per Task and split: preprocess, deterministic shard write, info, stats, COMPLETED."""
+def _write_completed(_, task_dir: str, manifest: dict, *_waits) -> None:
+    _write_json(manifest, os.path.join(task_dir, task_cache.MANIFEST))
+    _write_json({}, os.path.join(task_dir, "COMPLETED"))
+
+
+def build_cache(pipeline: beam.Pipeline, task_names: Sequence[str], cache_dir: str, setup_fn,
+                keep_text: bool = False, splits: Sequence[str] | None = None) -> None:
+    """Adds, per Task and split: preprocess, one output shard per source file, info, stats; then
+    the manifest and COMPLETED."""
     import seqio  # noqa: PLC0415
     from seqio import beam_utils  # noqa: PLC0415
 
@@ -110,12 +116,13 @@ def build_cache(pipeline: beam.Pipeline, task_names: Sequence[str], cache_dir: s
         task = seqio.TaskRegistry.get(name)
         out = task_cache_dir(cache_dir, name)
         done = []
-        for split in task.splits:
+        for split in splits or task.splits:
             label = f"{name}_{split}"
+            num_shards = len(task.source.list_shards(split))
             keyed = (pipeline
                      | f"{label}_preprocess" >> beam_utils.PreprocessTask(task, split, setup_fn=setup_fn,
                                                                           add_provenance=True)
-                     | f"{label}_key" >> beam.ParDo(_KeyedExamples(num_shards)))
+                     | f"{label}_key" >> beam.ParDo(_KeyedExamples(keep_text)))
             examples = keyed | f"{label}_values" >> beam.Map(lambda kv: kv[1][1])
             markers = pipeline | f"{label}_all_shards" >> beam.Create([(i, None) for i in range(num_shards)])
             written = ((keyed, markers) | f"{label}_with_empty" >> beam.Flatten()
@@ -132,49 +139,80 @@ def build_cache(pipeline: beam.Pipeline, task_names: Sequence[str], cache_dir: s
             done += [written, info, stats]
         _ = (pipeline | f"{name}_completed" >> beam.Create([{}])
              | f"{name}_write_completed" >> beam.Map(
-                 _write_json, os.path.join(out, "COMPLETED"),
+                 _write_completed, out, task_cache.manifest_for(task),
                  *[beam.pvalue.AsList(pc) for pc in done]))
 
 
 def cache_madlad_tasks(languages: Sequence[str], cache_dir: str, root: str | None = None,
                        vocab_name: str = "corpus_spm", stats_path: str | None = None,
-                       beam_args: Sequence[str] = (), num_shards: int = 16) -> dict[str, bool]:
+                       beam_args: Sequence[str] = (), keep_text: bool = False,
+                       splits: Sequence[str] | None = None) -> dict[str, bool]:
     """Caches `madlad_{lang}` for `languages` under `cache_dir`; {task: True if built, False if reused}.
 
+    `keep_text`: also store each document's text ("targets_pretokenized", as seqio's
+    cache_tasks_main does); the trainer does not need it and it more than doubles the cache.
+    `splits`: the splits to cache (default all three; the trainer reads only "train").
+
     Raises the data layer's bad-input errors (unknown code, missing folder, bad vocabulary) before
-    any work, and PreprocessError for a corrupt shard met by a worker (no COMPLETED is written).
+    any work, PreprocessError for a COMPLETED cache there built for another vocabulary, split or
+    corpus (naming it; nothing is overwritten) and for a corrupt shard met by a worker (no
+    COMPLETED is written).
     """
+    import seqio  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
-    if num_shards <= 0:
-        raise PreprocessError(f"--num_shards must be > 0, got {num_shards}")
+    unknown = sorted(set(splits or ()) - set(madlad.SPLITS))
+    if unknown:
+        raise PreprocessError(f"unknown split(s) {unknown}; expected some of {list(madlad.SPLITS)}")
     names = register_tasks(languages, root, vocab_name, stats_path)
-    todo = [n for n in names if not tf.io.gfile.exists(os.path.join(task_cache_dir(cache_dir, n), "COMPLETED"))]
-    for name in todo:   # leftovers of an interrupted build (no COMPLETED) are replaced
-        if tf.io.gfile.exists(task_cache_dir(cache_dir, name)):
-            tf.io.gfile.rmtree(task_cache_dir(cache_dir, name))
-        tf.io.gfile.makedirs(task_cache_dir(cache_dir, name))
+    todo = []
+    for name in names:
+        folder = task_cache_dir(cache_dir, name)
+        if tf.io.gfile.exists(os.path.join(folder, "COMPLETED")):
+            try:
+                task_cache.check_cache(folder, task_cache.manifest_for(seqio.TaskRegistry.get(name)))
+            except task_cache.CacheMismatchError as err:
+                raise PreprocessError(f"{err}; not overwritten: remove it or choose another --cache_dir") from err
+            continue
+        todo.append(name)
+        if tf.io.gfile.exists(folder):  # leftovers of an interrupted build (no COMPLETED) are replaced
+            tf.io.gfile.rmtree(folder)
+        tf.io.gfile.makedirs(folder)
     if todo:
         setup_fn = functools.partial(register_tasks, list(languages), root, vocab_name, stats_path)
-        beam_runtime.run(lambda p: build_cache(p, todo, cache_dir, num_shards, setup_fn),
+        beam_runtime.run(lambda p: build_cache(p, todo, cache_dir, setup_fn, keep_text, splits),
                          beam_runtime.pipeline_options(beam_args))
     return {name: name in todo for name in names}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--languages", required=True, help="comma-separated codes")
+    parser.add_argument("--languages", required=True,
+                        help='comma-separated codes, or "all": every language under the root')
     parser.add_argument("--cache_dir", required=True, help="global seqio cache folder (local or gs://)")
     parser.add_argument("--root", default=None, help="MADLAD root (default: $MADLAD_DIR or the embedded corpus)")
     parser.add_argument("--vocab", default="corpus_spm", help='"corpus_spm", "byte" or a .model path')
     parser.add_argument("--stats", default=None, help="statistics file for the split thresholds")
-    parser.add_argument("--num_shards", type=int, default=16, help="output TFRecord files per split")
+    parser.add_argument("--splits", default=",".join(madlad.SPLITS),
+                        help="comma-separated splits to cache (the trainer reads only train)")
+    parser.add_argument("--keep_text", action="store_true",
+                        help="also store each document's text (targets_pretokenized); the trainer does not need it")
     args, beam_args = parser.parse_known_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     languages = [code.strip() for code in args.languages.split(",") if code.strip()]
+    if languages == ["all"]:
+        try:
+            languages = madlad.available_languages(args.root)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"seqio_cache: error: {err}", file=sys.stderr)
+            return 2
+    if not languages:
+        print(f"seqio_cache: error: --languages={args.languages!r} names no language", file=sys.stderr)
+        return 2
     try:
         built = cache_madlad_tasks(languages, args.cache_dir, args.root, args.vocab, args.stats,
-                                   beam_args, args.num_shards)
+                                   beam_args, args.keep_text,
+                                   [split.strip() for split in args.splits.split(",") if split.strip()])
     except (ValueError, FileNotFoundError) as err:
         print(f"seqio_cache: error: {err}", file=sys.stderr)
         return 2

@@ -89,7 +89,7 @@ def crossovers_from_runs(rows: Sequence[Mapping[str, Any]], loss_field: str = "l
     x is the target's own training tokens in each run (`tokens_by_lang[t]`, counted from the start
     of the finetune for finetuned runs). Several finetunes of one (t, N): each is compared.
     """
-    infos = cv.run_infos(rows)
+    infos = cv.run_summaries(rows)
     scratch: dict[tuple[str, int], str] = {}
     finetunes: dict[tuple[str, int], list[str]] = {}
     for run, info in sorted(infos.items()):
@@ -294,14 +294,9 @@ def plot_crossover_law(path, law: CrossoverLaw, params: Sequence[float] = (), fl
 
 
 def _save(fig, path) -> None:
-    import io
-
     import matplotlib.pyplot as plt
 
     from atlas_t5x import logio
 
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    logio.write_atomic(path, buf.getvalue())
+    logio.write_png(path, fig)

@@ -51,14 +51,14 @@ def curse_data(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss",
                targets: Sequence[str] | None = None, points: str = "default") -> dict[str, np.ndarray]:
     """Points of from-scratch runs with uniform K-language mixtures, evaluated on a member language.
 
-    `points`: the fitter's point set (`data.select_point_rows`; default: completed schedules —
+    `points`: the fitter's point set (`points.select_point_rows`; default: completed schedules —
     cooldown ends and final evaluations — only). Returns arrays N (params), D (= D_t, the target's
     own tokens), K, loss, `target` (str), `run` and `group` (trunk run). Points with D_t = 0 are
     dropped.
     """
-    from atlas_t5x.scaling import data as data_lib
+    from atlas_t5x.scaling import points as data_lib
 
-    infos = cv.run_infos(rows)
+    infos = cv.run_summaries(rows)
     out: dict[str, list] = {"N": [], "D": [], "K": [], "loss": [], "target": [], "run": [], "group": []}
     for row in data_lib.select_point_rows(rows, points):
         info = infos[row["run"]]
@@ -280,8 +280,6 @@ def plot_frontier(path, params: Mapping[str, float] | None = None, rs: Sequence[
     `params` default to the paper's exponents. w_N: given, else from `term_shares` with fitted
     params and a baseline (K, N, D_t), else β/(α+β), a compute-optimal baseline [our choice].
     """
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,7 +324,4 @@ def plot_frontier(path, params: Mapping[str, float] | None = None, rs: Sequence[
     ax.legend(fontsize=7, title="closed form", title_fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    logio.write_atomic(path, buf.getvalue())
+    logio.write_png(path, fig)

@@ -1,6 +1,7 @@
-"""Loss curves of runs in exported logs, run kinds, and log-token interpolation.
+"""Loss curves of runs in exported logs, run summaries (mixture, size, init), and log-token interpolation.
 
-Shared by the analyses (transfer, curse, crossover, live prediction). Input rows follow the
+Shared by the analyses (transfer, curse, crossover, live forecast). Rows are read by
+`atlas_t5x.logs.read_rows`; they follow the
 exported-log schema (docs/log_schema.md): one row per (run, step, target). A *curve* is one run's
 loss on one target as a function of a token count (total tokens, or one language's tokens).
 
@@ -11,13 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-
-from atlas_t5x import logio
 
 # Two mixture rates closer than this are equal (uniform-K and 50/50 bilingual detection).
 RATE_TOL = 1e-3
@@ -25,31 +22,6 @@ RATE_TOL = 1e-3
 
 class CurveError(ValueError):
     """Rows that cannot form the curves an analysis needs (names the run/target/field)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading rows
-
-
-def load_rows(source: str | os.PathLike | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Schema rows from a list of rows, an eval.jsonl file, a folder of runs (searched recursively
-    for eval.jsonl), a glob, or a CSV/Parquet table written by scripts/export_logs.py.
-
-    Files are read and validated by the FITTER's loaders (`scaling.data.read_log_rows`,
-    `read_table_rows`); their errors are re-raised as CurveError naming the source.
-    """
-    if not isinstance(source, (str, os.PathLike)):
-        return [dict(r) for r in source]
-    from atlas_t5x import schema
-    from atlas_t5x.scaling import data
-
-    path = Path(source)
-    try:
-        if path.suffix in (".csv", ".parquet"):
-            return data.read_table_rows(str(path))
-        return data.read_log_rows(str(path))
-    except (data.DataError, schema.SchemaError, logio.LogFormatError, OSError) as err:
-        raise CurveError(f"{source}: {err}" if str(source) not in str(err) else str(err)) from err
 
 
 def _field(row: Mapping[str, Any], name: str, where: str) -> Any:
@@ -63,7 +35,7 @@ def _field(row: Mapping[str, Any], name: str, where: str) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunInfo:
+class RunSummary:
     """What the analyses need to know about one run (constant over its rows)."""
 
     run: str
@@ -101,8 +73,8 @@ class RunInfo:
         return len(self.weights) == 2 and self.is_uniform
 
 
-def run_infos(rows: Iterable[Mapping[str, Any]]) -> dict[str, RunInfo]:
-    """RunInfo per run name, taken from each run's last row (by step)."""
+def run_summaries(rows: Iterable[Mapping[str, Any]]) -> dict[str, RunSummary]:
+    """RunSummary per run name, taken from each run's last row (by step)."""
     last: dict[str, Mapping[str, Any]] = {}
     for row in rows:
         run = _field(row, "run", "rows")
@@ -115,7 +87,7 @@ def run_infos(rows: Iterable[Mapping[str, Any]]) -> dict[str, RunInfo]:
         if not weights:  # fall back to the languages trained on
             weights = {k: 1.0 for k, v in dict(row.get("tokens_by_lang", {})).items() if v}
         total = sum(weights.values()) or 1.0
-        infos[run] = RunInfo(
+        infos[run] = RunSummary(
             run=run,
             weights={k: v / total for k, v in weights.items()},
             params=int(_field(row, "params", f"run {run!r}")),

@@ -27,7 +27,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import optimize
-from scipy.stats import qmc
 from threadpoolctl import threadpool_limits
 
 from atlas_t5x.scaling.laws import Law
@@ -297,6 +296,8 @@ def _grid_points(problem: _Problem, names: Sequence[str], budget: int, init: Map
         return {n: m.ravel() for n, m in zip(names, mesh)}
     # Sobol over each parameter's grid range; the initial guess is always included.
     m = int(math.ceil(math.log2(max(budget, 16))))
+    from scipy.stats import qmc   # here, not at import: scipy.stats costs ~1 s to import
+
     unit = qmc.Sobol(d, scramble=True, seed=seed).random_base2(m)
     out = {}
     for j, n in enumerate(names):
@@ -478,7 +479,8 @@ CONVERGENCE_CRITERIA = (
     "converged = max |projected gradient| ≤ 1e-7·max(|objective|, 1e-3) (gradient test), or, where "
     "the objective has kinks (Huber), no step of length 1e-12…1e-3 along the negative projected "
     "gradient lowers it (step test); bootstrap replicates: no relative objective decrease > 1e-10 "
-    "over 4 Levenberg–Marquardt iterations, or the gradient test")
+    "over 4 Levenberg–Marquardt iterations (parameters at a bound held there), or the gradient "
+    "test; a replicate that fails both is polished by L-BFGS-B and judged by the fit's test")
 
 
 def _no_descent(fun, z, value, g, lo, hi) -> bool:
@@ -574,6 +576,11 @@ def _make_lm(problem, n_iter: int):
             om = W * obj.irls_weight(r, jnp)
             H = jnp.einsum("rnp,rn,rnq->rpq", J, om, J)
             g = jnp.einsum("rnp,rn->rp", J, om * r)
+            # Active set: a parameter at a bound whose descent leaves the box stays there and
+            # drops out of the step (clipping a full step would distort the other components).
+            held = ((Z <= lo) & (g > 0)) | ((Z >= hi) & (g < 0))
+            g = jnp.where(held, 0.0, g)
+            H = jnp.where(held[:, :, None] | held[:, None, :], 0.0, H) + held[:, :, None] * eye[None]
             diag = jnp.diagonal(H, axis1=1, axis2=2)
             Hd = H + (mu[:, None] * diag + 1e-12 * (1.0 + diag))[:, :, None] * eye[None]
             dz = -jnp.linalg.solve(Hd, g[..., None])[..., 0]
@@ -835,171 +842,3 @@ def r2_score(y, pred) -> float:
     pred = np.asarray(pred, float)
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     return float(1.0 - np.sum((y - pred) ** 2) / ss_tot) if ss_tot > 0 else float("nan")
-
-
-# -------------------------------------------------------------------------------------------------
-# Fitting a points table (one law per target language)
-
-
-@dataclasses.dataclass(frozen=True)
-class FitSpec:
-    """How to fit a points table: the law, its options and the objective.
-
-    atlas: multilingual (K_t transfer languages + other) when the data hold multilingual mixtures,
-    monolingual otherwise (`multilingual` forces either). dcsl: `dcsl_stage` "two" fits the base
-    law on points with at most one epoch first, then R_D, R_N with the base law fixed.
-    `bounds` replace default_bounds for the named parameters.
-    """
-
-    law: str = "csl"
-    objective: str = "huber"
-    tied: bool = False
-    fixed: tuple[tuple[str, float], ...] = ()
-    n_transfer: int = 3
-    transfer_rule: str = "cosampling"
-    transfer_matrix: str | None = None
-    multilingual: bool | None = None
-    allow_negative_tau: bool = False
-    dcsl_stage: str = "one"
-    grid_budget: int = 4000
-    n_polish: int = 6
-    bounds: tuple[tuple[str, float, float], ...] = ()   # (name, low, high), natural units
-
-    def bounds_for(self, names: Sequence[str] | None = None) -> dict[str, tuple[float, float]] | None:
-        """`bounds` as {name: (low, high)} for `engine.fit`, only those of `names` when given;
-        None when none apply (the defaults)."""
-        return {n: (lo, hi) for n, lo, hi in self.bounds if names is None or n in names} or None
-
-
-@dataclasses.dataclass
-class TableFit:
-    """Per-target fits of one FitSpec; `predict(points)` routes each row to its target's law."""
-
-    spec: FitSpec
-    fits: dict[str, FitResult]
-
-    def predict(self, points) -> np.ndarray:
-        from atlas_t5x.scaling import data as data_lib
-
-        out = np.full(len(points), np.nan)
-        tg = points["target"].to_numpy()
-        for target, res in self.fits.items():
-            mask = tg == target
-            if mask.any():
-                out[mask] = res.predict(data_lib.law_inputs(res.law, points[mask]))
-        missing = sorted(set(tg) - set(self.fits))
-        if missing:
-            raise FitError(f"no fitted law for target(s) {missing}")
-        return out
-
-    @property
-    def objective(self) -> float:
-        return float(sum(r.objective for r in self.fits.values()))
-
-    @property
-    def converged(self) -> bool:
-        return all(r.converged for r in self.fits.values())
-
-
-def _is_multilingual(points) -> bool:
-    return bool(any(sum(1 for w in ws.values() if w > 0) > 1 for ws in points["weights"]))
-
-
-def build_law(spec: FitSpec, points, target: str) -> tuple[Law, dict[str, float]]:
-    """The law for one target (transfer languages chosen on `points`) and its initial values."""
-    from atlas_t5x.scaling import data as data_lib
-    from atlas_t5x.scaling.laws import make_law
-
-    if spec.law != "atlas":
-        return make_law(spec.law, tied=spec.tied, stage=spec.dcsl_stage), {}
-    multi = _is_multilingual(points) if spec.multilingual is None else spec.multilingual
-    if not multi:
-        return make_law("atlas", tied=spec.tied), {}
-    matrix = None
-    path = spec.transfer_matrix or data_lib.default_transfer_matrix_path()
-    if path is not None:
-        matrix = data_lib.load_transfer_matrix(path)
-    transfer = data_lib.cosampled_languages(points, target, spec.n_transfer, spec.transfer_rule, matrix)
-    law = make_law("atlas", tied=spec.tied, transfer_langs=transfer, with_other=True)
-    init = data_lib.tau_init(target, transfer, matrix)
-    if not spec.allow_negative_tau:
-        init = {k: max(v, 0.0) for k, v in init.items()}
-    return law, init
-
-
-@_blas_single
-def fit_points(spec: FitSpec, points, targets: Sequence[str] | None = None) -> TableFit:
-    """Fits `spec` separately for every target of the points table (or the given ones)."""
-    from atlas_t5x.scaling import data as data_lib
-
-    if len(points) == 0:
-        raise FitError("no points to fit")
-    all_targets = sorted(points["target"].unique())
-    targets = list(targets) if targets else all_targets
-    unknown = [t for t in targets if t not in all_targets]
-    if unknown:
-        raise FitError(f"target(s) {unknown} not in the data; targets present: {all_targets}")
-    fits = {}
-    for target in targets:
-        sub = points[points["target"] == target]
-        law, init = build_law(spec, points, target)
-        fixed = dict(spec.fixed)
-        if law.tied and "beta" in fixed:
-            raise FitError("--tied ties beta to alpha: fix alpha instead of beta")
-        allowed = set(law.param_names) | {"sigma"}
-        for what, names in (("--fix", fixed), ("--bound", {b[0] for b in spec.bounds})):
-            unknown = sorted(set(names) - allowed)
-            if unknown:
-                raise FitError(f"{what} names unknown parameter(s) {unknown} for law {law.name!r}; "
-                               f"its parameters: {list(law.param_names)}")
-        X = data_lib.law_inputs(law, sub)
-        y = sub["loss"].to_numpy(np.float64)
-        unidentified = _unidentified_params(law, X, fixed)
-        fixed.update({k: 0.0 for k in unidentified})
-        if law.name == "dcsl" and spec.dcsl_stage == "two":
-            fixed = {**_dcsl_base_fit(spec, sub, law, fixed), **fixed}
-        fits[target] = fit(law, X, y, spec.objective, fixed, init=init, bounds=spec.bounds_for(),
-                           allow_negative_tau=spec.allow_negative_tau,
-                           grid_budget=spec.grid_budget, n_polish=spec.n_polish)
-        fits[target].initial_values = dict(init)
-        for name, why in unidentified.items():
-            fits[target].message += f"; {name} fixed at 0: {why}"
-    return TableFit(spec, fits)
-
-
-def _unidentified_params(law: Law, X: Mapping[str, np.ndarray], fixed: Mapping[str, float]) -> dict[str, str]:
-    """Parameters the points cannot determine, with the reason; the caller fixes them at 0
-    [our choice]: τ whose source language has no tokens at any point, MSL's γ when the sampling
-    ratio p is the same everywhere, the curse law's φ, ψ when K is the same everywhere."""
-    out = {}
-    for name in law.param_names:
-        if name in fixed:
-            continue
-        if name.startswith("tau_"):
-            column = X.get("D_" + name[len("tau_"):])
-            if column is not None and not np.any(column > 0):
-                out[name] = "its language has no training tokens in these points"
-        elif name == "gamma" and np.ptp(X["p"]) == 0:
-            out[name] = f"the sampling ratio p is {float(X['p'][0]):g} at every point"
-        elif name in ("phi", "psi") and np.ptp(X["K"]) == 0:
-            out[name] = f"the number of languages K is {float(X['K'][0]):g} at every point"
-    return out
-
-
-def _dcsl_base_fit(spec: FitSpec, sub, law: Law, fixed: Mapping[str, float]) -> dict[str, float]:
-    """Stage one of the two-stage DCSL fit: CSL on points with at most one epoch (D ≤ U)."""
-    from atlas_t5x.scaling.laws import make_law
-
-    base_names = [n for n in ("E", "A", "B", "alpha", "beta") if n in law.param_names]
-    if all(n in fixed for n in base_names):
-        return {}
-    one_epoch = sub[sub["D"] <= sub["U"]]
-    csl = make_law("csl", tied=law.tied)
-    if len(one_epoch) < len(csl.param_names):
-        raise FitError(f"two-stage dcsl needs ≥ {len(csl.param_names)} points with D ≤ U; "
-                       f"found {len(one_epoch)}")
-    res = fit(csl, {"N": one_epoch["N"].to_numpy(float), "D": one_epoch["D"].to_numpy(float)},
-              one_epoch["loss"].to_numpy(float), spec.objective,
-              {k: v for k, v in fixed.items() if k in csl.param_names},
-              bounds=spec.bounds_for(csl.param_names))
-    return {k: v for k, v in res.params.items() if k in law.param_names}

@@ -26,8 +26,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from atlas_t5x.scaling import data as data_lib
-from atlas_t5x.scaling import engine
+from atlas_t5x.scaling import points as data_lib
+from atlas_t5x.scaling import engine, table_fit
 
 SPLITS = ("random", "N", "D", "C", "M", "lolo")
 HEADLINE = "r2_mean_over_targets"
@@ -135,7 +135,7 @@ class SplitResult:
         return {**self.metrics, "n_train": self.n_train, "skipped_targets": self.skipped_targets}
 
 
-def evaluate_split(spec: engine.FitSpec, points: pd.DataFrame, split: str, seed: int = 0,
+def evaluate_split(spec: table_fit.FitSpec, points: pd.DataFrame, split: str, seed: int = 0,
                    targets: Sequence[str] | None = None) -> SplitResult:
     """Fits `spec` on the points outside the split and scores the held-out ones."""
     if targets:
@@ -151,7 +151,7 @@ def evaluate_split(spec: engine.FitSpec, points: pd.DataFrame, split: str, seed:
                          + (" (no point comes from a mixture other than monolingual, bilingual or "
                             "Unimax)" if split == "M" else ""))
     train, test = points[~mask], points[mask]
-    n_needed = len(engine.build_law(spec, train, train["target"].iloc[0])[0].param_names) - len(spec.fixed)
+    n_needed = len(table_fit.build_law(spec, train, train["target"].iloc[0])[0].param_names) - len(spec.fixed)
     fit_targets, skipped = [], []
     for t in sorted(test["target"].unique()):
         (fit_targets if (train["target"] == t).sum() >= max(n_needed, 1) else skipped).append(t)
@@ -159,7 +159,7 @@ def evaluate_split(spec: engine.FitSpec, points: pd.DataFrame, split: str, seed:
         raise SplitError(
             f"held-out split {split!r} leaves too few points to fit any held-out target "
             f"({', '.join(skipped)})")
-    fitted = engine.fit_points(spec, train, fit_targets)
+    fitted = table_fit.fit_points(spec, train, fit_targets)
     scored = test["target"].isin(fit_targets).to_numpy()
     pred = np.full(len(points), np.nan)
     idx = np.flatnonzero(mask)[scored]
@@ -179,7 +179,7 @@ def mean_target_r2(points: pd.DataFrame, pred: np.ndarray) -> float:
     return float(np.nanmean(values)) if values else float("nan")
 
 
-def _leave_one_language_out(spec: engine.FitSpec, points: pd.DataFrame) -> SplitResult:
+def _leave_one_language_out(spec: table_fit.FitSpec, points: pd.DataFrame) -> SplitResult:
     targets = sorted(points["target"].unique())
     if len(targets) < 2:
         raise engine.FitError("held-out split 'lolo' needs at least two target languages")
@@ -188,7 +188,7 @@ def _leave_one_language_out(spec: engine.FitSpec, points: pd.DataFrame) -> Split
     for t in targets:
         held = (points["target"] == t).to_numpy()
         train, test = points[~held], points[held]
-        law, _ = engine.build_law(pooled_spec, train, train["target"].iloc[0])
+        law, _ = table_fit.build_law(pooled_spec, train, train["target"].iloc[0])
         res = engine.fit(law, data_lib.law_inputs(law, train), train["loss"].to_numpy(float),
                          spec.objective, dict(spec.fixed), bounds=spec.bounds_for(law.param_names),
                          allow_negative_tau=spec.allow_negative_tau,
@@ -199,14 +199,14 @@ def _leave_one_language_out(spec: engine.FitSpec, points: pd.DataFrame) -> Split
     return SplitResult("lolo", m, int(len(points)), np.ones(len(points), bool), pred, [])
 
 
-def compare_laws(specs: Mapping[str, engine.FitSpec], points: pd.DataFrame,
+def compare_laws(specs: Mapping[str, table_fit.FitSpec], points: pd.DataFrame,
                  splits: Sequence[str] = ("random", "N", "D", "C"), seed: int = 0) -> pd.DataFrame:
     """A table (law × split): R² per target averaged over targets (the headline), pooled R², MAE,
     MAPE and n, every law scored on the same splits. A split that cannot be made gets NaN scores
     and its explanation in `note`."""
     rows = []
     for name, spec in specs.items():
-        full = engine.fit_points(spec, points)
+        full = table_fit.fit_points(spec, points)
         pred = full.predict(points)
         rows.append({"law": name, "split": "in_sample", HEADLINE: mean_target_r2(points, pred),
                      **metrics(points["loss"], pred), "note": ""})

@@ -224,18 +224,18 @@ def compare_mixtures(targets, laws, params, total_tokens, unique_tokens, max_epo
                      languages: Sequence[str] | None = None,
                      temperatures: Sequence[float] = (DEFAULT_TEMPERATURE,)) -> dict[str, MixturePlan]:
     """The optimised mixture, Unimax (same cap) and temperature sampling over the same languages."""
-    from atlas_t5x.data import mixtures
+    from atlas_t5x import mixture_weights
 
     best = plan_mixture(targets, laws, params, total_tokens, unique_tokens, max_epochs, languages)
     langs = list(best.weights)
     sizes = {l: float(unique_tokens[l]) for l in langs}
     out = {"optimised": best}
     if not isinstance(max_epochs, Mapping):
-        alloc = mixtures.unimax_allocation(sizes, total_tokens, max_epochs)
+        alloc = mixture_weights.unimax_allocation(sizes, total_tokens, max_epochs)
         out["unimax"] = evaluate_mixture(alloc, targets, laws, params, total_tokens, unique_tokens,
                                          max_epochs, "unimax")
     for T in temperatures:
-        rates = mixtures.temperature(sizes, T).weights
+        rates = mixture_weights.temperature_rates(sizes, T)
         out[f"temperature_T{T:.3g}"] = evaluate_mixture(rates, targets, laws, params, total_tokens,
                                                         unique_tokens, max_epochs, f"temperature T={T:.3g}")
     return out
@@ -263,8 +263,6 @@ def format_comparison(plans: Mapping[str, MixturePlan]) -> str:
 def plot_comparison(path, plans: Mapping[str, MixturePlan]) -> None:
     """Bars of the sampling rate per language for each method; the legend gives each method's
     weighted predicted loss; languages whose epoch cap a method exceeds are starred."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,7 +286,4 @@ def plot_comparison(path, plans: Mapping[str, MixturePlan]) -> None:
     ax.set_title("Mixture per method (predicted loss in nats/token; *: epoch cap exceeded)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    logio.write_atomic(path, buf.getvalue())
+    logio.write_png(path, fig)

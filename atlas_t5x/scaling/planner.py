@@ -13,7 +13,6 @@ parameter (D/N falls). Bootstrap parameter samples give a band; plans far outsid
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import warnings
@@ -71,7 +70,7 @@ class FittedLaw:
     """A law with fitted parameters, optional bootstrap samples and the range it was fitted on.
 
     `fit_range` maps "N" / "D" / "epochs" to (min, max) of the fitted points (parameters, target
-    tokens, target epochs D_t/U_t), e.g. the "fit_range" scripts/fit_atlas.py writes per target.
+    tokens, target epochs D_t/U_t), e.g. the "fit_range" atlas-fit writes per target.
     """
 
     law: Law
@@ -84,7 +83,7 @@ class FittedLaw:
     def from_dict(cls, d: Mapping[str, Any], target: str = "") -> "FittedLaw":
         """From {"law": name, "params": {...}, optional "bootstrap"/"samples": [{...}],
         optional "fit_range": {"N": [lo, hi], "D": [lo, hi], "epochs": [lo, hi]}} (e.g. one
-        `per_target` entry of scripts/fit_atlas.py's fit.json, whose "bootstrap" holds "samples")."""
+        `per_target` entry of atlas-fit's fit.json, whose "bootstrap" holds "samples")."""
         if "law" not in d or "params" not in d:
             raise PlanError(f"fitted law {target or ''!s}: expected keys 'law' and 'params', got {sorted(d)}")
         params = {k: float(v) for k, v in dict(d["params"]).items()}
@@ -121,15 +120,16 @@ class FittedLaw:
 def load_fitted_laws(path: str | os.PathLike) -> dict[str, FittedLaw]:
     """Fitted laws from a JSON file, keyed by target.
 
-    Accepts scripts/fit_atlas.py's fit.json ({"law", "targets", "per_target": {t: {"law",
+    Accepts atlas-fit's fit.json (`fit_run.read_fit_json`) ({"law", "targets", "per_target": {t: {"law",
     "params", ...}}} or a single-target {"law", "params"}), a plain {"law", "params"}, a mapping
     {target: {"law", "params"}}, or {"fits": {...}}. Raises PlanError naming the file on bad content.
     """
+    from atlas_t5x.scaling import fit_run   # the fit.json writer and reader
+
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise PlanError(f"{path}: cannot read fitted laws: {err}") from err
+        doc = fit_run.read_fit_json(path)
+    except ValueError as err:
+        raise PlanError(str(err)) from err
     try:
         if isinstance(doc, Mapping) and "fits" in doc:
             doc = doc["fits"]

@@ -22,12 +22,7 @@ from atlas_t5x import logio  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    logio.write_atomic(path, buf.getvalue())
+    logio.write_png(path, fig, dpi=110, bbox_inches="tight")
 
 
 def _grid(n: int):

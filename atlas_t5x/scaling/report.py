@@ -5,7 +5,7 @@
 runs (monolingual + bilingual for transfer, uniform-K mixtures for the curse, scratch + finetune
 pairs for the crossover); a section whose runs are absent says so instead of failing.
 
-Fits and held-out R² use the FITTER's API (`data.rows_to_points`, `engine.fit_points`,
+Fits and held-out R² use the FITTER's API (`data.rows_to_points`, `table_fit.fit_points`,
 `heldout.evaluate_split`); a split that cannot be made on the given runs (e.g. R²(N) with one
 model size) is reported as "–" with the reason.
 """
@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from atlas_t5x import logio
+from atlas_t5x import logs as atlas_logs
 from atlas_t5x.scaling import crossover as co
 from atlas_t5x.scaling import curse
 from atlas_t5x.scaling import curves as cv
@@ -111,7 +112,7 @@ class _Skip(Exception):
 
 
 def _overview(doc: _Doc, rows, loss_field: str) -> None:
-    infos = cv.run_infos(rows)
+    infos = cv.run_summaries(rows)
     last: dict[tuple[str, str], Mapping] = {}
     for r in rows:
         key = (r["run"], r["target"])
@@ -139,8 +140,8 @@ HEADLINE_SPLITS = ("random", "N", "D", "C")
 def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_kwargs,
           points_set: str = "default", n_boot: int = BOOTSTRAP_REPLICATES) -> None:
     from atlas_t5x.scaling import bootstrap
-    from atlas_t5x.scaling import data as fdata
-    from atlas_t5x.scaling import engine, heldout, profiles
+    from atlas_t5x.scaling import points as fdata
+    from atlas_t5x.scaling import engine, heldout, profiles, table_fit
 
     if not laws:
         raise _Skip("no laws requested")
@@ -174,9 +175,9 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
     fits_facts: dict[str, dict[str, Any]] = doc.facts.setdefault("fits", {})
     held_facts: dict[str, dict[str, float]] = doc.facts.setdefault("heldout", {})
     for name in laws:
-        spec = engine.FitSpec(law=name, **fit_kwargs)
+        spec = table_fit.FitSpec(law=name, **fit_kwargs)
         try:
-            full = engine.fit_points(spec, points)
+            full = table_fit.fit_points(spec, points)
         except (engine.FitError, ValueError) as err:
             param_rows.append(("all", name, len(points), math.nan, "–", f"fit failed: {err}", ""))
             continue
@@ -224,7 +225,7 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
         split_rows.append(cells)
     doc.add(f"Per-target fits on the completed-schedule points (`{points_set}` point set: cooldown "
             "ends and final evaluations) of from-scratch runs (the FITTER's engine, "
-            "`engine.fit_points`; finetunes are left out)." + dropped, "")
+            "`table_fit.fit_points`; finetunes are left out)." + dropped, "")
     doc.table(("target", "law", "points", "R² (in sample)", "converged", "parameters", "flags"), param_rows)
     if ci_rows:
         doc.add(f"Bootstrap by run ({n_boot} replicates resampling whole runs — a trunk with its cooldown "
@@ -246,7 +247,7 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
 
 
 def _transfer(doc: _Doc, rows, loss_field: str) -> None:
-    infos = cv.run_infos(rows)
+    infos = cv.run_summaries(rows)
     if not any(i.is_bilingual_5050 and i.is_scratch for i in infos.values()):
         raise _Skip("no from-scratch 50/50 bilingual runs in the logs")
     meas = tr.measure_bts(rows, loss_field=loss_field)
@@ -327,7 +328,7 @@ def _curse(doc: _Doc, rows, loss_field: str, fit_kwargs, points_set: str = "defa
 
 
 def _crossover(doc: _Doc, rows, loss_field: str) -> None:
-    infos = cv.run_infos(rows)
+    infos = cv.run_summaries(rows)
     if not any(not i.is_scratch and i.is_monolingual for i in infos.values()):
         raise _Skip("no monolingual finetune runs (init != 'scratch') in the logs")
     results = co.crossovers_from_runs(rows, loss_field=loss_field)
@@ -450,15 +451,18 @@ def build_report(
         table, or a list of schema rows.
       laws: laws to fit per target (names in `atlas_t5x.scaling.laws.LAWS`).
       loss_field: the loss analysed: "loss" (default), "loss_unigram_norm" or "bits_per_byte".
-      fit_kwargs: engine.FitSpec fields (default: grid_budget=1000, n_polish=2 to keep it quick).
-      points: the fitter's point set for the law and curse fits (`data.POINT_SETS`; default:
+      fit_kwargs: table_fit.FitSpec fields (default: grid_budget=1000, n_polish=2 to keep it quick).
+      points: the fitter's point set for the law and curse fits (`points.POINT_SETS`; default:
         completed schedules — cooldown-branch ends and final evaluations).
 
     Raises:
       curves.CurveError: the logs cannot be read (missing path, no eval.jsonl).
     """
     out = Path(out_dir)
-    rows = cv.load_rows(logs)
+    try:
+        rows = atlas_logs.read_rows(logs)
+    except atlas_logs.LogError as err:
+        raise cv.CurveError(str(err)) from err
     if not rows:
         raise cv.CurveError(f"{logs}: no evaluation rows")
     missing = [r.get("run") for r in rows if loss_field not in r]

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from atlas_t5x.scaling import engine
+from atlas_t5x.scaling import engine, table_fit
 
 CV_FOLDS = 2
 MIN_TRAIN_SIZES = 2
@@ -34,8 +34,8 @@ OBJECTIVE_VARIANTS = ("huber", "likelihood")
 class Selection:
     """The chosen spec, every variant's CV error (%), and why (or why nothing was chosen)."""
 
-    chosen: engine.FitSpec
-    requested: engine.FitSpec
+    chosen: table_fit.FitSpec
+    requested: table_fit.FitSpec
     cv_error: dict[str, float]           # variant label → mean CV error (%), NaN where it failed
     reason: str
     folds: list[float] = dataclasses.field(default_factory=list)  # held-out sizes N, largest first
@@ -54,11 +54,11 @@ class Selection:
                           f"{100 * REQUIRED_GAIN:.0f}%"}
 
 
-def variant_label(spec: engine.FitSpec) -> str:
+def variant_label(spec: table_fit.FitSpec) -> str:
     return f"{spec.law} {'tied' if spec.tied else 'untied'} {spec.objective}"
 
 
-def variants(spec: engine.FitSpec) -> list[engine.FitSpec]:
+def variants(spec: table_fit.FitSpec) -> list[table_fit.FitSpec]:
     """The requested spec first, then the other tied/untied × Huber/likelihood combinations.
 
     Tying is offered only when neither exponent is fixed or bounded by the user (a fixed β has no
@@ -75,9 +75,9 @@ def variants(spec: engine.FitSpec) -> list[engine.FitSpec]:
     return out
 
 
-def make_free_names(spec: engine.FitSpec, points: pd.DataFrame) -> list[str]:
+def make_free_names(spec: table_fit.FitSpec, points: pd.DataFrame) -> list[str]:
     """The free parameters of the requested law on the first target."""
-    law, _ = engine.build_law(spec, points, str(points["target"].iloc[0]))
+    law, _ = table_fit.build_law(spec, points, str(points["target"].iloc[0]))
     return [n for n in law.param_names if n not in dict(spec.fixed)]
 
 
@@ -89,7 +89,7 @@ def size_folds(points: pd.DataFrame, folds: int = CV_FOLDS) -> list[float]:
     return [float(n) for n in usable[::-1][:folds]]
 
 
-def cv_error(spec: engine.FitSpec, points: pd.DataFrame, folds: Sequence[float]) -> float:
+def cv_error(spec: table_fit.FitSpec, points: pd.DataFrame, folds: Sequence[float]) -> float:
     """Mean over folds of the mean absolute relative error (%) of predicting size N_k from the
     points with N < N_k. Raises engine.FitError when a fold cannot be fitted."""
     errors = []
@@ -99,7 +99,7 @@ def cv_error(spec: engine.FitSpec, points: pd.DataFrame, folds: Sequence[float])
         targets = [t for t in test["target"].unique() if (train["target"] == t).any()]
         if not targets:
             continue
-        fit = engine.fit_points(spec, train, targets)
+        fit = table_fit.fit_points(spec, train, targets)
         test = test[test["target"].isin(targets)]
         pred = fit.predict(test)
         y = test["loss"].to_numpy(float)
@@ -109,7 +109,7 @@ def cv_error(spec: engine.FitSpec, points: pd.DataFrame, folds: Sequence[float])
     return float(np.mean(errors))
 
 
-def select(spec: engine.FitSpec, points: pd.DataFrame, folds: int = CV_FOLDS) -> Selection:
+def select(spec: table_fit.FitSpec, points: pd.DataFrame, folds: int = CV_FOLDS) -> Selection:
     """Chooses among `variants(spec)` by CV error on the largest sizes (module docstring)."""
     if len(variants(spec)) == 1:
         return Selection(spec, spec, {}, "not selected: the requested law has no other variant "

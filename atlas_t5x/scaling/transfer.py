@@ -103,7 +103,7 @@ def measure_bts(
       TransferError: a bilingual run evaluated on t whose monolingual partner (t, same N) is
         missing, naming both.
     """
-    infos = cv.run_infos(rows)
+    infos = cv.run_summaries(rows)
     # cooldown branches belong to their trunk's curve (curves.curve), not runs of their own
     scratch = {r: i for r, i in infos.items()
                if i.is_scratch and not i.is_branch and (params is None or i.params == params)}
@@ -268,7 +268,7 @@ def finetune_scores(rows: Sequence[Mapping[str, Any]], loss_field: str = "loss",
     trapezoid over each curve's points in linear tokens, starting at the first evaluation
     (normalised by the length covered) [our choice].
     """
-    infos = cv.run_infos(rows)
+    infos = cv.run_summaries(rows)
     fts = [r for r, i in sorted(infos.items()) if not i.is_scratch and i.is_monolingual and not i.is_branch]
     if checkpoint is not None:
         fts = [r for r in fts if infos[r].init == checkpoint]
@@ -485,7 +485,6 @@ def plot_matrix(matrix: pd.DataFrame, path, title: str = "Bilingual transfer sco
     """Heatmap PNG (diverging colours centred at 0), the top-k sources per target marked with a dot;
     estimated cells (if given) hatched. `path`: a file path (written atomically) or a binary file
     object."""
-    import io
     import textwrap
 
     import matplotlib
@@ -521,10 +520,8 @@ def plot_matrix(matrix: pd.DataFrame, path, title: str = "Bilingual transfer sco
     width = int(fig.get_figwidth() * 11)   # characters that fit at this font size
     ax.set_title(textwrap.fill(title, width) + "\n" + textwrap.fill(notes, width), fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     if hasattr(path, "write"):   # a binary file object
-        path.write(buf.getvalue())
+        fig.savefig(path, format="png", dpi=110)
+        plt.close(fig)
     else:
-        logio.write_atomic(path, buf.getvalue())
+        logio.write_png(path, fig)

@@ -1,4 +1,4 @@
-"""Loading fit data: exported eval logs or plain CSV tables → a points table (pandas).
+"""Fit data: schema rows (read by `atlas_t5x.logs`) or plain CSV tables → a points table (pandas).
 
 Points table columns (one row per (run, step, target)):
   run, group (the trunk run of a cooldown branch, else the run), phase (what the point is:
@@ -7,13 +7,12 @@ Points table columns (one row per (run, step, target)):
   D_total (all training tokens), C (= 6·N·D_total FLOPs), p (the target's mixture weight),
   K (number of languages with positive mixture weight), D_by_lang / U_by_lang / weights (dicts).
 
-Only `atlas_t5x.schema` and `atlas_t5x.logio` are shared with the training side.
+Only `atlas_t5x.schema` and `atlas_t5x.logs` are shared with the training side; the law fits of a
+points table (FitSpec, fit_points) are in `table_fit`, beside this module.
 """
 
 from __future__ import annotations
 
-import glob as globlib
-import json
 import math
 import os
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from atlas_t5x import logio, schema
+from atlas_t5x import logs, schema
 
 
 class DataError(ValueError):
@@ -31,63 +30,10 @@ class DataError(ValueError):
 
 LOSS_FIELDS = ("loss", "bits_per_byte", "loss_unigram_norm")
 MAP_KEYS = ("N", "D", "U", "loss", "C", "run", "target", "mixture", "step", "p", "K")
-DEFAULT_TRANSFER_MATRIX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "atlas_bts_38x38.csv"
 
 
 # -------------------------------------------------------------------------------------------------
-# Exported logs
-
-
-def find_log_files(spec: str) -> list[Path]:
-    """eval.jsonl files named by a file, a folder (searched recursively) or a glob of either."""
-    path = Path(spec)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        files = sorted(path.rglob("eval.jsonl"))
-        if not files:
-            raise DataError(f"{spec}: folder holds no eval.jsonl")
-        return files
-    files: set[Path] = set()
-    for match in map(Path, globlib.glob(spec, recursive=True)):
-        # a glob may name files or run folders (`runs/mono_*`): folders are searched recursively
-        files.update([match] if match.is_file() else match.rglob("eval.jsonl"))
-    if not files:
-        raise DataError(f"{spec}: no such file, folder or matching glob (or no eval.jsonl under it)")
-    return sorted(files)
-
-
-def read_log_rows(spec: str) -> list[dict[str, Any]]:
-    """Schema-validated rows of every eval.jsonl under `spec` (single schema version)."""
-    rows: list[dict[str, Any]] = []
-    versions: dict[str, set[int]] = {}
-    for f in find_log_files(spec):
-        file_rows = logio.read_jsonl(f)
-        for i, row in enumerate(file_rows, start=1):
-            schema.validate_row(row, where=f"{f}:{i}")
-        versions[str(f)] = {r["schema_version"] for r in file_rows}
-        rows.extend(file_rows)
-    versions = {k: v for k, v in versions.items() if v}
-    schema.check_schema_versions(versions)
-    return rows
-
-
-def read_table_rows(path: str) -> list[dict[str, Any]]:
-    """Rows of a table written by scripts/export_logs.py (CSV dotted columns, or Parquet JSON)."""
-    frame = _read_frame(path)
-    rows = []
-    for i, rec in enumerate(frame.to_dict(orient="records")):
-        if str(path).endswith(".parquet"):
-            for field in schema.DICT_FIELDS:
-                if isinstance(rec.get(field), str):
-                    rec[field] = json.loads(rec[field])
-            row = {k: v for k, v in rec.items()}
-            row = schema.unflatten_row(schema.flatten_row(row))
-        else:
-            row = schema.unflatten_row(rec)
-        schema.validate_row(row, where=f"{path}: row {i + 1}")
-        rows.append(row)
-    return rows
+# Rows → points (rows are read by atlas_t5x.logs.read_rows)
 
 
 def _read_frame(path: str) -> pd.DataFrame:
@@ -100,12 +46,6 @@ def _read_frame(path: str) -> pd.DataFrame:
         return pd.read_csv(p)
     except (ValueError, OSError, pd.errors.ParserError) as err:
         raise DataError(f"{path}: cannot read table: {err}") from err
-
-
-def is_exported_table(path: str) -> bool:
-    """True when a table has the exported-log columns (run, step, target, params, …)."""
-    frame = _read_frame(path)
-    return {"run", "step", "target", "params", "schema_version"} <= set(frame.columns)
 
 
 def check_row_values(row: Mapping[str, Any], loss_field: str) -> None:
@@ -142,7 +82,7 @@ POINT_SETS = ("default", "stable", "stable_offset", "all")
 def select_point_rows(rows: Sequence[Mapping[str, Any]], points: str = "default") -> list[dict[str, Any]]:
     """The rows of one point set, each with `phase` (what the point is) and `group` (its trunk).
 
-    The one point filter every fit uses (fit_atlas.py --points, the report, the curse fit, live
+    The one point filter every fit uses (atlas-fit --points, the report, the curse fit, live
     prediction). Intermediate evaluations of one schedule are not independent (N, D) points: only
     a completed schedule is [Hägele et al. 2024]. Point sets:
       default        end points: the last evaluation of each cooldown branch (`cooldown_end`) and
@@ -276,12 +216,10 @@ def drop_untrained_targets(points: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return points[~untrained].reset_index(drop=True), int(untrained.sum())
 
 
-def load_logs(spec: str, **kwargs) -> pd.DataFrame:
-    """Points from eval.jsonl logs (file, folder or glob) or an exported CSV/Parquet table."""
-    p = Path(spec)
-    if p.is_file() and p.suffix in (".csv", ".parquet"):
-        return rows_to_points(read_table_rows(spec), **kwargs)
-    return rows_to_points(read_log_rows(spec), **kwargs)
+def load_points(source, **kwargs) -> pd.DataFrame:
+    """Points from eval logs (a file, folder or glob), an exported CSV/Parquet table, or rows;
+    read by `atlas_t5x.logs.read_rows`, then `rows_to_points(rows, **kwargs)`."""
+    return rows_to_points(logs.read_rows(source), **kwargs)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -367,11 +305,6 @@ def load_table(path: str, mapping: Mapping[str, str], drop_highest_loss: int = 0
 
 # -------------------------------------------------------------------------------------------------
 # Transfer matrix and ATLAS inputs
-
-
-def default_transfer_matrix_path() -> Path | None:
-    """../shared/data/atlas_bts_38x38.csv beside the checkout, when present."""
-    return DEFAULT_TRANSFER_MATRIX if DEFAULT_TRANSFER_MATRIX.is_file() else None
 
 
 def load_transfer_matrix(path: str | os.PathLike) -> pd.DataFrame:
