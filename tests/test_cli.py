@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -266,3 +267,17 @@ def test_fitter_only_install_gets_one_line_naming_the_extra(name, monkeypatch, c
     assert module.main(args) == common.EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'atlas_t5x[train]'" in err[0], err
+
+
+def test_atlas_demo_refuses_a_missing_spec_and_bad_workers_naming_them(tmp_path):
+    """atlas-demo's real run is `make demo` (minutes); here its bad-input paths, as a process."""
+    exe = shutil.which("atlas-demo", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip("atlas-demo is not installed in this environment")
+    missing = subprocess.run([exe, "--spec", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "nope.yaml" in missing.stderr
+    workers = subprocess.run([exe, "--workers", "0", "--out", str(tmp_path / "o")],
+                             capture_output=True, text=True, timeout=300)
+    assert workers.returncode == 2 and "--workers" in workers.stderr
+    assert not (tmp_path / "o" / "report").exists()

@@ -67,6 +67,14 @@ def test_missing_monolingual_partner_names_both_runs():
         tr.measure_bts(rows)
 
 
+def test_missing_partner_can_be_skipped_and_described_while_the_other_direction_is_measured():
+    rows = [r for r in _pair_rows(0.5, 0.5) if r["run"] != "mono_b"]
+    skipped: list[str] = []
+    meas = tr.measure_bts(rows, skipped=skipped)
+    assert [(m.source, m.target) for m in meas] == [("b", "a")]
+    assert len(skipped) == 1 and skipped[0].startswith("BTS(a->b)") and "'bi_ab'" in skipped[0]
+
+
 def test_stats_reproduce_the_paper_matrix(shared_data):
     mat = tr.read_matrix(shared_data / "atlas_bts_38x38.csv")
     assert mat.shape == (38, 38)

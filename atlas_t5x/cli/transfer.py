@@ -102,10 +102,16 @@ def run(args) -> dict:
     else:
         common.status(f"reading logs from {args.logs}")
         rows = logs.read_rows(args.logs)
-        meas = tr.measure_bts(rows, d_mono=args.d_mono, loss_field=args.loss_field, params=args.params)
+        skipped: list[str] = []
+        meas = tr.measure_bts(rows, d_mono=args.d_mono, loss_field=args.loss_field, params=args.params,
+                              skipped=skipped)
+        for note in skipped:
+            print(f"skipped {note}", file=sys.stderr)
         if not meas:
             size = f" with N = {args.params:.4g} (--params)" if args.params else ""
-            raise tr.TransferError(f"{args.logs}: no 50/50 bilingual from-scratch runs{size} found")
+            why = f" ({len(skipped)} pair(s) lack their monolingual partner; see above)" if skipped else ""
+            raise tr.TransferError(f"{args.logs}: no measurable 50/50 bilingual from-scratch runs{size}{why}")
+        payload["skipped"] = skipped
         matrix = tr.bts_matrix(meas, params=args.params)
         size = matrix.attrs["params"]
         payload["measurements"] = [m.__dict__ for m in meas]

@@ -85,6 +85,7 @@ def measure_bts(
     d_mono: float | None = None,
     loss_field: str = "loss",
     params: int | None = None,
+    skipped: list[str] | None = None,
 ) -> list[BTSMeasurement]:
     """BTS for every (50/50 bilingual run, evaluated member language) in `rows`.
 
@@ -98,10 +99,12 @@ def measure_bts(
         bilingual run's last total-token count (so that a zero-transfer bilingual run can reach it).
       loss_field: which loss to compare ("loss", "loss_unigram_norm", "bits_per_byte").
       params: only runs of this size N; default: every size present.
+      skipped: if given, a pair whose monolingual partner is missing is skipped and described
+        here instead of raising.
 
     Raises:
       TransferError: a bilingual run evaluated on t whose monolingual partner (t, same N) is
-        missing, naming both.
+        missing, naming both (unless `skipped` is given).
     """
     infos = cv.run_summaries(rows)
     # cooldown branches belong to their trunk's curve (curves.curve), not runs of their own
@@ -125,11 +128,13 @@ def measure_bts(
                 continue
             mono_run = mono_by_key.get((target, info.params))
             if mono_run is None:
-                raise TransferError(
-                    f"bilingual run {run!r} ({a}+{b}, N={info.params}) is evaluated on {target!r} but "
-                    f"its partner, a from-scratch monolingual {target!r} run with N={info.params}, is "
-                    f"missing from the logs"
-                )
+                problem = (f"bilingual run {run!r} ({a}+{b}, N={info.params}) is evaluated on {target!r} "
+                           f"but its partner, a from-scratch monolingual {target!r} run with "
+                           f"N={info.params}, is missing from the logs")
+                if skipped is None:
+                    raise TransferError(problem)
+                skipped.append(f"BTS({source}->{target}): {problem}")
+                continue
             mono = cv.curve(rows, mono_run, target, x=f"lang:{target}", loss_field=loss_field)
             bi = cv.curve(rows, run, target, x="tokens", loss_field=loss_field)
             d = d_mono if d_mono is not None else min(mono.x[-1], bi.x[-1] / 2.0)
