@@ -13,8 +13,6 @@ model size) is reported as "–" with the reason.
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import math
 import os
 import traceback
@@ -426,10 +424,7 @@ def _plot_scatter(path, scatter) -> None:
     ax.set_title("in-sample fit on all points; crosses: the random 20% split", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    logio.write_atomic(path, buf.getvalue())
+    logio.write_png(path, fig, dpi=100)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,7 +480,7 @@ def build_report(
                                              "rows": [list(c) for c in checks]}], "figures": []}
     doc.lines[4:4] = ["## Sanity checks", "", *_sanity_lines(checks)]   # right after the title and source
     path = out / "report.md"
-    logio.write_atomic(out / "report.json", json.dumps(
-        {"source": str(source), "loss_field": loss_field, "sections": doc.data}, indent=1) + "\n")
+    logio.write_json(out / "report.json",
+                     {"source": str(source), "loss_field": loss_field, "sections": doc.data}, indent=1)
     logio.write_atomic(path, "\n".join(doc.lines) + "\n")
     return path
