@@ -601,26 +601,22 @@ def train(
             {"step": resume_step, "setting": name, "old": old, "new": new} for name, old, new in config_changes]
         pipeline.set_state(pipeline_state)
         init = meta.get("run_info", {}).get("init", init)
-        how = f"resumed from {where}"
         tokens_seen = int(pipeline.accounting().total)  # on every process: a pipeline may gather
+        how = train_progress.describe_start("resumed", resume_step, total_steps, tokens_seen, where)
         if is_chief:
-            train_progress.log.info("%s", train_progress.describe_start(
-                "resumed", resume_step, total_steps, tokens_seen, where))
             _truncate_log(model_dir_path / "logs" / "train.jsonl", resume_step)
     elif init_from:
         params, init = checkpoints.load_params(init_from, abstract_state.params)
         state = jax.jit(fresh_state, in_shardings=(params_sh,), out_shardings=state_sh)(params)
-        how = f"finetune from {init}"
-        if is_chief:
-            train_progress.log.info("%s", train_progress.describe_start("finetune", 0, total_steps, 0, init))
+        how = train_progress.describe_start("finetune", 0, total_steps, 0, init)
     else:
-        how = "from scratch"
-        if is_chief:
-            train_progress.log.info("%s", train_progress.describe_start("scratch", 0, total_steps, 0, None))
+        how = train_progress.describe_start("scratch", 0, total_steps, 0, None)
         with partitioning.axis_rules(mesh):
             state = jax.jit(lambda k: fresh_state(nn.meta.unbox(model.init(k, dummy_tokens)["params"])),
                             out_shardings=state_sh)(init_key)
     start_step = int(jax.device_get(state.step))
+    if is_chief:
+        train_progress.log.info("%s", how)
 
     run_info = RunInfo(
         run=run_name or model_dir_path.name,

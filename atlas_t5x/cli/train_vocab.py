@@ -40,6 +40,7 @@ import shutil
 import sys
 import tempfile
 
+from atlas_t5x import mixture_weights
 from atlas_t5x.cli import common
 
 COMMAND = "atlas-train-vocab"
@@ -48,11 +49,8 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
                            "corpus_spm.model")
 
 
-def temperature_shares(sizes: dict[str, int], temperature: float) -> dict[str, float]:
-    """p_l ∝ n_l^(1/T), normalised to sum to 1 (the temperature mixture of the train pipeline)."""
-    from atlas_t5x.data import mixtures  # noqa: PLC0415
-
-    return dict(mixtures.temperature(sizes, temperature).weights)
+# p_l ∝ n_l^(1/T), normalised to sum to 1: the train pipeline's temperature mixture, without gin.
+temperature_shares = mixture_weights.temperature_rates
 
 
 CARD_TOKENS_MAX_BYTES = 10**9  # the card lists tokens per split only for corpora up to 1 GB

@@ -6,7 +6,7 @@ r"""The temperature-sampled sentence sample a SentencePiece vocabulary is traine
 Rule (deterministic by seed, one decision per document, no global pass over the text):
   * only TRAINING documents are sampled (`stats.split_of` with the thresholds of the statistics
     file: validation and test never reach the vocabulary);
-  * language l gets a share p_l ∝ n_l^(1/T) of `sample_bytes` (`mixtures.temperature` over n_l =
+  * language l gets a share p_l ∝ n_l^(1/T) of `sample_bytes` (`mixture_weights.temperature_rates` over n_l =
     its training-split UTF-8 bytes from the statistics file; T = 100 by default, the value
     scripts/train_vocab.py uses for the paper's vocabulary), i.e. a rate r_l = p_l·sample_bytes / n_l
     that may exceed 1 for small languages (their documents repeat);
@@ -37,8 +37,8 @@ from typing import Any, Sequence
 
 import apache_beam as beam
 
+from atlas_t5x import mixture_weights
 from atlas_t5x.data import madlad
-from atlas_t5x.data import mixtures
 from atlas_t5x.data import stats as stats_lib
 from atlas_t5x.preprocess import beam_runtime
 from atlas_t5x.preprocess.beam_runtime import PreprocessError
@@ -94,7 +94,7 @@ def plan_sample(root: str, stats_path: str, out: str, sample_bytes: int,
     empty = sorted(lang for lang, n in train_bytes.items() if n <= 0)
     if empty:
         raise PreprocessError(f"statistics file {stats_path}: languages {empty} have no training text")
-    shares = dict(mixtures.temperature(train_bytes, temperature).weights)
+    shares = mixture_weights.temperature_rates(train_bytes, temperature)
     rates = {lang: shares[lang] * sample_bytes / train_bytes[lang] for lang in langs}
     thresholds = {lang: stats_lib.SplitThresholds.from_json(stats["languages"][lang]["thresholds"])
                   for lang in langs}
