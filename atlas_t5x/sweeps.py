@@ -8,7 +8,8 @@ names (`mixtures.get_mixture`), finetune sources, duplicate run names, unknown k
     name: demo
     defaults:                      # any run field below; families may override them
       seq_len: 64                  # tokens per training sequence
-      batch: 8                     # sequences per step (global); "paper" = the spec's rule by N
+      batch: 8                     # sequences per step (global); "paper" = the spec's rule by N;
+                                   # or {scale: batch} (smaller models take smaller batches)
       vocab: corpus_spm
       tokens: 200000               # training tokens per run (or {scale: tokens}, or use
                                    # tokens_per_param: 20 for a Chinchilla-style budget,
@@ -16,6 +17,9 @@ names (`mixtures.get_mixture`), finetune sources, duplicate run names, unknown k
       warmup_steps: 10
       peak_lr: 3.0e-3
       schedule: wsd                # warmup-stable-decay, decay over the last 10% [paper]
+      decay_fraction: 0.2          # or another WSD decay (fraction of the steps; default 0.1)
+      cooldown_at: [0.25, 0.5]     # WSD cooldown branches leaving the stable trunk at these
+      cooldown_fraction: 0.2       # fractions of its steps, each decaying over 20% of its steps
       eval_every: 10               # steps between evaluations
       eval_languages: all          # every corpus language (or a list)
       eval_token_budget: 2048      # target tokens scored per language and evaluation
@@ -118,7 +122,10 @@ def _number(value: Any, field: str, where: str, integer: bool = False, minimum: 
 def check_settings(settings: dict[str, Any], where: str) -> None:
     """Types and ranges of a run's fields (file and family entry in `where`), before expansion.
     Numbers given as strings (`3e-3`) are replaced by the numbers, in `settings` itself."""
-    if settings["batch"] != "paper":
+    if isinstance(settings["batch"], Mapping):
+        settings["batch"] = {scale: _number(value, f"batch[{scale}]", where, integer=True, minimum=1)
+                             for scale, value in settings["batch"].items()}
+    elif settings["batch"] != "paper":
         settings["batch"] = _number(settings["batch"], "batch", where, integer=True, minimum=1)
     settings["seq_len"] = _number(settings["seq_len"], "seq_len", where, integer=True, minimum=2)
     tokens = settings["tokens"]
@@ -138,6 +145,10 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
     for field in ("checkpoint_every", "vocab_size"):
         settings[field] = _number(settings[field], field, where, integer=True, minimum=1, allow_none=True)
     settings["seed"] = _number(settings["seed"], "seed", where, integer=True)
+    if settings["decay_fraction"] is not None:
+        settings["decay_fraction"] = _number(settings["decay_fraction"], "decay_fraction", where)
+        if not 0 < settings["decay_fraction"] <= 1:
+            raise SweepError(f"{where}: 'decay_fraction' must be in (0, 1], got {settings['decay_fraction']!r}")
     for field in ("vocab", "schedule"):
         if not isinstance(settings[field], str) or not settings[field] or "\n" in settings[field]:
             raise SweepError(f"{where}: {field!r} must be a one-line name, got {settings[field]!r}")
@@ -157,10 +168,15 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
                 isinstance(v, str) for v in values):
             raise SweepError(f"{where}: {field!r} must be a list of strings, got {values!r}")
     for binding in settings["gin_bindings"] or []:
+        if binding.strip().startswith("make_schedule.decay_fraction"):
+            raise SweepError(f"{where}: set the trunk's decay with the 'decay_fraction' field, not the gin "
+                             f"binding {binding!r} (the sweep checks cooldown branch points against it)")
         if "\n" in binding or "\r" in binding or not GIN_BINDING_PATTERN.fullmatch(binding.strip()):
             raise SweepError(f"{where}: gin_bindings entry {binding!r} is not one 'configurable.param = value' "
                              "line (import/include and multi-line text are not allowed in a sweep spec)")
 
+
+DEFAULT_DECAY_FRACTION = 0.1   # optim.make_schedule's default WSD decay (fraction of the steps)
 
 # Run fields that `defaults:` and family entries may set, with their defaults.
 RUN_DEFAULTS: dict[str, Any] = {
@@ -187,6 +203,8 @@ RUN_DEFAULTS: dict[str, Any] = {
     # decay fraction, 0.1) and logging one completed point ("cooldown_end").
     "cooldown_at": [],
     "cooldown_fraction": None,
+    # The trunk's WSD decay, as a fraction of its steps (None: the schedule's default, 0.1).
+    "decay_fraction": None,
 }
 FAMILY_KEYS: dict[str, set[str]] = {
     "monolingual": {"languages", "scales"},
@@ -413,6 +431,10 @@ def _scales(entry: Mapping[str, Any], where: str) -> list[str]:
 def _budget(settings: Mapping[str, Any], scale: str, name: str, where: str) -> tuple[int, int, int]:
     """(tokens, total_steps, batch) for one run."""
     batch = settings["batch"]
+    if isinstance(batch, Mapping):
+        if scale not in batch:
+            raise SweepError(f"{where}: 'batch' gives no batch size for scale {scale!r} (has {sorted(batch)})")
+        batch = batch[scale]
     try:
         cfg = scale_config(scale, **(settings["model_overrides"] or {}))
     except (ValueError, TypeError) as err:
@@ -460,8 +482,9 @@ def _check_cooldown(settings: Mapping[str, Any], steps: int, batch: int, name: s
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
             raise SweepError(f"{where}: run {name!r}: cooldown_at {f!r} must be a fraction of the run's steps in (0, 1)")
         branch_at.append(int(round(f * steps)) * tokens_per_step)
+    decay_start = optim.decay_start_step(steps, settings.get("decay_fraction") or DEFAULT_DECAY_FRACTION)
     rule = dict(tokens_per_step=tokens_per_step, total_steps=steps, warmup_steps=settings["warmup_steps"],
-                decay_start=optim.decay_start_step(steps), cooldown_fraction=fraction or 0.1)
+                decay_start=decay_start, cooldown_fraction=fraction or DEFAULT_DECAY_FRACTION)
     for f, tokens in zip(at, branch_at):
         try:
             cooldown.branch_steps([tokens], **rule)
@@ -484,7 +507,7 @@ def branch_steps_total(run: RunSpec) -> int:
     """Extra optimizer steps the run's cooldown branches train (for time estimates)."""
     from atlas_t5x import optim
 
-    fraction = run.settings.get("cooldown_fraction") or 0.1
+    fraction = run.settings.get("cooldown_fraction") or DEFAULT_DECAY_FRACTION
     return sum(optim.cooldown_steps(t // (run.batch * run.seq_len), fraction) for t in branch_points(run))
 
 
@@ -678,6 +701,7 @@ def gin_config(run: RunSpec, out_dir: str | os.PathLike) -> str:
         f"make_schedule.kind = {_gin_value(s['schedule'])}",
         f"make_schedule.peak_lr = {float(s['peak_lr'])}",
         f"make_schedule.warmup_steps = {int(min(s['warmup_steps'], max(run.total_steps - 1, 0)))}",
+        *([f"make_schedule.decay_fraction = {float(s['decay_fraction'])}"] if s.get("decay_fraction") else []),
         "train.callbacks = [@PerLanguageEval()]",
         f"PerLanguageEval.every_steps = {int(s['eval_every'])}",
         f"PerLanguageEval.languages = {_gin_value(list(s['eval_languages']) if s['eval_languages'] else None)}",

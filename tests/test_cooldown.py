@@ -105,6 +105,25 @@ def test_sweep_expands_cooldown_branches_into_gin(tmp_path):
         sweeps.expand_sweep(bad)
 
 
+def test_sweep_checks_branches_against_the_trunks_own_decay(tmp_path):
+    # the trunk decays over its last 20%: a branch at 0.8 would leave at the first decay step; the
+    # sweep refuses it before anything trains (it used to pass the check and fail in the worker)
+    spec = {"name": "t", "defaults": {"tokens": 100 * 8 * 64, "seq_len": 64, "batch": 8, "warmup_steps": 5,
+                                      "decay_fraction": 0.2, "cooldown_at": [0.4, 0.8]},
+            "families": [{"family": "monolingual", "languages": ["en"], "scales": ["tiny0"]}]}
+    with pytest.raises(sweeps.SweepError, match=r"cooldown_at 0.8 .*steps 5…79 of 100"):
+        sweeps.expand_sweep(spec)
+    ok = {**spec, "defaults": {**spec["defaults"], "cooldown_at": [0.4, 0.75]}}
+    (run,) = sweeps.expand_sweep(ok).runs
+    assert "make_schedule.decay_fraction = 0.2" in sweeps.gin_config(run, tmp_path)
+    binding = {**spec, "defaults": {**spec["defaults"], "decay_fraction": None,
+                                    "gin_bindings": ["make_schedule.decay_fraction = 0.2"]}}
+    with pytest.raises(sweeps.SweepError, match="'decay_fraction' field"):
+        sweeps.expand_sweep(binding)
+    with pytest.raises(sweeps.SweepError, match="'decay_fraction' must be in"):
+        sweeps.expand_sweep({**spec, "defaults": {**spec["defaults"], "decay_fraction": 1.5}})
+
+
 def test_branch_rows_name_their_trunk_and_pass_the_schema():
     from types import SimpleNamespace
 

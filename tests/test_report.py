@@ -34,8 +34,16 @@ def test_report_covers_every_section(tmp_path):
                   "## Curse of multilinguality", "## Pretrain vs finetune crossover"):
         assert title in text
     assert "Skipped" not in text and "Failed" not in text
-    assert "| en → de |" in text and "| en | csl | 30 |" in text and "R²(N)" in text
+    assert "| en → de |" in text and "R²(N)" in text
     assert "K ∈ [1, 2, 4]" in text
+    # the paper's two settings: monolingual runs first (what the sanity checks read), then every run
+    # (18 points of the three mono_en runs, then 30 with the bilingual and K = 4 runs); each law is
+    # the variant chosen by extrapolation CV, with every variant's CV error listed
+    mono_at, multi_at = text.index("### Monolingual setting"), text.index("### Multilingual setting")
+    assert mono_at < text.index("| en | csl untied likelihood | 18 | 1 |") < multi_at
+    assert multi_at < text.index("| en | csl untied huber | 30 |")
+    assert "csl tied huber 0.2%" in text and "Model selection by extrapolation" in text
+    assert "CSL (monolingual runs) alpha" in text.split("## Runs")[0]
     assert "| en | 3e+07 |" in text and "| ok | mono_en_3e+07 | ft_en_3e+07 |" in text
     for png in ("fits_predicted_vs_observed.png", "bts_heatmap.png", "curse_frontier.png", "crossover.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 1000
@@ -68,6 +76,19 @@ def test_sanity_checks_pass_and_fail_on_known_facts():
     bad["curse_2k"] = {"total_tokens_ratio": 0.91, "warnings": ["|ψ/β| > 1"]}
     failed = [c for c, ok, _ in report.sanity_checks(bad) if not ok]
     assert len(failed) == 4 and any("alpha" in c for c in failed) and any("E not at a bound" in c for c in failed)
+
+
+def test_a_tied_fit_reports_beta_equal_to_alpha_and_no_selection_when_asked(tmp_path):
+    rows = [r for r in study_rows() if r["run"].startswith(("mono_en", "mono_de"))]
+    report.build_report(rows, tmp_path / "rep", laws=("csl",), select=False,
+                        fit_kwargs={"tied": True, "grid_budget": 300, "n_polish": 1})
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    en = doc["facts"]["fits"]["csl"]["en"]
+    assert doc["facts"]["fit_setting"] == "monolingual" and en["variant"] == "csl tied huber"
+    assert en["params"]["beta"] == en["params"]["alpha"] and en["intervals"]["beta"] == en["intervals"]["alpha"]
+    sanity = doc["sections"]["Sanity checks"]["tables"][0]["rows"]
+    assert any(r[0].startswith("en: CSL (monolingual runs) beta") and "(csl tied huber: α = β)" in r[2] for r in sanity)
+    assert "Model selection by extrapolation" not in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_report_sections_without_their_runs_say_so(tmp_path):
@@ -169,9 +190,11 @@ def test_exported_table_gives_the_same_transfer_scores(tmp_path):
 
 
 def test_report_names_targets_with_too_few_points(tmp_path):
-    rows = [r for r in study_rows() if r["run"].startswith("mono_en")]   # 3 runs x 6 points
+    # 2 runs x 6 points: below the monolingual setting's minimum of 14 (twice DCSL's 7 parameters)
+    rows = [r for r in study_rows() if r["run"].startswith("mono_en") and not r["run"].endswith("1e+08")]
     text = report.build_report(rows, tmp_path / "rep", laws=("csl",)).read_text()
-    assert "_Skipped: no target has 20 or more points (en: 18)_" in text
+    assert "_Skipped: no target has 14 or more points (en: 12)_" in text
+    assert "_Skipped: monolingual: no target has 14 or more points (en: 12)_" in text
     assert not (tmp_path / "never").exists()
     with pytest.raises(Exception, match="never"):
         report.build_report(str(tmp_path / "never"), tmp_path / "never_out")

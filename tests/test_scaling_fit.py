@@ -140,6 +140,26 @@ def test_run_weights_resample_whole_runs():
     assert np.all(W[:, [0, 2, 3]].sum(axis=1) == 3)   # three runs drawn per replicate
 
 
+def test_run_weights_within_strata_keep_the_design():
+    # two sizes with two runs each and one with three: every replicate keeps 2 + 2 + 3 runs per size
+    groups = np.array(["a", "b", "c", "d", "e", "f", "g", "g"])
+    sizes = np.array([1, 1, 2, 2, 3, 3, 3, 3])
+    W = bootstrap.run_weights(groups, 200, seed=1, strata=sizes)
+    assert np.all(W[:, [0, 1]].sum(axis=1) == 2) and np.all(W[:, [2, 3]].sum(axis=1) == 2)
+    assert np.all(W[:, [4, 5, 6]].sum(axis=1) == 3) and np.all(W[:, 6] == W[:, 7])
+    assert W[:, 0].std() > 0                      # runs are still resampled inside a size
+    with pytest.raises(ValueError, match="spans two strata"):
+        bootstrap.run_weights(groups, 4, strata=np.array([1, 1, 2, 2, 3, 3, 3, 4]))
+
+
+def test_resampling_units_stratify_only_designed_sweeps():
+    designed = pd.DataFrame({"run": ["a", "a-cd1", "b", "b-cd1"], "N": [1e6, 1e6, 2e6, 2e6]})
+    groups, strata = bootstrap.resampling_units(designed)
+    assert list(groups) == ["a", "a-cd1", "b", "b-cd1"] and list(strata) == [1e6, 1e6, 2e6, 2e6]
+    one_run_per_size = pd.DataFrame({"run": ["a", "a", "b"], "N": [1e6, 1e6, 2e6]})
+    assert bootstrap.resampling_units(one_run_per_size)[1] is None
+
+
 def test_atlas_recovers_synthetic_parameters():
     points, truth = points_lib.synthetic_study(languages=("en", "de", "fr", "ja", "sw"),
                                          sizes=(2e7, 8e7, 3e8, 1.2e9, 5e9), noise=0.002, seed=4)

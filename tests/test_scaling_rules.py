@@ -218,6 +218,33 @@ def test_selection_picks_the_variant_that_generated_the_data():
     assert not few.changed and "needs ≥ 3" in few.reason
 
 
+def test_selection_breaks_near_ties_towards_the_request(monkeypatch):
+    """Variants within REQUIRED_GAIN of the best are equivalent: the one closest to the request wins
+    (the demo's ru runs: tied Huber 1.182% vs tied likelihood 1.177% keeps Huber)."""
+    errors = {"csl untied huber": 2.02, "csl untied likelihood": 2.03, "csl tied huber": 1.182,
+              "csl tied likelihood": 1.177}
+    monkeypatch.setattr(selection, "cv_error", lambda spec, points, folds: errors[selection.variant_label(spec)])
+    pts = _csl_points(alpha=0.3, beta=0.3)
+    sel = selection.select(table_fit.FitSpec("csl"), pts)
+    assert selection.variant_label(sel.chosen) == "csl tied huber"
+    errors["csl tied huber"] = 1.25        # now clearly worse than tied likelihood
+    assert selection.variant_label(selection.select(table_fit.FitSpec("csl"), pts).chosen) == "csl tied likelihood"
+    errors.update({"csl tied huber": 2.0, "csl tied likelihood": 2.0})   # nothing beats the request by 2%
+    assert not selection.select(table_fit.FitSpec("csl"), pts).changed
+
+
+def test_monolingual_points_keep_runs_trained_on_their_target_alone():
+    pts = pd.DataFrame([
+        {"target": "ru", "weights": {"ru": 1.0}, "mixture": "monolingual_ru", "D": 5.0},
+        {"target": "ru", "weights": {"ru": 0.5, "uk": 0.5}, "mixture": "bilingual_ru_uk", "D": 5.0},
+        {"target": "uk", "weights": {"ru": 1.0, "uk": 0.0}, "mixture": "monolingual_ru", "D": 0.0},
+        {"target": "en", "weights": {}, "mixture": "mono_en_1e8", "D": 5.0},      # plain table: by name
+        {"target": "en", "weights": {}, "mixture": "unimax", "D": 5.0},
+    ])
+    kept = points_lib.monolingual_points(pts)
+    assert kept[["target", "mixture"]].values.tolist() == [["ru", "monolingual_ru"], ["en", "mono_en_1e8"]]
+
+
 def test_msl_reads_the_total_training_tokens():
     """He et al. 2024: L = (E + A/N^α + B/D^β)·p^(−γ) with D the run's total tokens."""
     pts = pd.DataFrame([{"N": 1e8, "D": 2.5e9, "D_total": 1e10, "p": 0.25, "U": 1e12}])

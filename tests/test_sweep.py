@@ -57,6 +57,20 @@ def test_tokens_per_param_and_paper_batch() -> None:
     assert run.tokens == run.total_steps * 256 * 2048
 
 
+def test_batch_per_scale() -> None:
+    sweep = sweeps.expand_sweep(spec(
+        {"family": "monolingual", "languages": ["en"], "scales": ["tiny0", "tiny1"]},
+        tokens=64 * 8 * 40, batch={"tiny0": 4, "tiny1": 8}, seq_len=64,
+    ))
+    assert {r.scale: (r.batch, r.total_steps) for r in sweep.runs} == {"tiny0": (4, 80), "tiny1": (8, 40)}
+    with pytest.raises(sweeps.SweepError, match=r"'batch' gives no batch size for scale 'tiny1' \(has \['tiny0'\]\)"):
+        sweeps.expand_sweep(spec({"family": "monolingual", "languages": ["en"], "scales": ["tiny0", "tiny1"]},
+                                 tokens=64 * 8 * 40, batch={"tiny0": 4}, seq_len=64))
+    with pytest.raises(sweeps.SweepError, match=r"'batch\[tiny0\]' must be at least 1"):
+        sweeps.expand_sweep(spec({"family": "monolingual", "languages": ["en"], "scales": ["tiny0"]},
+                                 tokens=64 * 8 * 40, batch={"tiny0": 0}, seq_len=64))
+
+
 @pytest.mark.parametrize(
     "family, message",
     [
@@ -396,13 +410,11 @@ def test_demo_checks_flag_what_a_reader_checks_first() -> None:
     assert "8.00 epochs of U_t = 1,000 tokens; loss drop over the last doubling of D_t: -0.200" in text
     assert f"ATLAS λ = 0.5 counts them as {effective:.2f} effective epochs" in text
     assert "parameters at or next to a bound | atlas on yi: E (low)" in text
-    import pandas as pd
-
-    table = pd.DataFrame([
-        {"law": "csl", "split": "in_sample", "r2": 0.9, "r2_mean_over_targets": 0.8, "mape": 2.0},
-        {"law": "csl", "split": "N", "r2": math.nan, "note": "too few points"},
-    ])
-    lines = demo.r2_markdown(table)
-    assert lines[0] == "| law | in sample | R²(random) | R²(N) | R²(D) | R²(C) |"
-    assert lines[2] == "| csl | 0.800 (pooled 0.900, MAPE 2.0%) | – | failed | – | – |"
-    assert lines[3] == "| dcsl | – | – | – | – | – |"
+    # the report's held-out facts as the demo's heldout.csv: one row per setting, law and split
+    facts = {"settings": {"monolingual": {
+        "fits": {"csl": {"yi": {"variant": "csl tied huber"}}},
+        "heldout": {"csl": {"N": 0.91, "D": math.nan}}}}}
+    table = demo.heldout_frame(facts)
+    assert table[["setting", "variant", "split"]].values.tolist() == [
+        ["monolingual", "csl tied huber", "N"], ["monolingual", "csl tied huber", "D"]]
+    assert table["r2_mean_over_targets"].iloc[0] == 0.91

@@ -19,7 +19,8 @@ Steps:
  4. Fit Chinchilla (csl), data-constrained (dcsl) and ATLAS per target language with held-out R²
     (random 20% of runs, largest N, per target top-20% D and C), using the fitter in
     atlas_t5x.scaling, on the completed-schedule points (cooldown ends and final evaluations) of the
-    targets trained at MIN_SIZES or more model sizes (a law in N needs them).
+    monolingual runs (the paper's monolingual setting) of the targets trained at MIN_SIZES or more
+    model sizes (a law in N needs them).
  5. Write the report: OUT/report.md (atlas_t5x.scaling.report.build_report), whose first lines are
     the sanity table (CSL exponents and their bootstrap intervals, E off its bounds, held-out
     R²(N) and R²(D), the curse plan for 2K; failures first), plus this demo's checks, loss-curve,
@@ -211,8 +212,11 @@ def _start_worker(cache_dir: str) -> None:
 
 def _train_one(sweep: sweeps.Sweep, out: str, name: str) -> tuple[str, str, float]:
     started = time.perf_counter()
-    status = sweeps.run_locally(sweep, out, progress=False, only=[name])
-    return name, status[name], time.perf_counter() - started
+    try:
+        status = sweeps.run_locally(sweep, out, progress=False, only=[name])[name]
+    except Exception as err:  # noqa: BLE001  (gin re-raises with a class that does not pickle back)
+        status = f"failed: {type(err).__name__}: {err}"
+    return name, status, time.perf_counter() - started
 
 
 def train_runs(sweep: sweeps.Sweep, out: Path, estimates: dict[str, float], workers: int) -> dict[str, str]:
@@ -252,8 +256,9 @@ def trained_target_rows(rows):
 
 
 def fit_points_and_targets(rows):
-    """The fitter's points table of the from-scratch runs and the targets that can be fitted
-    (at least MIN_POINTS_PER_TARGET points from two or more model sizes).
+    """The monolingual setting's points table (from-scratch runs trained on their target alone,
+    completed schedules) and the targets that can be fitted: at least the report's minimum number
+    of points (MIN_POINTS_PER_TARGET["monolingual"]) from MIN_SIZES or more model sizes.
 
     `rows_to_points` leaves finetunes out: the laws describe training from initialisation; a
     finetune's curve starts from its source's loss and is only used for the crossover (spec §1.7).
@@ -261,69 +266,46 @@ def fit_points_and_targets(rows):
     from atlas_t5x.scaling import points as fdata
     from atlas_t5x.scaling.report import MIN_POINTS_PER_TARGET
 
-    points = fdata.rows_to_points(trained_target_rows(rows), loss_field="loss")   # completed schedules
+    min_points = MIN_POINTS_PER_TARGET["monolingual"]
+    points = fdata.monolingual_points(fdata.rows_to_points(trained_target_rows(rows), loss_field="loss"))
     targets = sorted(t for t in points["target"].unique()
                      if points.loc[points["target"] == t, "N"].nunique() >= MIN_SIZES
-                     and (points["target"] == t).sum() >= MIN_POINTS_PER_TARGET)
+                     and (points["target"] == t).sum() >= min_points)
     if not targets:
-        raise ValueError(f"no target has {MIN_POINTS_PER_TARGET} completed-schedule points from "
-                         f"{MIN_SIZES} or more model sizes")
+        raise ValueError(f"no target has {min_points} completed-schedule points of monolingual runs "
+                         f"from {MIN_SIZES} or more model sizes")
     return points[points["target"].isin(targets)].reset_index(drop=True), targets
 
 
-def heldout_table(points):
-    """(law × split table, {law: TableFit on all points}).
-
-    Per split (spec §5) every law is refitted without the held-out points and scored on them
-    (`heldout.evaluate_split`); the table has R² pooled over the targets' points (`r2`), R² per
-    target averaged over targets (`r2_mean_over_targets`), MAE (nats/token), MAPE (%) and n.
-    """
+def heldout_frame(facts):
+    """The report's held-out R² (mean over targets) per setting, law and split, as a table."""
     import pandas as pd
 
-    from atlas_t5x.scaling import engine, heldout, table_fit
+    records = []
+    for setting, found in (facts.get("settings") or {}).items():
+        for law, splits in found["heldout"].items():
+            variant = next(iter(found["fits"].get(law, {}).values()), {}).get("variant", law)
+            for split, r2 in splits.items():
+                records.append({"setting": setting, "law": law, "variant": variant, "split": split,
+                                "r2_mean_over_targets": r2})
+    return pd.DataFrame(records, columns=["setting", "law", "variant", "split", "r2_mean_over_targets"])
 
-    records, fits = [], {}
-    for law in LAWS:
-        spec = table_fit.FitSpec(law=law, grid_budget=1000, n_polish=2)
+
+def chosen_fits(points, facts):
+    """{law: TableFit} of each law's chosen variant (the report's monolingual setting) refitted on
+    the monolingual points, for the plots and the demo's checks."""
+    from atlas_t5x.scaling import engine, table_fit
+
+    fits = {}
+    for law, per_target in (facts.get("fits") or {}).items():
+        variant = next(iter(per_target.values()))["variant"].split()   # "<law> tied|untied <objective>"
+        spec = table_fit.FitSpec(law=law, tied=variant[1] == "tied", objective=variant[2],
+                                 grid_budget=1000, n_polish=2)
         try:
             fits[law] = table_fit.fit_points(spec, points)
-        except (engine.FitError, ValueError, FloatingPointError) as err:
-            records.append({"law": law, "split": "all", "r2": math.nan, "note": str(err)})
-            print(f"  {law}: fit failed: {err}")
+        except (engine.FitError, ValueError):
             continue
-        pred = fits[law].predict(points)
-        records.append({"law": law, "split": "in_sample", **heldout.metrics(points["loss"], pred),
-                        "r2_mean_over_targets": heldout.mean_target_r2(points, pred)})
-        for split in HELDOUT_SPLITS:
-            try:
-                res = heldout.evaluate_split(spec, points, split, seed=0)
-            except (engine.FitError, ValueError, FloatingPointError) as err:
-                records.append({"law": law, "split": split, "r2": math.nan, "note": str(err)})
-                print(f"  {law}: held-out split {split} failed: {err}")
-                continue
-            records.append({"law": law, "split": split, **res.metrics})
-    return pd.DataFrame(records), fits
-
-
-def r2_markdown(table) -> list[str]:
-    """Markdown: held-out R² per law and split, averaged over targets, with the pooled R² and MAPE."""
-    splits = ["in_sample", *HELDOUT_SPLITS]
-    lines = ["| law | " + " | ".join("in sample" if s == "in_sample" else f"R²({s})" for s in splits) + " |",
-             "|---" * (len(splits) + 1) + "|"]
-    for law in LAWS:
-        cells = []
-        for split in splits:
-            rec = table[(table["law"] == law) & (table["split"] == split)]
-            if rec.empty:
-                cells.append("–")
-                continue
-            rec = rec.iloc[0]
-            if not math.isfinite(rec["r2"]):
-                cells.append("failed")
-                continue
-            cells.append(f"{rec['r2_mean_over_targets']:.3f} (pooled {rec['r2']:.3f}, MAPE {rec['mape']:.1f}%)")
-        lines.append(f"| {law} | " + " | ".join(cells) + " |")
-    return lines
+    return fits
 
 
 # ------------------------------------------------------------------------------------------
@@ -437,24 +419,27 @@ def plot_loss_curves(rows, targets, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    all_runs = sorted({r["run"] for r in rows})
-    colors = {run: plt.get_cmap("tab20")(i % 20) for i, run in enumerate(all_runs)}  # one colour per run
+    trunk_of = lambda r: r.get("trunk") or r["run"]  # noqa: E731  (a cooldown branch → its trunk)
+    trunks = sorted({trunk_of(r) for r in rows})
+    colors = {run: plt.get_cmap("tab20")(i % 20) for i, run in enumerate(trunks)}  # one colour per trunk
     fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), squeeze=False)
     for ax, target in zip(axes[0], targets):
-        runs = sorted({r["run"] for r in rows if r["target"] == target and target in r["tokens_by_lang"]})
-        for run in runs:
-            pts = sorted((r["tokens_by_lang"][target], r["loss"]) for r in rows
-                         if r["run"] == run and r["target"] == target)
-            ax.plot(*zip(*pts), marker="o", ms=3, label=run, color=colors[run])
+        own = [r for r in rows if r["target"] == target and target in r["tokens_by_lang"]]
+        for trunk in sorted({trunk_of(r) for r in own}):
+            curve = sorted((r["tokens_by_lang"][target], r["loss"]) for r in own if r["run"] == trunk)
+            ax.plot(*zip(*curve), marker="o", ms=3, label=trunk, color=colors[trunk])
+            ends = [(r["tokens_by_lang"][target], r["loss"]) for r in own
+                    if r["run"] != trunk and trunk_of(r) == trunk]
+            if ends:   # each cooldown branch's end: a completed point off the trunk's curve
+                ax.plot(*zip(*sorted(ends)), ls="none", marker="v", ms=5, mfc="none", color=colors[trunk])
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel(f"training tokens of {target} (D_t)")
+        ax.set_xlabel(f"training tokens of {target} (D_t); ▽ cooldown-branch ends")
         ax.set_ylabel("validation loss (nats/token)")
         ax.set_title(f"target {target}")
         ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    logio.write_png(path, fig)
 
 
 def plot_fitted_laws(points, fits, targets, path: Path) -> None:
@@ -587,6 +572,13 @@ def main(argv: list[str] | None = None) -> int:
     status = train_runs(sweep, out, estimates, args.workers)
     trained = sum(v == "finished" for v in status.values())
     print(f"  trained {trained} runs in {time.perf_counter() - train_start:.0f} s")
+    failed = {name: state for name, state in status.items() if state.startswith("failed")}
+    if failed:
+        for name, state in failed.items():
+            print(f"error: run {name} {state}", file=sys.stderr)
+        print(f"error: {len(failed)} run(s) failed; their logs are in {out / 'runs'} (fix and rerun with "
+              "--resume to keep the finished runs)", file=sys.stderr)
+        return 1
 
     # 3. export
     from atlas_t5x import logs
@@ -600,28 +592,26 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("4/5 the fitter (atlas_t5x.scaling) is not available: stopping after the export.")
         return 0
-    print("4/5 fitting csl, dcsl and atlas per target with held-out R² ...")
+    print("4/5 fitting csl, dcsl and atlas per target (monolingual and multilingual settings, model "
+          "selection, bootstrap by run, held-out R²) and writing the report ...")
     try:
         points, targets = fit_points_and_targets(rows)
     except ValueError as err:
         print(f"  cannot fit: {err}; the logs are exported in {out}. Stopping before the report.")
         return 1
-    table, fits = heldout_table(points)
-    logio.write_atomic(out / "heldout.csv", table.to_csv(index=False))
-    scored = table[table["split"] != "all"]
-    if len(scored):
-        for column, label in (("r2_mean_over_targets", "per target, averaged over targets"),
-                              ("r2", "pooled over all points")):
-            pretty = scored.pivot_table(index="law", columns="split", values=column, aggfunc="first")
-            print(f"  R² {label} (targets {', '.join(targets)}):")
-            print(pretty.to_string(float_format=lambda v: f"{v:.3f}"))
-
-    # 5. report
     report_dir = out / "report"
     from atlas_t5x.scaling.report import build_report
 
     report_rows = [r for r in trained_target_rows(rows) if r["target"] in targets]
     report = build_report(report_rows, report_dir, laws=LAWS, loss_field="loss")
+    facts = json.loads((report_dir / "report.json").read_text())["facts"]
+    table = heldout_frame(facts)
+    logio.write_atomic(out / "heldout.csv", table.to_csv(index=False))
+    for setting, sub in table.groupby("setting", sort=False):
+        pretty = sub.pivot_table(index="variant", columns="split", values="r2_mean_over_targets", aggfunc="first")
+        print(f"  held-out R², {setting} setting, per target averaged over targets (targets {', '.join(targets)}):")
+        print(pretty.to_string(float_format=lambda v: f"{v:.3f}"))
+    fits = chosen_fits(points, facts)
     plot_loss_curves(rows, targets, report_dir / "loss_curves.png")
     plot_fitted_laws(points, fits, targets, report_dir / "fitted_laws.png")
     plot_all_languages(rows, report_dir / "all_languages.png")
@@ -629,14 +619,12 @@ def main(argv: list[str] | None = None) -> int:
     demo_section = "\n".join([
         "", "## Demo study: curves and fitted laws", "",
         f"{len(sweep.runs)} runs from `{args.spec}` (token factor from calibration {factor:.3f}), each "
-        f"evaluated on all {len(corpus)} corpus languages. Fits use the points whose target is a "
-        f"training language of the run (D_t > 0) for the targets {', '.join(targets)}; loss = token "
-        "cross-entropy (nats/token); finetunes are left out of the fits. Held-out R² (spec §5): each "
-        "law refitted without the held-out points and scored on them; R² per target averaged over "
-        "targets (the paper's convention), then R² pooled over all points and the MAPE. random = a "
-        "random 20%, N = the largest size, D / C = the top 20% of tokens / compute "
-        "([heldout.csv](../heldout.csv); the exported logs are `../logs.csv` and `../logs.parquet`):", "",
-        *r2_markdown(table),
+        f"evaluated on all {len(corpus)} corpus languages. The fits above (section \"Fits and held-out "
+        f"R²\") use the completed-schedule points of the targets {', '.join(targets)}: first the runs "
+        "trained on the target alone (monolingual setting, which the sanity checks read), then every run "
+        "that trains on it; loss = token cross-entropy (nats/token); finetunes are left out. Their "
+        "held-out R² per setting, law and split is also in [heldout.csv](../heldout.csv); the exported "
+        "logs are `../logs.csv` and `../logs.parquet`.", "",
         *sanity_checks(rows, fits, targets),
         "Loss curves per target (every run that trains on it):", "", "![loss curves](loss_curves.png)", "",
         "Monolingual points and the per-target fits (csl dotted, dcsl dashed, atlas solid):", "",

@@ -34,6 +34,9 @@ def parse_args(argv):
     parser.add_argument("--points", default="default", choices=["default", "stable", "stable_offset", "all"],
                         help="which evaluations are fitted points (default: cooldown-branch ends and final "
                              "evaluations, i.e. completed schedules)")
+    parser.add_argument("--no_select", action="store_true",
+                        help="fit exactly the laws named (default: each law's variant chosen by "
+                             "extrapolation CV over the largest sizes, as atlas-fit does)")
     return parser.parse_args(argv)
 
 
@@ -42,7 +45,7 @@ def main(argv=None) -> int:
     common.status(f"building the report from {args.logs} (fits, held-out splits, transfer, curse, crossover)")
     try:
         path = report.build_report(args.logs, args.out, laws=args.laws, loss_field=args.loss_field,
-                                   seed=args.seed, points=args.points)
+                                   seed=args.seed, points=args.points, select=not args.no_select)
     except (cv.CurveError, schema.SchemaError, logio.LogFormatError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -55,12 +55,33 @@ class BootstrapResult:
                 "converged_fraction": float(self.converged.mean()), "intervals": self.intervals()}
 
 
-def run_weights(groups: Sequence, n_boot: int, seed: int = 0) -> np.ndarray:
-    """(n_boot, n_points) multiplicities from resampling the distinct groups (runs) with replacement."""
+def run_weights(groups: Sequence, n_boot: int, seed: int = 0, strata: Sequence | None = None) -> np.ndarray:
+    """(n_boot, n_points) multiplicities from resampling the distinct groups (runs) with replacement.
+
+    With `strata` (one label per point, constant within a group, e.g. the model size N), groups are
+    resampled within each stratum and every stratum keeps its number of groups: the design (which
+    sizes were trained) is fixed, only the runs at each size are resampled.
+    """
     codes, _ = _factorize(groups)
     n_groups = int(codes.max()) + 1
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    if strata is None:
+        draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    else:
+        stratum_codes, _ = _factorize(strata)
+        group_stratum = np.full(n_groups, -1)
+        for g, s in zip(codes, stratum_codes):
+            if group_stratum[g] not in (-1, s):
+                raise ValueError(f"bootstrap strata: group {g} spans two strata; a run must have one "
+                                 "stratum (e.g. one model size)")
+            group_stratum[g] = s
+        draws = np.empty((n_boot, n_groups), dtype=int)
+        column = 0
+        for s in np.unique(group_stratum):
+            members = np.flatnonzero(group_stratum == s)
+            draws[:, column:column + members.size] = members[rng.integers(0, members.size,
+                                                                          size=(n_boot, members.size))]
+            column += members.size
     counts = np.zeros((n_boot, n_groups))
     np.add.at(counts, (np.repeat(np.arange(n_boot), n_groups), draws.ravel()), 1.0)
     return counts[:, codes]
@@ -75,8 +96,9 @@ def _factorize(groups):
 @engine._blas_single
 def bootstrap(result: engine.FitResult, X: Mapping[str, Any], y, groups: Sequence, n_boot: int = 1000,
               seed: int = 0, level: float = 0.95, max_iter: int = 1000,
-              derived: Mapping[str, Callable] | None = None) -> BootstrapResult:
-    """Refits `result` on `n_boot` run-resampled data sets; returns samples and intervals."""
+              derived: Mapping[str, Callable] | None = None, strata: Sequence | None = None) -> BootstrapResult:
+    """Refits `result` on `n_boot` run-resampled data sets (within `strata` when given, see
+    `run_weights`); returns samples and intervals."""
     law = result.law
     canon, to_canon = engine._canonical(law)
     ren = lambda d: {to_canon.get(k, k): v for k, v in d.items()}  # noqa: E731
@@ -85,7 +107,7 @@ def bootstrap(result: engine.FitResult, X: Mapping[str, Any], y, groups: Sequenc
     # the fit's own bounds (τ ≥ 0 unless allowed, user bounds) hold for every replicate
     problem = engine._Problem(canon, obj, ren(result.fixed), ren(result.bounds) or None, True)
     start = problem.pack({**ren(result.params), **result.extra})
-    W = run_weights(groups, n_boot, seed)
+    W = run_weights(groups, n_boot, seed, strata)
     if obj.name == "likelihood":
         polished = [engine.polish(problem, start.copy(), Xc, y, w) for w in W]
         Z = np.stack([z for z, _, _, _ in polished])
@@ -117,3 +139,19 @@ def bootstrap(result: engine.FitResult, X: Mapping[str, Any], y, groups: Sequenc
     return BootstrapResult(samples, conv, level)
 
 
+
+
+def resampling_units(points) -> tuple[np.ndarray, np.ndarray | None]:
+    """(groups, strata) of a bootstrap by run over a points table.
+
+    Groups: the logged runs (`run`; a cooldown branch is a run of its own, with its own schedule
+    and final point). Strata: the model size N when every size has two or more runs (a designed
+    sweep: the sizes are chosen, so each replicate keeps them and resamples the runs at each size);
+    otherwise none (e.g. tables with one run per size). Branches of one trunk share its stable
+    phase, so these intervals hold each trunk's trajectory fixed: seed-to-seed variation is not in
+    them.
+    """
+    groups = points["run"].astype(str).to_numpy()
+    runs_per_size = points.groupby("N")["run"].nunique()
+    strata = points["N"].to_numpy(float) if len(runs_per_size) > 1 and runs_per_size.min() >= 2 else None
+    return groups, strata

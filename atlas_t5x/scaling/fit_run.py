@@ -312,10 +312,13 @@ def run_fit(opts: FitOptions, status: Callable[[str], None] | None = None) -> di
         if opts.bootstrap and res.free_names:
             from atlas_t5x.scaling import bootstrap
 
-            say(f"[{target}] bootstrap: {opts.bootstrap} replicates by run")
-            boot = bootstrap.bootstrap(res, X, sub["loss"].to_numpy(float), heldout.groups_of(sub),
-                                       n_boot=opts.bootstrap, seed=opts.seed)
+            groups, strata = bootstrap.resampling_units(sub)
+            say(f"[{target}] bootstrap: {opts.bootstrap} replicates by run"
+                + (" within each model size" if strata is not None else ""))
+            boot = bootstrap.bootstrap(res, X, sub["loss"].to_numpy(float), groups,
+                                       n_boot=opts.bootstrap, seed=opts.seed, strata=strata)
             entry["bootstrap"] = boot.to_dict()
+            entry["bootstrap"]["stratified_by_size"] = strata is not None
             # converged parameter samples: atlas-plan compute turns them into a bootstrap band
             # (every law parameter: fixed ones, which get no interval, at their fixed value)
             # (a tied law's samples carry beta = alpha, like its params)

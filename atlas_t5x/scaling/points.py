@@ -216,6 +216,20 @@ def drop_untrained_targets(points: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return points[~untrained].reset_index(drop=True), int(untrained.sum())
 
 
+def monolingual_points(points: pd.DataFrame) -> pd.DataFrame:
+    """The points of runs trained on their target alone (the paper's monolingual setting, spec §5).
+
+    A run is monolingual in its target when the target is the only language with positive mixture
+    weight; a table without mixture weights (plain tables) falls back to the mixture's name
+    (`mono*`) and D_t > 0.
+    """
+    keep = []
+    for target, weights, name, d in zip(points["target"], points["weights"], points["mixture"], points["D"]):
+        positive = [lang for lang, w in (weights or {}).items() if w > 0]
+        keep.append(positive == [target] if positive else (str(name).lower().startswith("mono") and d > 0))
+    return points[np.asarray(keep, bool)].reset_index(drop=True)
+
+
 def load_points(source, **kwargs) -> pd.DataFrame:
     """Points from eval logs (a file, folder or glob), an exported CSV/Parquet table, or rows;
     read by `atlas_t5x.logs.read_rows`, then `rows_to_points(rows, **kwargs)`."""

@@ -1,7 +1,9 @@
 """One Markdown report from a folder of exported logs: fits, held-out R², transfer, curse, crossover.
 
 `build_report(logs, out_dir)` writes OUT/report.md plus PNGs beside it, and OUT/report.json
-(each section's status, its tables with raw values, and its figures). Each section needs certain
+(each section's status, its tables with raw values, and its figures; "facts": what the sanity
+checks read — per setting and law the chosen variant, parameters, intervals and flags per
+target, and the held-out R² per split). Each section needs certain
 runs (monolingual + bilingual for transfer, uniform-K mixtures for the curse, scratch + finetune
 pairs for the crossover); a section whose runs are absent says so instead of failing.
 
@@ -29,8 +31,9 @@ from atlas_t5x.scaling import curves as cv
 from atlas_t5x.scaling import transfer as tr
 
 DEFAULT_LAWS = ("csl", "atlas")
-# [our choice] twice the 10 free parameters of a multilingual ATLAS law with 3 transfer languages
-MIN_POINTS_PER_TARGET = 20
+# [our choice] per setting, twice the free parameters of its largest law: the data-constrained
+# law's 7 (monolingual), a multilingual ATLAS law's 10 with 3 transfer languages (multilingual)
+MIN_POINTS_PER_TARGET = {"monolingual": 14, "multilingual": 20}
 
 
 @dataclasses.dataclass
@@ -136,10 +139,11 @@ HEADLINE_SPLITS = ("random", "N", "D", "C")
 
 
 def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_kwargs,
-          points_set: str = "default", n_boot: int = BOOTSTRAP_REPLICATES) -> None:
-    from atlas_t5x.scaling import bootstrap
+          points_set: str = "default", n_boot: int = BOOTSTRAP_REPLICATES, select: bool = True) -> None:
+    """The paper's two settings (spec §5, Table 1): the monolingual one (runs trained on their
+    target alone) first, whose fits the sanity checks read, then the multilingual one (every run
+    that trains on the target) when the logs hold multilingual runs."""
     from atlas_t5x.scaling import points as fdata
-    from atlas_t5x.scaling import engine, heldout, profiles, table_fit
 
     if not laws:
         raise _Skip("no laws requested")
@@ -157,23 +161,70 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
                        "out (laws other than ATLAS read the target's own tokens D_t).")
         if points.empty:
             raise _Skip("no run trained on any of its evaluated targets")
+    mono = fdata.monolingual_points(points)
+    settings = [("monolingual", mono)] if not mono.empty else []
+    if len(mono) < len(points):
+        settings.append(("multilingual", points))
+    doc.add(f"Per-target fits on the completed-schedule points (`{points_set}` point set: cooldown "
+            "ends and final evaluations) of from-scratch runs (the FITTER's engine, "
+            "`table_fit.fit_points`; finetunes are left out), in the paper's settings: "
+            "**monolingual** (runs trained on the target alone; the sanity checks read these fits) "
+            "and **multilingual** (every run that trains on the target)." + dropped, "")
+    skipped = []
+    for setting, pts in settings:
+        doc.add(f"### {setting.capitalize()} setting", "")
+        try:
+            fits_facts, held_facts = _fit_setting(doc, pts, laws, setting, seed, fit_kwargs, n_boot, select)
+        except _Skip as why:
+            doc.add(f"_Skipped: {why}_", "")
+            skipped.append(f"{setting}: {why}")
+            continue
+        doc.facts.setdefault("settings", {})[setting] = {"fits": fits_facts, "heldout": held_facts}
+        if "fits" not in doc.facts:    # the first setting fitted is the headline
+            doc.facts.update(fits=fits_facts, heldout=held_facts, fit_setting=setting)
+    if "fits" not in doc.facts:
+        raise _Skip("; ".join(skipped) or "no points")
+
+
+def _fit_setting(doc: _Doc, points, laws: Sequence[str], setting: str, seed: int, fit_kwargs,
+                 n_boot: int, select: bool = True) -> tuple[dict, dict]:
+    """One setting's fits, bootstrap intervals, flags and held-out R²; returns the facts the
+    sanity checks read ({law: {target: ...}}, {law: {split: mean R² over targets}}).
+
+    With `select`, each law is the variant (tied/untied exponents, Huber/likelihood objective)
+    chosen by extrapolation CV over the largest sizes (`selection.select`, as atlas-fit does by
+    default); the choice and every variant's CV error are reported."""
+    from atlas_t5x.scaling import bootstrap
+    from atlas_t5x.scaling import points as fdata
+    from atlas_t5x.scaling import engine, heldout, profiles, selection, table_fit
+
+    min_points = MIN_POINTS_PER_TARGET[setting]
     counts = points["target"].value_counts()
-    few = sorted(t for t, n in counts.items() if n < MIN_POINTS_PER_TARGET)
+    few = sorted(t for t, n in counts.items() if n < min_points)
+    note = ""
     if few:
-        dropped += (f" Targets with fewer than {MIN_POINTS_PER_TARGET} points are not fitted: "
-                    + ", ".join(f"{t} ({counts[t]})" for t in few) + ".")
+        note = (f"Targets with fewer than {min_points} points are not fitted: "
+                + ", ".join(f"{t} ({counts[t]})" for t in few) + ".")
         points = points[~points["target"].isin(few)].reset_index(drop=True)
         if points.empty:
-            raise _Skip(f"no target has {MIN_POINTS_PER_TARGET} or more points ("
+            raise _Skip(f"no target has {min_points} or more points ("
                         + ", ".join(f"{t}: {counts[t]}" for t in few) + ")")
     kinds = {heldout.mixture_kind(m, w) for m, w in zip(points["mixture"], points["weights"])}
     splits = list(HEADLINE_SPLITS) + (["M"] if kinds - {"monolingual", "bilingual", "unimax"} else [])
     param_rows, ci_rows, split_rows, scatter = [], [], [], []
     y_all = points["loss"].to_numpy(np.float64)
-    fits_facts: dict[str, dict[str, Any]] = doc.facts.setdefault("fits", {})
-    held_facts: dict[str, dict[str, float]] = doc.facts.setdefault("heldout", {})
+    fits_facts: dict[str, dict[str, Any]] = {}
+    held_facts: dict[str, dict[str, float]] = {}
+    stratified = False
+    selection_rows = []
     for name in laws:
         spec = table_fit.FitSpec(law=name, **fit_kwargs)
+        if select:
+            chosen = selection.select(spec, points)
+            spec = chosen.chosen
+            selection_rows.append((name, selection.variant_label(spec), "; ".join(
+                f"{label} {err:.3g}%" for label, err in chosen.cv_error.items()) or "–", chosen.reason))
+        variant = selection.variant_label(spec)
         try:
             full = table_fit.fit_points(spec, points)
         except (engine.FitError, ValueError) as err:
@@ -188,24 +239,29 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
             flags = {k: [f"at/next to its {side} bound"] for k, side in res.at_bounds.items()}
             intervals: dict[str, dict[str, float]] = {}
             if res.free_names:
-                boot = bootstrap.bootstrap(res, X, y, heldout.groups_of(sub), n_boot=n_boot, seed=seed)
+                groups, strata = bootstrap.resampling_units(sub)
+                stratified |= strata is not None
+                boot = bootstrap.bootstrap(res, X, y, groups, n_boot=n_boot, seed=seed, strata=strata)
                 intervals = boot.intervals()
                 prof = profiles.profile(res, X, y, n_values=3)   # the flatness test reads the two ends
                 for k, v in prof.items():
                     if v.weakly_identified:
                         flags.setdefault(k, []).append("flat profile")
-                ci_rows.append((target, name, f"{boot.converged.mean():.0%}",
+                ci_rows.append((target, variant, f"{boot.converged.mean():.0%}",
                     "; ".join(f"{k} {res.params[k]:.4g} [{intervals[k]['lo']:.4g}, {intervals[k]['hi']:.4g}]"
                               if k in intervals else f"{k} {res.params[k]:.4g} (fixed)"
                               for k in res.law.param_names)))
             params = ", ".join(f"{k}={v:.3g}" for k, v in res.params.items())
             flag_text = "; ".join(f"{k}: {', '.join(v)}" for k, v in flags.items()) or "none"
-            param_rows.append((target, name, int(sel.sum()), engine.r2_score(y_all[sel], pred[sel]),
+            param_rows.append((target, variant, int(sel.sum()), engine.r2_score(y_all[sel], pred[sel]),
                                "yes" if res.converged else "NO", params, flag_text))
+            if res.law.tied and "alpha" in intervals:     # β = α: one exponent, one interval
+                intervals.setdefault("beta", intervals["alpha"])
             fits_facts.setdefault(name, {})[target] = {
-                "params": dict(res.params), "intervals": intervals, "flags": flags,
-                "bounds": {k: list(v) for k, v in res.bounds.items()}, "converged": bool(res.converged)}
-        cells = [name, heldout.mean_target_r2(points, pred)]
+                "params": res.law.full_params(res.params), "intervals": intervals, "flags": flags,
+                "bounds": {k: list(v) for k, v in res.bounds.items()}, "converged": bool(res.converged),
+                "variant": variant}
+        cells = [variant, heldout.mean_target_r2(points, pred)]
         for split in splits:
             try:
                 res_split = heldout.evaluate_split(spec, points, split, seed)
@@ -221,27 +277,40 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
             if split == "random":
                 scatter.append((name, y_all, pred, res_split.held_out))
         split_rows.append(cells)
-    doc.add(f"Per-target fits on the completed-schedule points (`{points_set}` point set: cooldown "
-            "ends and final evaluations) of from-scratch runs (the FITTER's engine, "
-            "`table_fit.fit_points`; finetunes are left out)." + dropped, "")
+    if note:
+        doc.add(note, "")
+    if selection_rows:
+        doc.add("Model selection by extrapolation (`selection.select`): each law's variants (tied or "
+                "untied exponents × Huber or likelihood objective) fitted on the smaller sizes predict the "
+                f"{selection.CV_FOLDS} largest in turn; another variant replaces the requested one only "
+                f"when its CV error (mean absolute relative error of the loss) is lower by > "
+                f"{100 * selection.REQUIRED_GAIN:.0f}%. Every fit below uses the chosen variant.", "")
+        doc.table(("law", "chosen", "CV error per variant", "why"), selection_rows)
     doc.table(("target", "law", "points", "R² (in sample)", "converged", "parameters", "flags"), param_rows)
     if ci_rows:
-        doc.add(f"Bootstrap by run ({n_boot} replicates resampling whole runs — a trunk with its cooldown "
-                "branches counts as one — and refitting): each parameter with its 95% interval. Flags: "
-                "parameters at or next to a bound of the search, or whose objective profile is flat "
-                "(rises < 1% at both ends of its profile range): the data do not identify them.", "")
+        unit = ("whole runs within each model size (each replicate keeps the trained sizes; a cooldown "
+                "branch is a run: its branches share a trunk's stable phase, so seed-to-seed variation "
+                "is not in these intervals)" if stratified else
+                "whole runs (a cooldown branch is a run of its own)")
+        doc.add(f"Bootstrap by run ({n_boot} replicates resampling {unit}, refitting each): every "
+                "parameter with its 95% interval. Flags: parameters at or next to a bound of the "
+                "search, or whose objective profile is flat (rises < 1% at both ends of its profile "
+                "range): the data do not identify them.", "")
         doc.table(("target", "law", "replicates converged", "parameter [95% interval]"), ci_rows)
     doc.add("Held-out R² (spec §5; `heldout.evaluate_split`: refit without the held-out points, score "
             "them). **Headline: R² per target averaged over targets** (the paper's convention), then R² "
-            "pooled over all held-out points, MAE (nats/token) and MAPE. random: 20% of the runs held "
-            "out whole; N: the largest sizes; D / C: per target, its top 20% of tokens / compute; "
-            "M: unseen mixtures.", "")
+            "pooled over all held-out points, MAE (nats/token) and MAPE. random: 20% of the trunks "
+            "held out whole with their cooldown branches; N: the largest sizes; D / C: per target, "
+            "its top 20% of tokens / compute; M: unseen mixtures.", "")
     doc.table(["law", "R² in sample (mean over targets)"]
-              + [f"R²({s})" if s != "random" else "R² (random 20% of runs)" for s in splits],
+              + [f"R²({s})" if s != "random" else "R² (random 20% of trunks)" for s in splits],
               split_rows)
     if scatter:
-        doc.figure("fits_predicted_vs_observed.png", "predicted vs observed loss",
-                   lambda p: _plot_scatter(p, scatter))
+        # the headline setting's figure keeps the plain name
+        figure = ("fits_predicted_vs_observed.png" if "fits" not in doc.facts
+                  else f"fits_predicted_vs_observed_{setting}.png")
+        doc.figure(figure, f"predicted vs observed loss ({setting})", lambda p: _plot_scatter(p, scatter))
+    return fits_facts, held_facts
 
 
 def _transfer(doc: _Doc, rows, loss_field: str) -> None:
@@ -364,6 +433,7 @@ def sanity_checks(facts: Mapping[str, Any]) -> list[tuple[str, bool, str]]:
     MIN_HELDOUT_R2 for at least one law; the curse plan for 2K needs ≥ 1× the total tokens."""
     out: list[tuple[str, bool, str]] = []
     csl = (facts.get("fits") or {}).get("csl")
+    setting = f" ({facts['fit_setting']} runs)" if facts.get("fit_setting") else ""
     if not csl:
         out.append(("CSL fitted per target", False, "no CSL fit (not requested, or it failed)"))
     for target, f in sorted((csl or {}).items()):
@@ -374,17 +444,20 @@ def sanity_checks(facts: Mapping[str, Any]) -> list[tuple[str, bool, str]]:
             ok = EXPONENT_RANGE[0] <= value <= EXPONENT_RANGE[1] and width < MAX_INTERVAL_WIDTH
             detail = (f"{value:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}], width {width:.3f}" if ci
                       else f"{value:.3f}, no bootstrap interval")
-            out.append((f"{target}: CSL {name} in [{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}], "
+            if f.get("variant"):
+                tied = ": α = β" if " tied " in f" {f['variant']} " else ""
+                detail += f" ({f['variant']}{tied})"
+            out.append((f"{target}: CSL{setting} {name} in [{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}], "
                         f"95% interval narrower than {MAX_INTERVAL_WIDTH:g}", bool(ok), detail))
         e_flags = f["flags"].get("E", [])
-        out.append((f"{target}: CSL E not at a bound", not any("bound" in x for x in e_flags),
+        out.append((f"{target}: CSL{setting} E not at a bound", not any("bound" in x for x in e_flags),
                     f"E = {f['params'].get('E', math.nan):.4g}" + (f" ({', '.join(e_flags)})" if e_flags else "")))
     held = facts.get("heldout") or {}
     good = [law for law, scores in held.items()
             if all(scores.get(split, -math.inf) >= MIN_HELDOUT_R2 for split in ("N", "D"))]
     detail = "; ".join(f"{law}: R²(N) {scores.get('N', math.nan):.3f}, R²(D) {scores.get('D', math.nan):.3f}"
                        for law, scores in held.items()) or "no held-out scores"
-    out.append((f"held-out R²(N) and R²(D) ≥ {MIN_HELDOUT_R2:g} (mean over targets) for at least one law",
+    out.append((f"held-out R²(N) and R²(D){setting} ≥ {MIN_HELDOUT_R2:g} (mean over targets) for at least one law",
                 bool(good), detail))
     plan = facts.get("curse_2k")
     if plan is None:
@@ -438,6 +511,7 @@ def build_report(
     seed: int = 0,
     fit_kwargs: Mapping[str, Any] | None = None,
     points: str = "default",
+    select: bool = True,
 ) -> Path:
     """Writes OUT_DIR/report.md (+ PNG/CSV files) from exported logs; returns the report's path.
 
@@ -449,6 +523,8 @@ def build_report(
       fit_kwargs: table_fit.FitSpec fields (default: grid_budget=1000, n_polish=2 to keep it quick).
       points: the fitter's point set for the law and curse fits (`points.POINT_SETS`; default:
         completed schedules — cooldown-branch ends and final evaluations).
+      select: fit each law as the variant chosen by extrapolation CV (`selection.select`, the
+        fitter's default); False fits exactly the laws named.
 
     Raises:
       curves.CurveError: the logs cannot be read (missing path, no eval.jsonl).
@@ -470,7 +546,8 @@ def build_report(
     source = f"`{logs}`" if isinstance(logs, (str, os.PathLike)) else f"{len(rows)} evaluation rows passed in"
     doc.add("# ATLAS scaling report", "", f"Source: {source}", "")
     _section(doc, "Runs", lambda: _overview(doc, rows, loss_field))
-    _section(doc, "Fits and held-out R²", lambda: _fits(doc, rows, laws, loss_field, seed, kw, points))
+    _section(doc, "Fits and held-out R²", lambda: _fits(doc, rows, laws, loss_field, seed, kw, points,
+                                                        select=select))
     _section(doc, "Cross-lingual transfer", lambda: _transfer(doc, rows, loss_field))
     _section(doc, "Curse of multilinguality", lambda: _curse(doc, rows, loss_field, curse_kw, points))
     _section(doc, "Pretrain vs finetune crossover", lambda: _crossover(doc, rows, loss_field))
@@ -480,7 +557,7 @@ def build_report(
                                              "rows": [list(c) for c in checks]}], "figures": []}
     doc.lines[4:4] = ["## Sanity checks", "", *_sanity_lines(checks)]   # right after the title and source
     path = out / "report.md"
-    logio.write_json(out / "report.json",
-                     {"source": str(source), "loss_field": loss_field, "sections": doc.data}, indent=1)
+    logio.write_json(out / "report.json", {"source": str(source), "loss_field": loss_field,
+                                           "sections": doc.data, "facts": doc.facts}, indent=1)
     logio.write_atomic(path, "\n".join(doc.lines) + "\n")
     return path

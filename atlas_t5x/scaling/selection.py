@@ -10,7 +10,9 @@ sizes first). The CV error is the mean over folds of the mean absolute relative 
 raw loss (%), with every target of the points table fitted separately.
 
 The requested variant is kept unless another one's CV error is lower by more than
-REQUIRED_GAIN (relative) [our choice: a 2% margin, so noise does not swap equivalent variants].
+REQUIRED_GAIN (relative) [our choice: a 2% margin, so noise does not swap equivalent variants];
+among the variants that are, those within REQUIRED_GAIN of the best count as equivalent and the
+one closest to the request is chosen (same objective before a changed one).
 """
 
 from __future__ import annotations
@@ -135,11 +137,15 @@ def select(spec: table_fit.FitSpec, points: pd.DataFrame, folds: int = CV_FOLDS)
     if not finite:
         return Selection(spec, spec, errors, "not selected: no variant could be cross-validated ("
                          + "; ".join(notes) + ")", held)
-    best_label = min(finite, key=finite.get)
-    if not math.isfinite(requested) or finite[best_label] < (1.0 - REQUIRED_GAIN) * requested:
-        chosen = next(v for v in variants(spec) if variant_label(v) == best_label)
-    else:
+    best = min(finite.values())
+    if math.isfinite(requested) and best >= (1.0 - REQUIRED_GAIN) * requested:
         chosen = spec
+    else:
+        # among the variants that beat the request and are within REQUIRED_GAIN of the best, the
+        # first in `variants` order (closest to the request): noise does not pick the objective
+        chosen = next(v for v in variants(spec) if variant_label(v) in finite
+                      and finite[variant_label(v)] <= (1.0 + REQUIRED_GAIN) * best
+                      and not finite[variant_label(v)] >= (1.0 - REQUIRED_GAIN) * requested)
     reason = (f"{variant_label(chosen)}: CV error {errors[variant_label(chosen)]:.3g}% predicting sizes "
               + ", ".join(f"{n:.3g}" for n in held) + " from the smaller ones"
               + (f" (requested {variant_label(spec)}: {requested:.3g}%)" if chosen is not spec else ""))
