@@ -145,6 +145,15 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
     for field in ("checkpoint_every", "vocab_size"):
         settings[field] = _number(settings[field], field, where, integer=True, minimum=1, allow_none=True)
     settings["seed"] = _number(settings["seed"], "seed", where, integer=True)
+    fractions = settings["unique_fraction"] or {}
+    if not isinstance(fractions, Mapping):
+        raise SweepError(f"{where}: 'unique_fraction' must be a mapping of language to a fraction in (0, 1], "
+                         f"got {fractions!r}")
+    settings["unique_fraction"] = {str(lang): _number(f, f"unique_fraction[{lang}]", where)
+                                   for lang, f in fractions.items()}
+    for lang, f in settings["unique_fraction"].items():
+        if not 0 < f <= 1:
+            raise SweepError(f"{where}: 'unique_fraction[{lang}]' must be in (0, 1], got {f!r}")
     if settings["decay_fraction"] is not None:
         settings["decay_fraction"] = _number(settings["decay_fraction"], "decay_fraction", where)
         if not 0 < settings["decay_fraction"] <= 1:
@@ -205,6 +214,9 @@ RUN_DEFAULTS: dict[str, Any] = {
     "cooldown_fraction": None,
     # The trunk's WSD decay, as a fraction of its steps (None: the schedule's default, 0.1).
     "decay_fraction": None,
+    # {language: f in (0, 1]}: data-constrained runs train that language on a fixed first f of its
+    # training split (make_train_pipeline.unique_fraction); the run name gets "-u<lang><f>".
+    "unique_fraction": {},
 }
 FAMILY_KEYS: dict[str, set[str]] = {
     "monolingual": {"languages", "scales"},
@@ -514,13 +526,22 @@ def branch_steps_total(run: RunSpec) -> int:
 def _make_run(family, name, scale, mixture, langs, max_epochs, settings, where, init_from=None) -> RunSpec:
     tokens, steps, batch = _budget(settings, scale, name, where)
     _check_cooldown(settings, steps, batch, name, where)
-    return RunSpec(
+    run = RunSpec(
         name=name, family=family, scale=scale, mixture=mixture,
         mixture_languages=tuple(langs) if langs is not None else None,
         max_epochs=max_epochs, tokens=tokens, total_steps=steps, batch=batch,
         seq_len=int(settings["seq_len"]), init_from=init_from,
         settings={k: v for k, v in settings.items() if k not in ("batch", "seq_len")},
     )
+    trained = run.training_languages
+    limited = {lang: f for lang, f in sorted(settings["unique_fraction"].items())
+               if f < 1 and (trained is None or lang in trained)}
+    if limited:   # a data-constrained variant of the run: its own name and only its languages
+        run = dataclasses.replace(run, name=f"{name}-u" + "-".join(f"{lang}{f:g}" for lang, f in limited.items()),
+                                  settings={**run.settings, "unique_fraction": limited})
+    else:
+        run = dataclasses.replace(run, settings={**run.settings, "unique_fraction": {}})
+    return run
 
 
 def _check_mixture(name: str, where: str, **kwargs) -> None:
@@ -702,6 +723,8 @@ def gin_config(run: RunSpec, out_dir: str | os.PathLike) -> str:
         f"make_schedule.peak_lr = {float(s['peak_lr'])}",
         f"make_schedule.warmup_steps = {int(min(s['warmup_steps'], max(run.total_steps - 1, 0)))}",
         *([f"make_schedule.decay_fraction = {float(s['decay_fraction'])}"] if s.get("decay_fraction") else []),
+        *([f"make_train_pipeline.unique_fraction = {_gin_value(dict(s['unique_fraction']))}"]
+          if s.get("unique_fraction") else []),
         "train.callbacks = [@PerLanguageEval()]",
         f"PerLanguageEval.every_steps = {int(s['eval_every'])}",
         f"PerLanguageEval.languages = {_gin_value(list(s['eval_languages']) if s['eval_languages'] else None)}",

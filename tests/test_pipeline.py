@@ -119,6 +119,39 @@ def test_set_state_rejects_other_pipelines(tmp_path):
         make_pipeline(tmp_path, {"en": 0.5, "fr": 0.5}, process_index=0, process_count=2).set_state(a.get_state())
 
 
+def test_unique_fraction_trains_on_a_fixed_subset_and_counts_its_tokens(tmp_path):
+    from atlas_t5x.data import stats
+
+    weights = {"en": 0.5, "yo": 0.5}
+    full = make_pipeline(tmp_path, weights, n_docs={"yo": 60}, block_docs=8)
+    part = make_pipeline(tmp_path, weights, n_docs={"yo": 60}, block_docs=8, unique_fraction={"yo": 0.25})
+    # U is the subset's tokens (+ one EOS per document), counted over the same hash rule the stream uses
+    source = part.sources["yo"]
+    kept = [t for t in source.documents("train") if stats.in_train_fraction(t, source.thresholds(), 0.25)]
+    assert part.unique_by_lang["yo"] == sum(len(t.encode("utf-8")) + 1 for t in kept)
+    assert 0 < part.unique_by_lang["yo"] < 0.5 * full.unique_by_lang["yo"]
+    assert part.unique_by_lang["en"] == full.unique_by_lang["en"]
+    # the stream only ever yields the subset's documents: every yo token comes from a kept text
+    kept_bytes = set(b"".join(t.encode("utf-8") for t in kept))
+    yo = part.languages.index("yo")
+    for _ in range(30):
+        batch = next(part)
+        tokens = batch["decoder_target_tokens"][batch["decoder_lang_ids"] == yo]
+        assert set((tokens[tokens >= 3] - 3).tolist()) <= kept_bytes     # byte vocab: id = byte + 3
+    consumed = part.accounting().tokens_by_lang["yo"]
+    assert consumed > 2 * part.unique_by_lang["yo"]                       # the subset repeats
+    # resume keeps the fraction; another fraction is another pipeline
+    state = part.get_state()
+    with pytest.raises(ValueError, match="train_fractions"):
+        make_pipeline(tmp_path, weights, n_docs={"yo": 60}, block_docs=8).set_state(state)
+    with pytest.raises(ValueError, match=r"unique_fraction\['yo'\] must be in \(0, 1\], got 0"):
+        make_pipeline(tmp_path, weights, n_docs={"yo": 60}, unique_fraction={"yo": 0})
+    with pytest.raises(ValueError, match="'de' is not a language of mixture"):
+        make_pipeline(tmp_path, weights, n_docs={"yo": 60}, unique_fraction={"de": 0.5})
+    with pytest.raises(ValueError, match="use_cached=True is refused"):
+        make_pipeline(tmp_path, weights, n_docs={"yo": 60}, unique_fraction={"yo": 0.5}, use_cached=True)
+
+
 def test_use_cached_without_a_cache(tmp_path):
     """No seqio cache: "auto" streams, True names the missing Tasks and the folders searched, and
     neither leaves seqio's global cache dirs without the configured folder first (the full cached

@@ -113,3 +113,13 @@ def test_datablations_r2_at_published_parameters(shared_data):
     assert r2 == pytest.approx(0.7722, abs=1e-4)
     r2_base = 1 - np.sum((y - LAWS["csl"].predict(base, X)) ** 2) / np.sum((y - y.mean()) ** 2)
     assert r2_base == pytest.approx(0.4452, abs=2e-4)
+
+
+def test_dcsl_with_a_vanishing_data_term_predicts_instead_of_dividing_by_zero():
+    # a fit that puts B at its lower bound (0) must still predict: N_opt(U) is infinite, so the
+    # parameters are not "repeated" and the law is E + A/N^α
+    p = {"E": 1.0, "A": 10.0, "B": 0.0, "alpha": 0.3, "beta": 0.3, "R_D": 5.0, "R_N": 5.0}
+    X = {"N": np.array([1e5, 1e6]), "D": np.array([1e6, 1e7]), "U": np.array([1e4, 1e4])}
+    np.testing.assert_allclose(LAWS["dcsl"].predict(p, X), 1.0 + 10.0 * X["N"] ** -0.3)
+    flat = {**p, "B": 2.0, "alpha": 0.0, "beta": 0.0}       # degenerate exponents: a number, not a crash
+    np.testing.assert_allclose(LAWS["dcsl"].predict(flat, X), 1.0 + 10.0 + 2.0)

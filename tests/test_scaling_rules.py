@@ -141,6 +141,10 @@ def test_parameters_next_to_a_bound_are_flagged():
     z = np.array([49.99, np.log(9000.0), np.log(1e-9), 0.3])
     flags = engine.near_bounds(["lambda", "R_N", "E", "alpha"], z, z_bounds, y=np.array([2.5, 3.0]))
     assert flags == {"lambda": "high", "R_N": "high", "E": "low"}
+    # λ on its own scale: 0.04 (the study's yi: S_λ caps repetition at 26 epochs) is a finding,
+    # 5e-4 (> 2000 epochs) is the bound "repeated tokens are worth fresh ones"
+    assert engine.near_bounds(["lambda"], np.array([0.04]), [(0.0, 50.0)]) == {}
+    assert engine.near_bounds(["lambda"], np.array([5e-4]), [(0.0, 50.0)]) == {"lambda": "low"}
     # a law whose irreducible loss is 0 in truth: the fit puts E at its bound and says so
     res = engine.fit(make_law("csl"), *_xy(_csl_points(E=0.0, noise=0.0)), grid_budget=500, n_polish=2)
     assert res.at_bounds.get("E") == "low" and "next to a bound" in res.message

@@ -71,6 +71,20 @@ def test_batch_per_scale() -> None:
                                  tokens=64 * 8 * 40, batch={"tiny0": 0}, seq_len=64))
 
 
+def test_unique_fraction_makes_named_data_constrained_runs(tmp_path) -> None:
+    sweep = sweeps.expand_sweep(spec(
+        {"family": "monolingual", "languages": ["en", "de"], "scales": ["tiny0"]},
+        {"family": "monolingual", "languages": ["en"], "scales": ["tiny0"], "unique_fraction": {"en": 0.1}},
+    ))
+    runs = {r.name: r for r in sweep.runs}
+    assert set(runs) == {"mono-en-tiny0", "mono-de-tiny0", "mono-en-tiny0-uen0.1"}
+    assert "make_train_pipeline.unique_fraction = {'en': 0.1}" in sweeps.gin_config(runs["mono-en-tiny0-uen0.1"], tmp_path)
+    assert "make_train_pipeline.unique_fraction" not in sweeps.gin_config(runs["mono-en-tiny0"], tmp_path)
+    with pytest.raises(sweeps.SweepError, match=r"'unique_fraction\[en\]' must be in \(0, 1\], got 1.5"):
+        sweeps.expand_sweep(spec({"family": "monolingual", "languages": ["en"], "scales": ["tiny0"],
+                                  "unique_fraction": {"en": 1.5}}))
+
+
 @pytest.mark.parametrize(
     "family, message",
     [

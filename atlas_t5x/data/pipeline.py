@@ -110,8 +110,10 @@ class ShardStream:
     """One language's training tokens in one input shard, as an infinite, resumable stream."""
 
     def __init__(self, source: madlad.MadladSource, vocab, shard_index: int, num_shards: int, seed: int,
-                 block_docs: int = BLOCK_DOCS, bad: madlad.BadRecords | None = None):
+                 block_docs: int = BLOCK_DOCS, bad: madlad.BadRecords | None = None,
+                 train_fraction: float = 1.0):
         self.source = source
+        self.train_fraction = float(train_fraction)   # < 1: a data-constrained subset (stats.in_train_fraction)
         self.lang = source.lang
         self.vocab = vocab
         self.shard_index, self.num_shards = shard_index, num_shards
@@ -152,7 +154,8 @@ class ShardStream:
                                              self.bad, start_line=start_line):
             if self.by_element and index % self.num_shards != self.shard_index:
                 continue
-            if stats_lib.split_of(text, self.thresholds) == "train":
+            if stats_lib.split_of(text, self.thresholds) == "train" and (
+                    self.train_fraction >= 1.0 or stats_lib.in_train_fraction(text, self.thresholds, self.train_fraction)):
                 yield index, text
 
     def _encode(self, documents: Sequence) -> tuple[np.ndarray, np.ndarray]:
@@ -329,6 +332,7 @@ class TrainPipeline:
         block_docs: int = BLOCK_DOCS,
         gather: Callable[[Mapping], list[dict]] | None = None,
         cached_tasks: Mapping[str, object] | None = None,
+        train_fractions: Mapping[str, float] | None = None,
     ):
         if seq_len < 1 or global_batch < 1:
             raise ValueError(f"seq_len ({seq_len}) and global_batch ({global_batch}) must be >= 1")
@@ -369,15 +373,21 @@ class TrainPipeline:
         cached_tasks = dict(cached_tasks or {})
         self.cache_dirs = {lang: cached_tasks[lang].cache_dir for lang in self.languages if lang in cached_tasks}
 
+        self.train_fractions = {lang: float(f) for lang, f in (train_fractions or {}).items() if f < 1.0}
+        if set(self.train_fractions) & set(cached_tasks):
+            raise ValueError(f"languages {sorted(set(self.train_fractions) & set(cached_tasks))} train on a "
+                             "fraction of their data and cannot be read from the seqio cache")
+
         def stream(b: int, lang: str) -> ShardStream:
             args = (vocab, b, shards, self.seed, block_docs, self.bad_records[lang])
             if lang in cached_tasks:
                 return CachedShardStream(cached_tasks[lang], *args)
-            return ShardStream(self.sources[lang], *args)
+            return ShardStream(self.sources[lang], *args, train_fraction=self.train_fractions.get(lang, 1.0))
 
         self._streams = {(b, lang): stream(b, lang) for b in self.owned_shards for lang in self.languages}
         self._unique = dict(unique_by_lang) if unique_by_lang is not None else {
-            lang: count_unique_tokens(self.sources[lang], vocab) for lang in self.languages}
+            lang: count_unique_tokens(self.sources[lang], vocab, self.train_fractions.get(lang, 1.0))
+            for lang in self.languages}
         self._weights = mixture.weight_array()
         self._shard_rows_by_lang = np.zeros(len(self.languages), dtype=np.int64)  # per input shard
         self._rows_total = 0
@@ -425,7 +435,9 @@ class TrainPipeline:
                                                    self.seq_len, self.unique_by_lang)
 
     def _config(self) -> dict:
+        extra = {"train_fractions": self.train_fractions} if self.train_fractions else {}   # absent: old states match
         return {
+            **extra,
             "mixture": self.mixture.to_json(),
             "seq_len": self.seq_len,
             "global_batch": self.global_batch,
@@ -464,11 +476,12 @@ class TrainPipeline:
                 f"resume with make_train_pipeline.num_input_shards={saved.get('num_input_shards')} on a "
                 f"process count that divides it")
         config = self._config()
-        differing = sorted(k for k in config if saved.get(k) != config[k])
+        keys = set(config) | ({"train_fractions"} & set(saved))   # a subset run resumes only as one
+        differing = sorted(k for k in keys if saved.get(k) != config.get(k))
         if differing:
             raise ValueError(f"pipeline state does not match this pipeline in {differing}: saved "
                              f"{ {k: saved.get(k) for k in differing} }, "
-                             f"current { {k: config[k] for k in differing} }")
+                             f"current { {k: config.get(k) for k in differing} }")
         rows_total = int(state["rows"])
         rows_by_lang = np.array([int(state["languages"][lang]["rows"]) for lang in self.languages],
                                 dtype=np.int64)
@@ -487,11 +500,15 @@ class TrainPipeline:
         self._shard_rows_by_lang = expected
 
 
-def count_unique_tokens(source: madlad.MadladSource, vocab) -> int:
-    """U of one language by streaming its training split (tokens + one EOS per document)."""
+def count_unique_tokens(source: madlad.MadladSource, vocab, train_fraction: float = 1.0) -> int:
+    """U of one language by streaming its training split (tokens + one EOS per document); with
+    `train_fraction` < 1, of the subset a data-constrained run trains on (`stats.in_train_fraction`)."""
     total = 0
     batch: list[str] = []
+    thresholds = source.thresholds() if train_fraction < 1.0 else None
     for text in source.documents("train"):
+        if thresholds is not None and not stats_lib.in_train_fraction(text, thresholds, train_fraction):
+            continue
         batch.append(text)
         if len(batch) == 1024:
             total += sum(len(ids) + 1 for ids in encode_texts(batch, vocab))
@@ -571,6 +588,7 @@ def make_train_pipeline(
     min_vocab_size: int = 0,
     use_cached: bool | str = "auto",
     cache_dirs: Sequence[str] = (),
+    unique_fraction: Mapping[str, float] | None = None,
 ) -> TrainPipeline:
     """Builds this process's packed train pipeline over a MADLAD-layout corpus (gin seam).
 
@@ -600,6 +618,10 @@ def make_train_pipeline(
         require it (error naming what is missing), False to stream. Same batches, accounting and
         resume state either way (a run may switch between the two on resume).
       cache_dirs: folders holding such caches (added to seqio's global cache dirs).
+      unique_fraction: {language: f in (0, 1]}: a data-constrained run trains that language on the
+        first f of its training split by document hash (`stats.in_train_fraction`; U is counted
+        on that subset by streaming it), so it repeats f⁻¹ times more often. Such languages are
+        streamed, not read from the seqio cache (use_cached=True is refused).
     """
     if process_index is None or process_count is None:
         import jax  # noqa: PLC0415
@@ -630,8 +652,23 @@ def make_train_pipeline(
         lang = task.name[len(madlad_tasks.TASK_PREFIX):]
         sources[lang] = task.source
         task_vocab = task.output_features["targets"].vocabulary
+    fractions = {}
+    for lang, fraction in dict(unique_fraction or {}).items():
+        if lang not in sources:
+            raise ValueError(f"make_train_pipeline.unique_fraction: {lang!r} is not a language of mixture "
+                             f"{resolved.name!r} ({', '.join(sources)})")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ValueError(f"make_train_pipeline.unique_fraction[{lang!r}] must be in (0, 1], got {fraction!r}")
+        if fraction < 1:
+            fractions[lang] = float(fraction)
     unique = size_fn(resolved.languages)
-    cached = cached_tasks_for({lang: tasks[lang] for lang in sources}, use_cached, cache_dirs, unique)
+    if fractions and use_cached is True:
+        raise ValueError(f"make_train_pipeline: languages {sorted(fractions)} train on a fraction of their "
+                         "data (unique_fraction), which the seqio cache does not hold; use_cached=True is refused")
+    for lang, fraction in fractions.items():
+        unique[lang] = count_unique_tokens(sources[lang], task_vocab, fraction)
+    cached = {} if fractions else cached_tasks_for({lang: tasks[lang] for lang in sources}, use_cached,
+                                                    cache_dirs, unique)
     logging.info("train pipeline: seqio mixture %s over %d languages, %d input shards, %s; split "
                  "thresholds from: %s", seqio_mixture.name, len(sources), int(num_input_shards or process_count),
                  f"token ids from the seqio cache ({sorted({os.path.dirname(t.cache_dir) for t in cached.values()})})"
@@ -639,7 +676,7 @@ def make_train_pipeline(
                  sorted({madlad.thresholds_source(root, lang, stats_path, skip_bad_records) for lang in sources}))
     return TrainPipeline(resolved, sources, task_vocab, seq_len, global_batch, seed, process_index,
                          process_count, num_input_shards, unique, vocab_name=vocab_name,
-                         block_docs=block_docs, cached_tasks=cached)
+                         block_docs=block_docs, cached_tasks=cached, train_fractions=fractions)
 
 
 # ----------------------------------------------------------------------------- evaluation

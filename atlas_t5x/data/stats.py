@@ -138,6 +138,15 @@ def split_of(text: str, thresholds: SplitThresholds) -> str:
     return "train"
 
 
+def in_train_fraction(text: str, thresholds: SplitThresholds, fraction: float) -> bool:
+    """Whether a training document is in the language's first `fraction` of the training split
+    (by its hash position, so the subset is the same on every machine, shard and epoch). A
+    data-constrained run trains on that subset: U shrinks by about `fraction`, nothing is read into
+    memory, and the validation and test splits are untouched."""
+    start = thresholds.test + thresholds.validation
+    return hash_position(text) < start + fraction * (1.0 - start)
+
+
 def size_counts(text: str) -> Counts:
     """Pass-1 counts of one document: 1 document, its UTF-8 bytes, no tokens."""
     return Counts(1, len(text.encode("utf-8")), 0)

@@ -760,17 +760,25 @@ BOUND_RTOL = 1e-3          # other parameters: within 0.1% of the range of a bou
 NEGLIGIBLE_AMPLITUDE = 1e-3  # E below 0.1% of the smallest loss: effectively at its bound 0
 
 
+# λ's low bound (0: repeated tokens worth fresh ones) is judged on its own scale: S_λ caps
+# repetition at 1 + 1/λ epochs, so λ = 0.04 (25 epochs' worth) is a finding, not the bound; below
+# 1e-3 (> 1000 epochs) it is indistinguishable from 0 for any run here [our choice].
+LAMBDA_LOW_TOL = 1e-3
+
+
 def near_bounds(names: Sequence[str], z: np.ndarray, z_bounds, y=None) -> dict[str, str]:
     """Free parameters at or next to a bound of the search: within BOUND_RTOL_LOG of the log-range
     for positive parameters (e.g. R_N = 9000 of [1e-3, 1e4]), within BOUND_RTOL of the range for
-    the others (e.g. λ = 49.99 of [0, 50], τ = 0.01 of [0, 50]); and an irreducible loss E below
+    the others (e.g. λ = 49.99 of [0, 50], τ = 0.01 of [0, 50]; λ ≤ LAMBDA_LOW_TOL at its low
+    end); and an irreducible loss E below
     NEGLIGIBLE_AMPLITUDE × the smallest loss y (e.g. E = 1e-9 for losses ≈ 3: the fit pushes E
     to 0). Returns name → "low" / "high"."""
     out = {}
     for name, zi, (lo, hi) in zip(names, z, z_bounds):
         rtol = BOUND_RTOL_LOG if name in LOG_PARAMS else BOUND_RTOL
         width = (hi - lo) if lo is not None and hi is not None else max(1.0, abs(zi))
-        if lo is not None and zi <= lo + rtol * width:
+        low_tol = LAMBDA_LOW_TOL if name == "lambda" else rtol * width
+        if lo is not None and zi <= lo + low_tol:
             out[name] = "low"
         elif hi is not None and zi >= hi - rtol * width:
             out[name] = "high"

@@ -77,9 +77,12 @@ def atlas_effective_data(
 
 
 def chinchilla_optimal_params(D, A, B, alpha, beta, xp=np):
-    """N_opt(D) = G·(D·G)^(β/α), G = (αA/(βB))^(1/(α+β)): the compute-optimal size for D tokens."""
-    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
-    return G * (D * G) ** (beta / alpha)
+    """N_opt(D) = G·(D·G)^(β/α), G = (αA/(βB))^(1/(α+β)): the compute-optimal size for D tokens
+    (infinite when the data term vanishes, B = 0: a fit may put B at its bound)."""
+    A, B, alpha, beta = (xp.asarray(v) * 1.0 for v in (A, B, alpha, beta))   # inf/nan, not ZeroDivisionError
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+        return G * (D * G) ** (beta / alpha)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,11 +164,12 @@ def _csl(p, X, xp):
 
 def dcsl_effective(N, D, U, A, B, alpha, beta, R_D, R_N, xp=np):
     """(N', D') of the data-constrained law. U_D = min(U, D) [our choice: no more unique tokens
-    than seen]; U_N = min(N, N_opt(U_D))."""
+    than seen]; U_N = min(N, N_opt(U_D)), or N where N_opt is not finite."""
     U_D = xp.minimum(U, D)
     rep_D = xp.maximum(D / U_D - 1.0, 0.0)
     D_prime = U_D + U_D * R_D * (-xp.expm1(-rep_D / R_D))
-    U_N = xp.minimum(N, chinchilla_optimal_params(U_D, A, B, alpha, beta, xp))
+    n_opt = chinchilla_optimal_params(U_D, A, B, alpha, beta, xp)
+    U_N = xp.where(xp.isfinite(n_opt), xp.minimum(N, n_opt), N)   # no finite N_opt (B = 0, α = β = 0): N
     rep_N = xp.maximum(N / U_N - 1.0, 0.0)
     N_prime = U_N + U_N * R_N * (-xp.expm1(-rep_N / R_N))
     return N_prime, D_prime
