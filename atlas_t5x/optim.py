@@ -32,7 +32,10 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown schedule kind {kind!r}; valid: {', '.join(SCHEDULE_KINDS)}")
 
 
-def decay_start_step(total_steps: int, decay_fraction: float = 0.1) -> int:
+DEFAULT_DECAY_FRACTION = 0.1   # the WSD decay spans the last 10% of the steps [paper]
+
+
+def decay_start_step(total_steps: int, decay_fraction: float = DEFAULT_DECAY_FRACTION) -> int:
     """First step of the WSD decay phase: total_steps − round(decay_fraction·total_steps)."""
     if not 0.0 <= decay_fraction <= 1.0:
         raise ValueError(f"decay_fraction must be in [0, 1], got {decay_fraction}")
@@ -41,7 +44,7 @@ def decay_start_step(total_steps: int, decay_fraction: float = 0.1) -> int:
 
 @gin.configurable
 def make_schedule(kind: str = "wsd", peak_lr: float = 2e-4, total_steps: int | None = None,
-                  warmup_steps: int = 1000, decay_fraction: float = 0.1,
+                  warmup_steps: int = 1000, decay_fraction: float = DEFAULT_DECAY_FRACTION,
                   final_lr_fraction: float = 0.0) -> optax.Schedule:
     """Learning rate (per update) as a function of the update step.
 
@@ -82,7 +85,7 @@ def make_schedule(kind: str = "wsd", peak_lr: float = 2e-4, total_steps: int | N
 
 
 def schedule_phase(step: int, total_steps: int, warmup_steps: int, kind: str = "wsd",
-                   decay_fraction: float = 0.1) -> str:
+                   decay_fraction: float = DEFAULT_DECAY_FRACTION) -> str:
     """``"warmup"``, ``"stable"`` or ``"decay"`` for the given update step.
 
     What an evaluation point is, in the logs, adds two labels (atlas_t5x.schema): the trainer

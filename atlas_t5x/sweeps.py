@@ -185,8 +185,6 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
                              "line (import/include and multi-line text are not allowed in a sweep spec)")
 
 
-DEFAULT_DECAY_FRACTION = 0.1   # optim.make_schedule's default WSD decay (fraction of the steps)
-
 # Run fields that `defaults:` and family entries may set, with their defaults.
 RUN_DEFAULTS: dict[str, Any] = {
     "seq_len": 64,
@@ -209,7 +207,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "gin_bindings": [],
     # WSD cooldown branches (atlas_t5x/cooldown.py): fractions of the run's steps at which a branch
     # leaves the stable trunk, each decaying over cooldown_fraction × its steps (None: the trunk's
-    # decay fraction, 0.1) and logging one completed point ("cooldown_end").
+    # decay_fraction) and logging one completed point ("cooldown_end").
     "cooldown_at": [],
     "cooldown_fraction": None,
     # The trunk's WSD decay, as a fraction of its steps (None: the schedule's default, 0.1).
@@ -494,9 +492,9 @@ def _check_cooldown(settings: Mapping[str, Any], steps: int, batch: int, name: s
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1:
             raise SweepError(f"{where}: run {name!r}: cooldown_at {f!r} must be a fraction of the run's steps in (0, 1)")
         branch_at.append(int(round(f * steps)) * tokens_per_step)
-    decay_start = optim.decay_start_step(steps, settings.get("decay_fraction") or DEFAULT_DECAY_FRACTION)
+    trunk_decay, branch_decay = decay_fractions(settings)
     rule = dict(tokens_per_step=tokens_per_step, total_steps=steps, warmup_steps=settings["warmup_steps"],
-                decay_start=decay_start, cooldown_fraction=fraction or DEFAULT_DECAY_FRACTION)
+                decay_start=optim.decay_start_step(steps, trunk_decay), cooldown_fraction=branch_decay)
     for f, tokens in zip(at, branch_at):
         try:
             cooldown.branch_steps([tokens], **rule)
@@ -515,11 +513,20 @@ def branch_points(run: RunSpec) -> list[int]:
                   for f in run.settings.get("cooldown_at") or [])
 
 
+def decay_fractions(settings: Mapping[str, Any]) -> tuple[float, float]:
+    """(trunk, branch) decay fractions as the trainer reads them: the trunk's `decay_fraction`
+    (the schedule's default when unset); a branch's `cooldown_fraction`, else the trunk's."""
+    from atlas_t5x import optim
+
+    trunk = settings.get("decay_fraction") or optim.DEFAULT_DECAY_FRACTION
+    return trunk, settings.get("cooldown_fraction") or trunk
+
+
 def branch_steps_total(run: RunSpec) -> int:
     """Extra optimizer steps the run's cooldown branches train (for time estimates)."""
     from atlas_t5x import optim
 
-    fraction = run.settings.get("cooldown_fraction") or DEFAULT_DECAY_FRACTION
+    fraction = decay_fractions(run.settings)[1]
     return sum(optim.cooldown_steps(t // (run.batch * run.seq_len), fraction) for t in branch_points(run))
 
 
@@ -533,15 +540,12 @@ def _make_run(family, name, scale, mixture, langs, max_epochs, settings, where, 
         seq_len=int(settings["seq_len"]), init_from=init_from,
         settings={k: v for k, v in settings.items() if k not in ("batch", "seq_len")},
     )
+    # a data-constrained variant of the run keeps only its own languages' fractions and is named for them
     trained = run.training_languages
     limited = {lang: f for lang, f in sorted(settings["unique_fraction"].items())
                if f < 1 and (trained is None or lang in trained)}
-    if limited:   # a data-constrained variant of the run: its own name and only its languages
-        run = dataclasses.replace(run, name=f"{name}-u" + "-".join(f"{lang}{f:g}" for lang, f in limited.items()),
-                                  settings={**run.settings, "unique_fraction": limited})
-    else:
-        run = dataclasses.replace(run, settings={**run.settings, "unique_fraction": {}})
-    return run
+    suffix = "-u" + "-".join(f"{lang}{f:g}" for lang, f in limited.items()) if limited else ""
+    return dataclasses.replace(run, name=name + suffix, settings={**run.settings, "unique_fraction": limited})
 
 
 def _check_mixture(name: str, where: str, **kwargs) -> None:

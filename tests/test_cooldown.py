@@ -116,6 +116,8 @@ def test_sweep_checks_branches_against_the_trunks_own_decay(tmp_path):
     ok = {**spec, "defaults": {**spec["defaults"], "cooldown_at": [0.4, 0.75]}}
     (run,) = sweeps.expand_sweep(ok).runs
     assert "make_schedule.decay_fraction = 0.2" in sweeps.gin_config(run, tmp_path)
+    # without cooldown_fraction a branch decays like the trunk (the trainer's rule), here over 20%
+    assert sweeps.branch_steps_total(run) == optim.cooldown_steps(40, 0.2) + optim.cooldown_steps(75, 0.2) == 23
     binding = {**spec, "defaults": {**spec["defaults"], "decay_fraction": None,
                                     "gin_bindings": ["make_schedule.decay_fraction = 0.2"]}}
     with pytest.raises(sweeps.SweepError, match="'decay_fraction' field"):

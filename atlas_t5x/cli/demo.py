@@ -298,8 +298,8 @@ def chosen_fits(points, facts):
 
     fits = {}
     for law, per_target in (facts.get("fits") or {}).items():
-        variant = next(iter(per_target.values()))["variant"].split()   # "<law> tied|untied <objective>"
-        spec = table_fit.FitSpec(law=law, tied=variant[1] == "tied", objective=variant[2],
+        chosen = next(iter(per_target.values()))
+        spec = table_fit.FitSpec(law=law, tied=chosen["tied"], objective=chosen["objective"],
                                  grid_budget=1000, n_polish=2)
         try:
             fits[law] = table_fit.fit_points(spec, points)

@@ -661,12 +661,11 @@ def make_train_pipeline(
             raise ValueError(f"make_train_pipeline.unique_fraction[{lang!r}] must be in (0, 1], got {fraction!r}")
         if fraction < 1:
             fractions[lang] = float(fraction)
-    unique = size_fn(resolved.languages)
     if fractions and use_cached is True:
         raise ValueError(f"make_train_pipeline: languages {sorted(fractions)} train on a fraction of their "
                          "data (unique_fraction), which the seqio cache does not hold; use_cached=True is refused")
-    for lang, fraction in fractions.items():
-        unique[lang] = count_unique_tokens(sources[lang], task_vocab, fraction)
+    unique = {**size_fn([lang for lang in resolved.languages if lang not in fractions]),
+              **{lang: count_unique_tokens(sources[lang], task_vocab, f) for lang, f in fractions.items()}}
     cached = {} if fractions else cached_tasks_for({lang: tasks[lang] for lang in sources}, use_cached,
                                                     cache_dirs, unique)
     logging.info("train pipeline: seqio mixture %s over %d languages, %d input shards, %s; split "

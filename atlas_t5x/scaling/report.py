@@ -260,7 +260,7 @@ def _fit_setting(doc: _Doc, points, laws: Sequence[str], setting: str, seed: int
             fits_facts.setdefault(name, {})[target] = {
                 "params": res.law.full_params(res.params), "intervals": intervals, "flags": flags,
                 "bounds": {k: list(v) for k, v in res.bounds.items()}, "converged": bool(res.converged),
-                "variant": variant}
+                "variant": variant, "tied": bool(spec.tied), "objective": spec.objective}
         cells = [variant, heldout.mean_target_r2(points, pred)]
         for split in splits:
             try:
@@ -445,8 +445,7 @@ def sanity_checks(facts: Mapping[str, Any]) -> list[tuple[str, bool, str]]:
             detail = (f"{value:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}], width {width:.3f}" if ci
                       else f"{value:.3f}, no bootstrap interval")
             if f.get("variant"):
-                tied = ": α = β" if " tied " in f" {f['variant']} " else ""
-                detail += f" ({f['variant']}{tied})"
+                detail += f" ({f['variant']}{': α = β' if f.get('tied') else ''})"
             out.append((f"{target}: CSL{setting} {name} in [{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}], "
                         f"95% interval narrower than {MAX_INTERVAL_WIDTH:g}", bool(ok), detail))
         e_flags = f["flags"].get("E", [])
