@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,16 +39,23 @@ def test_report_covers_every_section(tmp_path):
     assert "K ∈ [1, 2, 4]" in text
     # the paper's two settings: monolingual runs first (what the sanity checks read), then every run
     # (18 points of the three mono_en runs, then 30 with the bilingual and K = 4 runs); each law is
-    # the variant chosen by extrapolation CV, with every variant's CV error listed
+    # its pre-registered variant (α = β imposed, Huber) with the untied fit beside it; model
+    # selection is reported (every variant's CV error ± SE) but never decides what is checked
     mono_at, multi_at = text.index("### Monolingual setting"), text.index("### Multilingual setting")
-    assert mono_at < text.index("| en | csl untied likelihood | 18 | 1 |") < multi_at
-    assert multi_at < text.index("| en | csl untied huber | 30 |")
-    assert "csl tied huber 0.2%" in text and "Model selection by extrapolation" in text
-    assert "CSL (monolingual runs) alpha" in text.split("## Runs")[0]
+    assert mono_at < text.index("| en | csl tied huber (α = β imposed) | 18 | 1 |") < multi_at
+    assert mono_at < text.index("| en | csl untied huber (secondary) | 18 |") < multi_at
+    assert multi_at < text.index("| en | csl tied huber (α = β imposed) | 30 |")
+    assert text.count("selection would choose") == 2 and "Model selection by extrapolation" in text
+    for variant in ("csl tied huber", "csl tied likelihood", "csl untied huber", "csl untied likelihood"):
+        assert len(re.findall(rf"{variant} [0-9.]+% ± [0-9.]+", text)) == 2, variant   # both settings
+    assert "CSL (monolingual runs) alpha = beta (imposed)" in text.split("## Runs")[0]
     assert "| en | 3e+07 |" in text and "| ok | mono_en_3e+07 | ft_en_3e+07 |" in text
     for png in ("fits_predicted_vs_observed.png", "bts_heatmap.png", "curse_frontier.png", "crossover.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 1000
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    en = doc["facts"]["fits"]["csl"]["en"]
+    assert en["tied"] and en["objective"] == "huber" and en["params"]["alpha"] == en["params"]["beta"]
+    assert {"alpha", "beta"} <= set(en["untied"]["params"]) and not en["untied"]["tied"]
     status = {t: v["status"] for t, v in doc["sections"].items()}
     assert status.pop("Sanity checks") in ("ok", "failed")
     assert status == {
@@ -76,6 +84,17 @@ def test_sanity_checks_pass_and_fail_on_known_facts():
     bad["curse_2k"] = {"total_tokens_ratio": 0.91, "warnings": ["|ψ/β| > 1"]}
     failed = [c for c, ok, _ in report.sanity_checks(bad) if not ok]
     assert len(failed) == 4 and any("alpha" in c for c in failed) and any("E not at a bound" in c for c in failed)
+    # a fit that did not converge fails its exponent checks, whatever its numbers
+    stuck = json.loads(json.dumps(good))
+    stuck["fits"]["csl"]["en"]["converged"] = False
+    failed = [(c, d) for c, ok, d in report.sanity_checks(stuck) if not ok]
+    assert len(failed) == 2 and all("did NOT converge" in d for _, d in failed)
+    # a curse plan with an identification warning fails even at ≥ 1× (issue 21: φ = −0.7 passed)
+    spurious = json.loads(json.dumps(good))
+    spurious["curse_2k"] = {"total_tokens_ratio": 2.36, "warnings": ["|φ/α| = 1.69 > 1: not identified"]}
+    assert [c for c, ok, _ in report.sanity_checks(spurious) if not ok] == [
+        "curse plan: 2K identified (no plan warning) and needs ≥ 1× the total tokens"]
+    assert len(report.sanity_checks(spurious, curse_check=False)) == 4
 
 
 def test_a_tied_fit_reports_beta_equal_to_alpha_and_no_selection_when_asked(tmp_path):
@@ -87,7 +106,10 @@ def test_a_tied_fit_reports_beta_equal_to_alpha_and_no_selection_when_asked(tmp_
     assert doc["facts"]["fit_setting"] == "monolingual" and en["variant"] == "csl tied huber"
     assert en["params"]["beta"] == en["params"]["alpha"] and en["intervals"]["beta"] == en["intervals"]["alpha"]
     sanity = doc["sections"]["Sanity checks"]["tables"][0]["rows"]
-    assert any(r[0].startswith("en: CSL (monolingual runs) beta") and "(csl tied huber: α = β)" in r[2] for r in sanity)
+    # one exponent, one check, said to be imposed
+    assert any(r[0].startswith("en: CSL (monolingual runs) alpha = beta (imposed)")
+               and "(csl tied huber, α = β imposed)" in r[2] for r in sanity)
+    assert not any(r[0].startswith("en: CSL (monolingual runs) beta") for r in sanity)
     assert "Model selection by extrapolation" not in (tmp_path / "rep" / "report.md").read_text()
 
 

@@ -451,7 +451,9 @@ def summary(out: Mapping[str, Any]) -> str:
         lines.append("model selection (" + sel["method"] + "):")
         for label, err in sel["cv_error_percent"].items():
             mark = "  <- chosen" if label == sel["chosen"] else ""
-            lines.append(f"  {label:<28} CV error {_num(err, '.4g')}%{mark}")
+            se = (sel.get("cv_error_se_percent") or {}).get(label)
+            spread = f" ± {_num(se, '.2g')} SE" if se is not None else ""
+            lines.append(f"  {label:<28} CV error {_num(err, '.4g')}%{spread}{mark}")
     if sel.get("reason"):
         lines.append(f"selection: {sel['reason']}")
     if out["comparison"]:

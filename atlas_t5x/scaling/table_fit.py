@@ -158,7 +158,17 @@ def _unidentified_params(law: Law, X: Mapping[str, np.ndarray], fixed: Mapping[s
             out[name] = f"the sampling ratio p is {float(X['p'][0]):g} at every point"
         elif name in ("phi", "psi") and np.ptp(X["K"]) == 0:
             out[name] = f"the number of languages K is {float(X['K'][0]):g} at every point"
+        elif name == "lambda" and not _repeats_data(X):
+            # S_λ(D; U) = D while D ≤ U: with no repeated data λ changes no prediction (and a
+            # table without a U column sets U = D); 0 is the no-saturation limit
+            out[name] = "no point repeats its data (D ≤ U everywhere; a table without U sets U = D)"
     return out
+
+
+def _repeats_data(X: Mapping[str, np.ndarray]) -> bool:
+    """Whether any (D, U) input pair of the law has D > U at some point (repeated data)."""
+    pairs = [("D", "U")] + [(k, "U_" + k[2:]) for k in X if k.startswith("D_")]
+    return any(np.any(X[d] > X[u] * (1 + 1e-9)) for d, u in pairs if d in X and u in X)
 
 
 def _dcsl_base_fit(spec: FitSpec, sub, law: Law, fixed: Mapping[str, float]) -> dict[str, float]:
