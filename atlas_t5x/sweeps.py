@@ -12,8 +12,9 @@ names (`mixtures.get_mixture`), finetune sources, duplicate run names, unknown k
                                    # or {scale: batch} (smaller models take smaller batches)
       vocab: corpus_spm
       tokens: 200000               # training tokens per run (or {scale: tokens}, or use
-                                   # tokens_per_param: 20 for a Chinchilla-style budget,
-                                   # with min_tokens as a floor)
+                                   # tokens_per_param: 20 for a Chinchilla-style budget, or
+                                   # {scale: ratio}, with min_tokens as a floor)
+      seed: 0                      # init and data order; a non-zero seed names runs "-s<seed>"
       warmup_steps: 10
       peak_lr: 3.0e-3
       schedule: wsd                # warmup-stable-decay, decay over the last 10% [paper]
@@ -134,8 +135,13 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
                               for scale, value in tokens.items()}
     else:
         settings["tokens"] = _number(tokens, "tokens", where, minimum=1, allow_none=True)
-    for field in ("tokens_per_param", "min_tokens"):
-        settings[field] = _number(settings[field], field, where, minimum=0, allow_none=True)
+    if isinstance(settings["tokens_per_param"], Mapping):   # per scale, like batch
+        settings["tokens_per_param"] = {scale: _number(value, f"tokens_per_param[{scale}]", where, minimum=0)
+                                        for scale, value in settings["tokens_per_param"].items()}
+    else:
+        settings["tokens_per_param"] = _number(settings["tokens_per_param"], "tokens_per_param", where,
+                                               minimum=0, allow_none=True)
+    settings["min_tokens"] = _number(settings["min_tokens"], "min_tokens", where, minimum=0, allow_none=True)
     settings["warmup_steps"] = _number(settings["warmup_steps"], "warmup_steps", where, integer=True, minimum=0)
     settings["peak_lr"] = _number(settings["peak_lr"], "peak_lr", where)
     if settings["peak_lr"] <= 0:
@@ -457,8 +463,13 @@ def _budget(settings: Mapping[str, Any], scale: str, name: str, where: str) -> t
     if not (isinstance(batch, int) and batch > 0 and isinstance(seq_len, int) and seq_len > 1):
         raise SweepError(f"{where}: batch ({batch!r}) and seq_len ({seq_len!r}) must be positive integers")
     tokens = settings["tokens"]
-    if settings["tokens_per_param"] is not None:
-        tokens = int(float(settings["tokens_per_param"]) * models.param_count(cfg))
+    per_param = settings["tokens_per_param"]
+    if isinstance(per_param, Mapping):
+        if scale not in per_param:
+            raise SweepError(f"{where}: 'tokens_per_param' gives no ratio for scale {scale!r} (has {sorted(per_param)})")
+        per_param = per_param[scale]
+    if per_param is not None:
+        tokens = int(float(per_param) * models.param_count(cfg))
     elif isinstance(tokens, Mapping):
         if scale not in tokens:
             raise SweepError(f"{where}: 'tokens' gives no budget for scale {scale!r} (has {sorted(tokens)})")
@@ -545,6 +556,8 @@ def _make_run(family, name, scale, mixture, langs, max_epochs, settings, where, 
     limited = {lang: f for lang, f in sorted(settings["unique_fraction"].items())
                if f < 1 and (trained is None or lang in trained)}
     suffix = "-u" + "-".join(f"{lang}{f:g}" for lang, f in limited.items()) if limited else ""
+    if int(settings.get("seed") or 0) != 0:   # another seed of the same run: init and data order
+        suffix += f"-s{int(settings['seed'])}"
     return dataclasses.replace(run, name=name + suffix, settings={**run.settings, "unique_fraction": limited})
 
 

@@ -158,6 +158,16 @@ def test_resampling_units_stratify_only_designed_sweeps():
     assert list(groups) == ["a", "a-cd1", "b", "b-cd1"] and list(strata) == [1e6, 1e6, 2e6, 2e6]
     one_run_per_size = pd.DataFrame({"run": ["a", "a", "b"], "N": [1e6, 1e6, 2e6]})
     assert bootstrap.resampling_units(one_run_per_size)[1] is None
+    # two seeds at the small size: whole trunks (with their branches) are the unit there; the
+    # large size's single trunk is resampled by run (its branches), within sizes
+    seeds = pd.DataFrame({"run": ["a", "a-cd1", "a-s1", "a-s1-cd1", "b", "b-cd1"],
+                          "group": ["a", "a", "a-s1", "a-s1", "b", "b"], "N": [1e6] * 4 + [2e6] * 2})
+    groups, strata = bootstrap.resampling_units(seeds)
+    assert list(groups) == ["trunk:a", "trunk:a", "trunk:a-s1", "trunk:a-s1", "b", "b-cd1"]
+    assert list(strata) == list(seeds["N"])
+    W = bootstrap.run_weights(groups, 200, seed=0, strata=strata)
+    assert (W[:, 0] == W[:, 1]).all() and (W[:, 2] == W[:, 3]).all()     # a trunk moves whole
+    assert W[:, 0].std() > 0 and (W[:, 4] != W[:, 5]).any()
 
 
 def test_atlas_recovers_synthetic_parameters():

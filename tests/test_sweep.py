@@ -71,6 +71,33 @@ def test_batch_per_scale() -> None:
                                  tokens=64 * 8 * 40, batch={"tiny0": 0}, seq_len=64))
 
 
+def test_tokens_per_param_per_scale_and_seeds_named_apart() -> None:
+    """The demo trains smaller sizes at higher token-per-parameter ratios, and a second seed of
+    a trunk is a run of its own ("-s1"), seeded for init and data order."""
+    from atlas_t5x import models
+
+    sweep = sweeps.expand_sweep(spec(
+        {"family": "monolingual", "languages": ["en"], "scales": ["tiny0", "tiny1"]},
+        {"family": "monolingual", "languages": ["en"], "scales": ["tiny0"], "seed": 3},
+        tokens=None, tokens_per_param={"tiny0": 40, "tiny1": 10}, seq_len=16,
+    ))
+    by_name = {r.name: r for r in sweep.runs}
+    assert list(by_name) == ["mono-en-tiny0", "mono-en-tiny1", "mono-en-tiny0-s3"]
+    for name, ratio in (("mono-en-tiny0", 40), ("mono-en-tiny1", 10)):
+        run = by_name[name]
+        n = models.param_count(models.get_model_config(run.scale))
+        assert run.total_steps == (ratio * n) // (8 * 16)
+    assert by_name["mono-en-tiny0-s3"].tokens == by_name["mono-en-tiny0"].tokens
+    gin_text = sweeps.gin_config(by_name["mono-en-tiny0-s3"], "out")
+    assert "train.seed = 3" in gin_text and "make_train_pipeline.seed = 3" in gin_text
+    with pytest.raises(sweeps.SweepError, match=r"'tokens_per_param' gives no ratio for scale 'tiny1'"):
+        sweeps.expand_sweep(spec({"family": "monolingual", "languages": ["en"], "scales": ["tiny0", "tiny1"]},
+                                 tokens=None, tokens_per_param={"tiny0": 40}))
+    with pytest.raises(sweeps.SweepError, match=r"tokens_per_param\[tiny0\]"):
+        sweeps.expand_sweep(spec({"family": "monolingual", "languages": ["en"], "scales": ["tiny0"]},
+                                 tokens=None, tokens_per_param={"tiny0": "many"}))
+
+
 def test_unique_fraction_makes_named_data_constrained_runs(tmp_path) -> None:
     sweep = sweeps.expand_sweep(spec(
         {"family": "monolingual", "languages": ["en", "de"], "scales": ["tiny0"]},

@@ -17,6 +17,7 @@ import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from atlas_t5x.scaling import engine
 from atlas_t5x.scaling.objectives import get_objective
@@ -144,14 +145,22 @@ def bootstrap(result: engine.FitResult, X: Mapping[str, Any], y, groups: Sequenc
 def resampling_units(points) -> tuple[np.ndarray, np.ndarray | None]:
     """(groups, strata) of a bootstrap by run over a points table.
 
-    Groups: the logged runs (`run`; a cooldown branch is a run of its own, with its own schedule
-    and final point). Strata: the model size N when every size has two or more runs (a designed
-    sweep: the sizes are chosen, so each replicate keeps them and resamples the runs at each size);
-    otherwise none (e.g. tables with one run per size). Branches of one trunk share its stable
-    phase, so these intervals hold each trunk's trajectory fixed: seed-to-seed variation is not in
-    them.
+    Groups: whole trunks (`group`: a WSD trunk with its cooldown branches, which share its stable
+    phase) at every model size trained with two or more trunks (e.g. seeds), so a replicate
+    resamples trunk-to-trunk variation there; at a size with one trunk its logged runs (each
+    cooldown branch a run of its own) are resampled instead, as nothing else varies there.
+    Strata: the model size N when every size has two or more units (a designed sweep: the sizes
+    are chosen, so each replicate keeps them and resamples the units at each size); otherwise none
+    (e.g. tables with one run per size).
     """
-    groups = points["run"].astype(str).to_numpy()
-    runs_per_size = points.groupby("N")["run"].nunique()
-    strata = points["N"].to_numpy(float) if len(runs_per_size) > 1 and runs_per_size.min() >= 2 else None
+    runs = points["run"].astype(str).to_numpy()
+    groups = runs
+    if "group" in points.columns:
+        trunks = np.asarray(["trunk:" + g for g in points["group"].astype(str)])
+        sizes = points["N"].to_numpy(float)
+        trunks_per_size = points.groupby("N")["group"].nunique()
+        several = np.isin(sizes, trunks_per_size.index[trunks_per_size >= 2].to_numpy(float))
+        groups = np.where(several, trunks, runs)
+    units_per_size = pd.Series(groups).groupby(points["N"].to_numpy(float)).nunique()
+    strata = points["N"].to_numpy(float) if len(units_per_size) > 1 and units_per_size.min() >= 2 else None
     return groups, strata

@@ -612,6 +612,7 @@ def build_report(
     points: str = "default",
     select: bool = True,
     curse_check: bool = True,
+    bootstrap_replicates: int = BOOTSTRAP_REPLICATES,
 ) -> Path:
     """Writes OUT_DIR/report.md (+ PNG/CSV files) from exported logs; returns the report's path.
 
@@ -625,6 +626,7 @@ def build_report(
         completed schedules — cooldown-branch ends and final evaluations).
       select: also run model selection by extrapolation CV (`selection.select`) and report what
         it would choose (a secondary result: the fits and checks use `preregistered_spec`).
+      bootstrap_replicates: bootstrap-by-run replicates per fit (intervals).
       curse_check: include the curse plan in the sanity checks (False for a study whose K > 1 runs
         cannot identify φ; the report then says the curse section is descriptive).
 
@@ -649,7 +651,7 @@ def build_report(
     doc.add("# ATLAS scaling report", "", f"Source: {source}", "")
     _section(doc, "Runs", lambda: _overview(doc, rows, loss_field))
     _section(doc, "Fits and held-out R²", lambda: _fits(doc, rows, laws, loss_field, seed, kw, points,
-                                                        select=select))
+                                                        n_boot=bootstrap_replicates, select=select))
     _section(doc, "Cross-lingual transfer", lambda: _transfer(doc, rows, loss_field))
     _section(doc, "Curse of multilinguality", lambda: _curse(doc, rows, loss_field, curse_kw, points))
     _section(doc, "Pretrain vs finetune crossover", lambda: _crossover(doc, rows, loss_field))
