@@ -282,3 +282,54 @@ def test_readme_block_runs_in_a_clean_clone(block, clone):
         if re.search(pattern, block.text):
             for made in outputs:
                 assert (clone / made).is_file(), f"README.md:{block.line} did not write {made}"
+
+
+def _number_close(text: str, value: float) -> bool:
+    """Whether a figure printed as `text` (e.g. "0.307") is `value` rounded to that many digits."""
+    digits = len(text.split(".")[1]) if "." in text else 0
+    return abs(float(text) - value) <= 0.5 * 10 ** -digits + 1e-12
+
+
+def test_readme_demo_figures_are_the_shipped_example_report():
+    """Issue 21: what the README says the demo found is what the shipped example report holds
+    (examples/demo_report.json, the report of examples/demo_logs.csv), checked figure by figure."""
+    import json
+
+    from atlas_t5x import logs as atlas_logs
+    from atlas_t5x.scaling import points as points_lib
+
+    text = README.read_text(encoding="utf-8")
+    block = text.split("<!-- demo-figures -->")[1].split("<!-- /demo-figures -->")[0]
+    block = " ".join(block.split())
+    doc = json.loads((REPO_ROOT / "examples" / "demo_report.json").read_text())
+    facts = doc["facts"]
+    checks = doc["sections"]["Sanity checks"]["tables"][0]["rows"]
+    # the report is the one of the shipped logs: the same runs
+    logged = {r["run"] for r in atlas_logs.read_rows(REPO_ROOT / "examples" / "demo_logs.csv")}
+    reported = {row[0] for row in doc["sections"]["Runs"]["tables"][0]["rows"]}
+    assert reported <= logged and len(reported) >= len(logged) - 3   # the fitted targets' runs
+
+    n_checks = int(re.search(r"all (\d+) sanity checks pass", block).group(1))
+    assert n_checks == len(checks) and all(ok for _, ok, _ in checks)
+    csl = facts["fits"]["csl"]["ru"]
+    m = re.search(r"ru CSL \(α = β imposed\): α = β = ([\d.]+) \[([\d.]+), ([\d.]+)\], E = ([\d.]+)", block)
+    assert m, block
+    assert csl["tied"] and _number_close(m.group(1), csl["params"]["alpha"])
+    assert _number_close(m.group(2), csl["intervals"]["alpha"]["lo"])
+    assert _number_close(m.group(3), csl["intervals"]["alpha"]["hi"])
+    assert _number_close(m.group(4), csl["params"]["E"])
+    m = re.search(r"untied fit \(secondary\): α = ([\d.]+), β = ([\d.]+), E = ([\d.]+)", block)
+    assert m and _number_close(m.group(1), csl["untied"]["params"]["alpha"])
+    assert _number_close(m.group(2), csl["untied"]["params"]["beta"])
+    assert _number_close(m.group(3), csl["untied"]["params"]["E"])
+    m = re.search(r"held-out R²\(N\) ([\d.]+) and R²\(D\) ([\d.]+) \(CSL\)", block)
+    assert m and _number_close(m.group(1), facts["heldout"]["csl"]["N"])
+    assert _number_close(m.group(2), facts["heldout"]["csl"]["D"])
+    # the design figures: completed points of the monolingual ru runs, their sizes and span
+    rows = atlas_logs.read_rows(REPO_ROOT / "examples" / "demo_logs.csv")
+    pts = points_lib.monolingual_points(points_lib.rows_to_points(
+        [r for r in rows if r["target"] in r["tokens_by_lang"]], loss_field="loss"))
+    pts = pts[pts["target"] == "ru"]
+    m = re.search(r"(\d+) completed ru points over (\d+) sizes spanning ([\d.]+)× in N", block)
+    assert m and int(m.group(1)) == len(pts) and int(m.group(2)) == pts["N"].nunique()
+    assert _number_close(m.group(3), pts["N"].max() / pts["N"].min())
