@@ -1,0 +1,507 @@
+"""The compute-optimal frontier three ways: N*(C) ∝ C^a and D*(C) ∝ C^b, each with an interval.
+
+Approaches (Hoffmann et al. 2022 numbering):
+  isoflop     (approach 2) points grouped by FLOP budget C; each budget's profile of log-loss over
+              log N is interpolated (Akima, `scipy.interpolate.Akima1DInterpolator`, on a fine grid)
+              and its minimum N*(C) read off; log N* is regressed on log C, weighted by each
+              budget's uncertainty in log N*. A budget whose minimum sits at the smallest or the
+              largest size it holds cannot locate N* and is dropped (flagged), as is one with fewer
+              than 3 sizes. N* per budget is the median of the argmins over loss draws perturbed by
+              the points' noise σ (nats; estimated from the profiles unless given), the
+              "noise-and-interpolate" estimate of Porian et al. 2024; its spread (floored at a
+              third of the budget's size spacing) gives the weight.
+  envelope    (approach 1) the lower envelope of loss over C across runs (intermediate points of
+              a run are interpolated along it in log-log), and the N of the run on the envelope at
+              each budget; envelope points won by the smallest or largest size are dropped.
+  parametric  (approach 3) the fitted law's implied exponents a = β/(α+β), b = α/(α+β)
+              (Chinchilla form), intervals from the fit's bootstrap samples (`--bootstrap`).
+Every approach reports {"a", "a_ci": [lo, hi], "b", "b_ci", "n_budgets"} (95% percentile intervals).
+isoflop and envelope intervals come from a bootstrap over budgets (resampled with replacement)
+and points (each budget's losses redrawn with the noise σ for isoflop; runs resampled within each
+budget for envelope). `disagreements` names pairs of approaches whose intervals do not overlap.
+
+Budgets: points whose C lie within `C_TOLERANCE` of each other form one budget (an isoFLOP
+sweep, or a `C` column). When that gives fewer than 3 budgets of 3+ sizes, each run (`group`: a
+WSD trunk and its cooldown branches, or a run with several end points) is interpolated (log-loss
+linear in log C) at common budgets, a geometric grid over the C range (`interpolated_points`), as
+isoFLOP studies read budgets off training curves. Several points of one size in one budget
+(other hyperparameters): the lowest loss is kept.
+
+Units: N parameters, D tokens, C FLOPs (6·N·D unless a C column is given), loss nats/token.
+Nothing here imports the trainer, Flax or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.interpolate import Akima1DInterpolator
+
+APPROACHES = ("parametric", "isoflop", "envelope")
+APPROACH_CHOICES = APPROACHES + ("all",)
+C_TOLERANCE = 0.10        # [our choice, as Porian et al.] points within ±10% in C share a budget
+MIN_SIZES = 3             # a profile needs 3 sizes to have an interior minimum
+MIN_BUDGETS = 3           # a power law through fewer budgets has no interval
+GRID_PER_INTERVAL = 25    # fine-grid points per gap between sizes (argmin resolution)
+MIN_SD_FRACTION = 0.33    # [Porian et al.] floor of sd(log N*) as a fraction of the size spacing
+N_DRAWS = 400             # noise draws per budget
+N_BOOT = 400              # bootstrap replicates of the power-law fit
+CONFIDENCE = 0.95
+
+
+class FrontierError(ValueError):
+    """The points cannot give this approach's frontier (names the reason); the CLI exits 2."""
+
+
+@dataclasses.dataclass
+class Budget:
+    """One isoFLOP profile: its budget C (FLOPs), sizes N (parameters), tokens D, losses (nats)."""
+
+    C: float
+    N: np.ndarray
+    D: np.ndarray
+    loss: np.ndarray
+    runs: list[str]
+    # filled by `locate`
+    N_star: float = math.nan
+    D_star: float = math.nan
+    loss_star: float = math.nan
+    sd_log_N: float = math.nan
+    draws: np.ndarray | None = None   # log N* of each noise draw (NaN: at the edge)
+    status: str = ""                   # "" = used; else why it is dropped
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"C": self.C, "n_sizes": int(len(self.N)), "N_range": [float(self.N.min()), float(self.N.max())],
+                "N_star": self.N_star, "D_star": self.D_star, "loss_star": self.loss_star,
+                "sd_log_N_star": self.sd_log_N, "used": not self.status, "dropped": self.status or None}
+
+
+@dataclasses.dataclass
+class Frontier:
+    """One approach's exponents: N* ∝ C^a, D* ∝ C^b, 95% intervals, and what went into them."""
+
+    approach: str
+    a: float
+    a_ci: tuple[float, float] | None
+    b: float
+    b_ci: tuple[float, float] | None
+    n_budgets: int | None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    budgets: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"a": self.a, "a_ci": list(self.a_ci) if self.a_ci else None,
+               "b": self.b, "b_ci": list(self.b_ci) if self.b_ci else None,
+               "n_budgets": self.n_budgets, "notes": list(self.notes)}
+        if self.budgets:
+            out["budgets"] = self.budgets
+        out.update(self.extra)
+        return out
+
+
+# -------------------------------------------------------------------------------------------------
+# Budgets
+
+
+def _cluster(logc: np.ndarray, tolerance: float) -> np.ndarray:
+    """Labels of single-linkage clusters of sorted log C whose span stays within ±tolerance."""
+    order = np.argsort(logc, kind="stable")
+    labels = np.empty(len(logc), int)
+    width = 2.0 * math.log1p(tolerance)
+    label, start = -1, -math.inf
+    for i in order:
+        if logc[i] - start > width:
+            label += 1
+            start = logc[i]
+        labels[i] = label
+    return labels
+
+
+def _check_columns(points: pd.DataFrame) -> None:
+    for col in ("N", "D", "C", "loss"):
+        if col not in points.columns:
+            raise FrontierError(f"the points table has no column {col!r}")
+        values = points[col].to_numpy(float)
+        bad = ~np.isfinite(values) | (values <= 0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise FrontierError(f"column {col!r} must be positive and finite; row {i + 1} has {values[i]!r}")
+
+
+def _group_col(points: pd.DataFrame) -> np.ndarray:
+    for col in ("group", "run"):
+        if col in points.columns:
+            return points[col].astype(str).to_numpy()
+    return np.array([f"row{i}" for i in range(len(points))])
+
+
+def _make_budgets(points: pd.DataFrame, labels: np.ndarray) -> list[Budget]:
+    out = []
+    groups = _group_col(points)
+    for lab in np.unique(labels):
+        sub = points[labels == lab]
+        g = groups[labels == lab]
+        # several points of one size (other hyperparameters, or a run's intermediate points): the best
+        best = sub.assign(_g=g).sort_values("loss", kind="stable").drop_duplicates("N").sort_values("N")
+        out.append(Budget(C=float(np.exp(np.mean(np.log(sub["C"].to_numpy(float))))),
+                          N=best["N"].to_numpy(float), D=best["D"].to_numpy(float),
+                          loss=best["loss"].to_numpy(float), runs=list(best["_g"])))
+    return sorted(out, key=lambda b: b.C)
+
+
+def interpolated_points(points: pd.DataFrame, budgets: Sequence[float] | None = None,
+                        ratio: float = 2.0) -> pd.DataFrame:
+    """Each run's (`group`'s) loss at common budgets: log-loss linear in log C between the run's
+    points (WSD cooldown ends of one trunk, or a run's completed evaluations), no extrapolation.
+
+    `budgets` (FLOPs): default a geometric grid with factor `ratio` (finer when the C range holds
+    fewer than 8 steps) anchored at the largest C. Returns rows run, N, D, C, loss (D = C/(6N)).
+    """
+    groups = _group_col(points)
+    logc_all = np.log(points["C"].to_numpy(float))
+    if budgets is None:
+        lo, hi = logc_all.min(), logc_all.max()
+        step = min(math.log(ratio), (hi - lo) / 8) if hi > lo else math.log(ratio)
+        grid = hi - step * np.arange(int((hi - lo) / step) + 1) if step > 0 else np.array([hi])
+        budgets = np.exp(grid[::-1])
+    rows = []
+    for g in np.unique(groups):
+        sub = points[groups == g].sort_values("C")
+        n = sub["N"].to_numpy(float)
+        if np.ptp(np.log(n)) > 1e-6:
+            continue   # not one model: cannot be read along one curve
+        # one loss per C (the lowest), then interpolate in log-log
+        sub = sub.sort_values("loss", kind="stable").drop_duplicates("C").sort_values("C")
+        x = np.log(sub["C"].to_numpy(float))
+        y = np.log(sub["loss"].to_numpy(float))
+        for c in budgets:
+            lc = math.log(c)
+            if len(x) >= 2 and x[0] - 1e-9 <= lc <= x[-1] + 1e-9:
+                rows.append({"run": g, "group": g, "N": float(n[0]), "C": float(c),
+                             "D": float(c) / (6.0 * float(n[0])), "loss": float(np.exp(np.interp(lc, x, y)))})
+            elif len(x) == 1 and abs(x[0] - lc) <= math.log1p(C_TOLERANCE):
+                rows.append({"run": g, "group": g, "N": float(n[0]), "C": float(c),
+                             "D": float(c) / (6.0 * float(n[0])), "loss": float(np.exp(y[0]))})
+    return pd.DataFrame(rows, columns=["run", "group", "N", "C", "D", "loss"])
+
+
+def make_budgets(points: pd.DataFrame, tolerance: float = C_TOLERANCE) -> tuple[list[Budget], str]:
+    """(budgets, how they were formed: "aligned" or "interpolated"); see the module docstring."""
+    _check_columns(points)
+    logc = np.log(points["C"].to_numpy(float))
+    labels = _cluster(logc, tolerance)
+    aligned = _make_budgets(points, labels)
+    # a run with two different C in one budget is a training curve, not an isoFLOP point
+    spread = pd.DataFrame({"g": _group_col(points), "lab": labels, "c": np.round(logc, 9)})
+    curves = bool((spread.groupby(["g", "lab"])["c"].nunique() > 1).any())
+    if not curves and sum(len(b.N) >= MIN_SIZES for b in aligned) >= MIN_BUDGETS:
+        return aligned, "aligned"
+    interp = interpolated_points(points)
+    if len(interp):
+        budgets = _make_budgets(interp, _cluster(np.log(interp["C"].to_numpy(float)), tolerance))
+        if curves or sum(len(b.N) >= MIN_SIZES for b in budgets) > sum(len(b.N) >= MIN_SIZES for b in aligned):
+            return budgets, "interpolated"
+    return aligned, "aligned"
+
+
+# -------------------------------------------------------------------------------------------------
+# isoFLOP profiles (approach 2)
+
+
+def estimate_noise(budgets: Sequence[Budget]) -> float:
+    """The points' loss noise σ (nats): the scatter of each budget's losses about cubics in log N
+    through every window of 5 neighbouring sizes (quadratics through 4 when no budget has 5),
+    pooled by the median. A cubic over 5 sizes follows an asymmetric profile closely, so the
+    residual is noise rather than misfit. NaN when no budget has 4 sizes."""
+    from scipy.stats import chi2
+
+    for width, degree in ((5, 3), (4, 2)):
+        ratios = []
+        for b in budgets:
+            x, y = np.log(b.N), b.loss
+            for i in range(len(x) - width + 1):
+                xs, ys = x[i:i + width] - x[i:i + width].mean(), y[i:i + width]
+                rss = float(np.sum((ys - np.polyval(np.polyfit(xs, ys, degree), xs)) ** 2))
+                ratios.append(rss / (width - degree - 1))
+        if ratios:
+            # the median of σ²·χ²_k/k is σ²·median(χ²_k)/k
+            k = width - degree - 1
+            return float(math.sqrt(np.median(ratios) / (chi2.median(k) / k)))
+    return math.nan
+
+
+def _argmin_log_n(x: np.ndarray, logy: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Index of the fine-grid minimum of the Akima interpolant of each column of logy (n, k)."""
+    values = Akima1DInterpolator(x, logy, axis=0)(grid)
+    return np.argmin(values, axis=0), values
+
+
+def locate(budget: Budget, sigma: float, rng: np.random.Generator, n_draws: int = N_DRAWS) -> Budget:
+    """Sets the budget's N*, D*, loss*, sd(log N*) and noise draws, or `status` when dropped."""
+    n = len(budget.N)
+    if n < MIN_SIZES:
+        budget.status = f"only {n} size(s); a profile needs {MIN_SIZES}"
+        return budget
+    x = np.log(budget.N)
+    m = (n - 1) * GRID_PER_INTERVAL
+    grid = np.linspace(x[0], x[-1], m)
+    i0, v0 = _argmin_log_n(x, np.log(budget.loss)[:, None], grid)
+    i0 = int(i0[0])
+    if i0 in (0, m - 1):
+        side = "smallest" if i0 == 0 else "largest"
+        budget.status = (f"minimum at the {side} size (N = {budget.N[0 if i0 == 0 else -1]:.3g}): "
+                         "the profile does not bracket N*")
+        return budget
+    noisy = budget.loss[:, None] + sigma * rng.standard_normal((n, n_draws))
+    noisy = np.maximum(noisy, 1e-12)
+    idx, vals = _argmin_log_n(x, np.log(noisy), grid)
+    inside = (idx > 0) & (idx < m - 1)
+    draws = np.where(inside, grid[idx], np.nan)
+    budget.draws = draws
+    if inside.sum() < n_draws / 2:
+        budget.status = (f"minimum not resolved: {100 * (1 - inside.mean()):.0f}% of noise draws put it at an "
+                         "edge of the sizes")
+        return budget
+    log_star = float(np.nanmedian(draws))
+    sd = float(np.nanstd(draws))
+    spacing = (x[-1] - x[0]) / (n - 1)
+    budget.sd_log_N = max(sd, MIN_SD_FRACTION * spacing) * (n_draws / inside.sum())
+    budget.N_star = float(math.exp(log_star))
+    budget.loss_star = float(np.exp(np.nanmedian(np.where(inside, vals[idx, np.arange(n_draws)], np.nan))))
+    budget.D_star = float(math.exp(np.interp(log_star, x, np.log(budget.D))))
+    return budget
+
+
+def _wls(logc: np.ndarray, logn: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(slope, intercept) of the weighted least-squares line logn ≈ slope·logc + intercept."""
+    coef = np.polyfit(logc, logn, 1, w=np.sqrt(w))
+    return float(coef[0]), float(coef[1])
+
+
+def _interval(samples: np.ndarray) -> tuple[float, float] | None:
+    samples = samples[np.isfinite(samples)]
+    if len(samples) < 20:
+        return None
+    q = (1 - CONFIDENCE) / 2
+    return float(np.quantile(samples, q)), float(np.quantile(samples, 1 - q))
+
+
+def _b_from(logc: np.ndarray, logd: np.ndarray, w: np.ndarray) -> float:
+    return _wls(logc, logd, w)[0]
+
+
+def isoflop_frontier(points: pd.DataFrame, sigma: float | None = None, seed: int = 0,
+                     n_draws: int = N_DRAWS, n_boot: int = N_BOOT, tolerance: float = C_TOLERANCE) -> Frontier:
+    """Approach 2 on a points table (columns N, D, C, loss, and run or group); FrontierError when
+    fewer than `MIN_BUDGETS` budgets locate their minimum."""
+    budgets, how = make_budgets(points, tolerance)
+    notes = []
+    if how == "interpolated":
+        notes.append("budgets read off each run's curve (log-loss interpolated in log C between its points)")
+    if sigma is None:
+        sigma = estimate_noise([b for b in budgets if len(b.N) >= MIN_SIZES])
+        if not math.isfinite(sigma):
+            sigma = 0.0
+            notes.append("noise σ not estimable (no budget with 4+ sizes): N* from the interpolated profile alone")
+        sigma_source = "estimated from the profiles"
+    else:
+        sigma_source = "given"
+    rng = np.random.default_rng(seed)
+    for b in budgets:
+        locate(b, sigma, rng, n_draws)
+    used = [b for b in budgets if not b.status]
+    dropped = [b for b in budgets if b.status]
+    for b in dropped:
+        notes.append(f"budget C = {b.C:.3g}: dropped ({b.status})")
+    if len(used) < MIN_BUDGETS:
+        raise FrontierError(
+            f"isoflop: {len(used)} budget(s) locate their minimum, need {MIN_BUDGETS} "
+            f"({len(budgets)} budget(s) from {len(points)} point(s); "
+            + ("; ".join(f"C = {b.C:.3g}: {b.status}" for b in dropped) or "no budget dropped") + ")")
+    logc = np.log([b.C for b in used])
+    logn = np.log([b.N_star for b in used])
+    logd = np.log([b.D_star for b in used])
+    w = 1.0 / np.array([b.sd_log_N for b in used]) ** 2
+    a, coef = _wls(logc, logn, w)
+    b_exp = _b_from(logc, logd, w)
+    # bootstrap: budgets resampled with replacement, each budget's N* from one noise draw
+    boot_rng = np.random.default_rng(seed + 1)
+    draws = np.stack([b.draws for b in used])          # (budgets, n_draws), NaN at edges
+    d_offset = logd - (logc - logn)                    # log D* - log(C/N*): the profile's D/N relation
+    a_s, b_s = [], []
+    k = len(used)
+    for r in range(n_boot):
+        pick = boot_rng.integers(0, k, k)
+        if len(np.unique(logc[pick])) < 2:
+            continue
+        col = boot_rng.integers(0, draws.shape[1], k)
+        ln = draws[pick, col]
+        ok = np.isfinite(ln)
+        if ok.sum() < 2 or len(np.unique(logc[pick][ok])) < 2:
+            continue
+        a_s.append(_wls(logc[pick][ok], ln[ok], w[pick][ok])[0])
+        b_s.append(_wls(logc[pick][ok], (logc[pick] - ln + d_offset[pick])[ok], w[pick][ok])[0])
+    return Frontier(
+        "isoflop", a, _interval(np.array(a_s)), b_exp, _interval(np.array(b_s)), len(used), notes,
+        [bb.to_dict() for bb in budgets],
+        {"coef_N": float(math.exp(coef)), "noise_sigma": sigma, "noise_sigma_source": sigma_source,
+         "budgets_from": how, "n_boot": len(a_s)})
+
+
+# -------------------------------------------------------------------------------------------------
+# Envelope (approach 1)
+
+
+def envelope_frontier(points: pd.DataFrame, seed: int = 0, n_boot: int = N_BOOT,
+                      tolerance: float = C_TOLERANCE) -> Frontier:
+    """Approach 1: per budget, the size of the lowest loss (after reading runs at common budgets
+    as `make_budgets` does); envelope points won by a budget's smallest or largest size dropped."""
+    budgets, how = make_budgets(points, tolerance)
+    notes = [] if how == "aligned" else ["budgets read off each run's curve (log-loss interpolated in log C)"]
+    rows = []
+    for b in budgets:
+        if len(b.N) < MIN_SIZES:
+            notes.append(f"budget C = {b.C:.3g}: dropped (only {len(b.N)} size(s))")
+            continue
+        i = int(np.argmin(b.loss))
+        if i in (0, len(b.N) - 1):
+            notes.append(f"budget C = {b.C:.3g}: dropped (lowest loss at the "
+                         f"{'smallest' if i == 0 else 'largest'} size)")
+            continue
+        rows.append(b)
+    if len(rows) < MIN_BUDGETS or len({round(float(np.log(b.N[np.argmin(b.loss)])), 9) for b in rows}) < 2:
+        raise FrontierError(f"envelope: {len(rows)} budget(s) with an interior lowest loss, need "
+                            f"{MIN_BUDGETS} over at least two sizes")
+    logc = np.log([b.C for b in rows])
+    logn = np.log([b.N[np.argmin(b.loss)] for b in rows])
+    logd = np.log([b.D[np.argmin(b.loss)] for b in rows])
+    ones = np.ones(len(rows))
+    a = _wls(logc, logn, ones)[0]
+    b_exp = _wls(logc, logd, ones)[0]
+    rng = np.random.default_rng(seed + 2)
+    a_s, b_s = [], []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(rows), len(rows))
+        ln, ld = [], []
+        for j in pick:
+            bb = rows[j]
+            sel = np.unique(rng.integers(0, len(bb.N), len(bb.N)))   # the budget's runs, resampled
+            i = sel[int(np.argmin(bb.loss[sel]))]
+            ln.append(math.log(bb.N[i]))
+            ld.append(math.log(bb.D[i]))
+        if len(np.unique(logc[pick])) < 2:
+            continue
+        a_s.append(_wls(logc[pick], np.array(ln), ones)[0])
+        b_s.append(_wls(logc[pick], np.array(ld), ones)[0])
+    env = [{"C": b.C, "N": float(b.N[np.argmin(b.loss)]), "loss": float(b.loss.min())} for b in rows]
+    return Frontier("envelope", a, _interval(np.array(a_s)), b_exp, _interval(np.array(b_s)), len(rows), notes,
+                    extra={"envelope": env, "budgets_from": how})
+
+
+# -------------------------------------------------------------------------------------------------
+# Parametric law (approach 3)
+
+
+def parametric_frontier(params: Mapping[str, float], samples: Sequence[Mapping[str, float]] = (),
+                        tied: bool = False) -> Frontier:
+    """Approach 3: a = β/(α+β), b = α/(α+β) of a fitted law with exponents alpha (N) and beta
+    (D; = alpha when tied); intervals from bootstrap parameter samples (none without samples)."""
+    if "alpha" not in params:
+        raise FrontierError("parametric: the law has no exponent alpha (no N term)")
+    alpha = float(params["alpha"])
+    beta = float(params.get("beta", alpha))
+    if not (alpha > 0 and beta > 0):
+        raise FrontierError(f"parametric: exponents must be positive (alpha={alpha:g}, beta={beta:g})")
+    a, b = beta / (alpha + beta), alpha / (alpha + beta)
+    notes = []
+    if tied:
+        notes.append("tied exponents (alpha = beta): a = b = 0.5 by construction, not estimated")
+    a_s = np.array([float(s.get("beta", s["alpha"])) / (float(s["alpha"]) + float(s.get("beta", s["alpha"])))
+                    for s in samples if float(s.get("alpha", 0)) > 0 and float(s.get("beta", s.get("alpha", 0))) > 0])
+    a_ci = _interval(a_s) if len(a_s) else None
+    if not len(samples):
+        notes.append("no interval: fit with --bootstrap K for one")
+    elif a_ci is None:
+        notes.append(f"no interval: {len(a_s)} usable bootstrap sample(s)")
+    b_ci = (1.0 - a_ci[1], 1.0 - a_ci[0]) if a_ci else None
+    return Frontier("parametric", a, a_ci, b, b_ci, None, notes,
+                    extra={"alpha": alpha, "beta": beta, "tied": bool(tied), "n_samples": int(len(a_s))})
+
+
+# -------------------------------------------------------------------------------------------------
+# Side by side
+
+
+def disagreements(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Pairs of approaches whose 95% intervals of a do not overlap, as readable lines."""
+    out = []
+    names = [n for n in APPROACHES if n in results and results[n].get("a_ci")]
+    for i, p in enumerate(names):
+        for q in names[i + 1:]:
+            lo1, hi1 = results[p]["a_ci"]
+            lo2, hi2 = results[q]["a_ci"]
+            if hi1 < lo2 or hi2 < lo1:
+                out.append(f"{p} a = {results[p]['a']:.3f} [{lo1:.3f}, {hi1:.3f}] and {q} a = "
+                           f"{results[q]['a']:.3f} [{lo2:.3f}, {hi2:.3f}]: intervals do not overlap")
+    return out
+
+
+def approaches_for(choice: str) -> tuple[str, ...]:
+    """The approaches `--approach choice` runs."""
+    if choice not in APPROACH_CHOICES:
+        raise FrontierError(f"unknown approach {choice!r}; choose one of {', '.join(APPROACH_CHOICES)}")
+    return APPROACHES if choice == "all" else (choice,)
+
+
+def compute_optimal(points: pd.DataFrame, approaches: Sequence[str], params: Mapping[str, float] | None = None,
+                    samples: Sequence[Mapping[str, float]] = (), tied: bool = False, seed: int = 0,
+                    strict: bool = True) -> dict[str, Any]:
+    """{approach: Frontier.to_dict()} for one target's points (and fitted parameters for
+    parametric), plus "disagreements" when several approaches run. `strict`: an approach that
+    cannot be computed raises FrontierError; otherwise it is recorded as {"error": reason}."""
+    out: dict[str, Any] = {}
+    for name in approaches:
+        try:
+            if name == "parametric":
+                if params is None:
+                    raise FrontierError("parametric: no fitted law")
+                res = parametric_frontier(params, samples, tied)
+            elif name == "isoflop":
+                res = isoflop_frontier(points, seed=seed)
+            elif name == "envelope":
+                res = envelope_frontier(points, seed=seed)
+            else:
+                raise FrontierError(f"unknown approach {name!r}")
+            out[name] = res.to_dict()
+        except FrontierError as err:
+            if strict:
+                raise
+            out[name] = {"error": str(err)}
+    if len(approaches) > 1:
+        out["disagreements"] = disagreements({k: v for k, v in out.items() if isinstance(v, dict) and "a" in v})
+    return out
+
+
+def summary_lines(target: str, result: Mapping[str, Any]) -> list[str]:
+    """One line per approach (and per disagreement) for the fit summary."""
+    lines = []
+    for name in APPROACHES:
+        r = result.get(name)
+        if r is None:
+            continue
+        if "error" in r:
+            lines.append(f"  [{target}] compute-optimal {name:<10}: not computed: {r['error']}")
+            continue
+        ci = f" [{r['a_ci'][0]:.3f}, {r['a_ci'][1]:.3f}]" if r.get("a_ci") else " (no interval)"
+        bci = f" [{r['b_ci'][0]:.3f}, {r['b_ci'][1]:.3f}]" if r.get("b_ci") else ""
+        nb = f", {r['n_budgets']} budgets" if r.get("n_budgets") else ""
+        lines.append(f"  [{target}] compute-optimal {name:<10}: N* ∝ C^{r['a']:.3f}{ci}, "
+                     f"D* ∝ C^{r['b']:.3f}{bci}{nb}")
+    for d in result.get("disagreements", []):
+        lines.append(f"  [{target}] DISAGREE: {d}")
+    return lines
