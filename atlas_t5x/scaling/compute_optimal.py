@@ -159,16 +159,16 @@ def interpolated_points(points: pd.DataFrame, budgets: Sequence[float] | None = 
     """Each run's (`group`'s) loss at common budgets: log-loss linear in log C between the run's
     points (WSD cooldown ends of one trunk, or a run's completed evaluations), no extrapolation.
 
-    `budgets` (FLOPs): default a geometric grid with factor `ratio` (finer when the C range holds
-    fewer than 8 steps) anchored at the largest C. Returns rows run, N, D, C, loss (D = C/(6N)).
+    `budgets` (FLOPs): default a geometric grid with factor `ratio` anchored at the largest C
+    (never finer than that: budgets closer together than the points would repeat them).
+    Returns rows run, group, N, C, D, loss (D = C/(6N)).
     """
     groups = _group_col(points)
     logc_all = np.log(points["C"].to_numpy(float))
     if budgets is None:
         lo, hi = logc_all.min(), logc_all.max()
-        step = min(math.log(ratio), (hi - lo) / 8) if hi > lo else math.log(ratio)
-        grid = hi - step * np.arange(int((hi - lo) / step) + 1) if step > 0 else np.array([hi])
-        budgets = np.exp(grid[::-1])
+        step = math.log(ratio)
+        budgets = np.exp((hi - step * np.arange(int((hi - lo) / step + 1e-9) + 1))[::-1])
     rows = []
     for g in np.unique(groups):
         sub = points[groups == g].sort_values("C")
@@ -458,6 +458,24 @@ def approaches_for(choice: str) -> tuple[str, ...]:
     return APPROACHES if choice == "all" else (choice,)
 
 
+def frontier_points(points: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """(the points of one target's frontier, a note on the choice, "" when all are used).
+
+    The frontier is a property of one training recipe: runs trained on the target alone
+    (`points.monolingual_points`) when there are any, else every run with target tokens (D > 0).
+    """
+    from atlas_t5x.scaling import points as points_lib
+
+    trained = points[points["D"] > 0] if "D" in points.columns else points
+    if "weights" in trained.columns and "mixture" in trained.columns and len(trained):
+        mono = points_lib.monolingual_points(trained.reset_index(drop=True))
+        if len(mono) and len(mono) < len(trained):
+            return mono, f"runs trained on the target alone ({len(mono)} of {len(points)} points)"
+    if len(trained) < len(points):
+        return trained.reset_index(drop=True), f"runs with target tokens ({len(trained)} of {len(points)} points)"
+    return points, ""
+
+
 def compute_optimal(points: pd.DataFrame, approaches: Sequence[str], params: Mapping[str, float] | None = None,
                     samples: Sequence[Mapping[str, float]] = (), tied: bool = False, seed: int = 0,
                     strict: bool = True) -> dict[str, Any]:
@@ -465,6 +483,8 @@ def compute_optimal(points: pd.DataFrame, approaches: Sequence[str], params: Map
     parametric), plus "disagreements" when several approaches run. `strict`: an approach that
     cannot be computed raises FrontierError; otherwise it is recorded as {"error": reason}."""
     out: dict[str, Any] = {}
+    data_points, chosen = (frontier_points(points) if any(a != "parametric" for a in approaches)
+                           else (points, ""))
     for name in approaches:
         try:
             if name == "parametric":
@@ -472,11 +492,13 @@ def compute_optimal(points: pd.DataFrame, approaches: Sequence[str], params: Map
                     raise FrontierError("parametric: no fitted law")
                 res = parametric_frontier(params, samples, tied)
             elif name == "isoflop":
-                res = isoflop_frontier(points, seed=seed)
+                res = isoflop_frontier(data_points, seed=seed)
             elif name == "envelope":
-                res = envelope_frontier(points, seed=seed)
+                res = envelope_frontier(data_points, seed=seed)
             else:
                 raise FrontierError(f"unknown approach {name!r}")
+            if chosen and name != "parametric":
+                res.notes.insert(0, f"points: {chosen}")
             out[name] = res.to_dict()
         except FrontierError as err:
             if strict:
