@@ -45,6 +45,7 @@ APPROACHES = ("parametric", "isoflop", "envelope")
 APPROACH_CHOICES = APPROACHES + ("all",)
 C_TOLERANCE = 0.10        # [our choice, as Porian et al.] points within ±10% in C share a budget
 MIN_SIZES = 3             # a profile needs 3 sizes to have an interior minimum
+SIZE_TOLERANCE = 0.01     # [our choice] sizes within 1% of each other are one size
 MIN_BUDGETS = 3           # a power law through fewer budgets has no interval
 GRID_PER_INTERVAL = 25    # fine-grid points per gap between sizes (argmin resolution)
 MIN_SD_FRACTION = 0.33    # [Porian et al.] floor of sd(log N*) as a fraction of the size spacing
@@ -140,14 +141,32 @@ def _group_col(points: pd.DataFrame) -> np.ndarray:
     return np.array([f"row{i}" for i in range(len(points))])
 
 
+def _size_labels(N: np.ndarray) -> np.ndarray:
+    """Labels of sizes: N within SIZE_TOLERANCE (relative) of the previous size are one size
+    (reconstructed tables carry one model's N with small rounding differences; two x values that
+    close would make the interpolant's slopes blow up)."""
+    order = np.argsort(N, kind="stable")
+    labels = np.empty(len(N), int)
+    label, start = -1, -math.inf
+    for i in order:
+        if math.log(N[i]) - start > math.log1p(SIZE_TOLERANCE):
+            label += 1
+            start = math.log(N[i])
+        labels[i] = label
+    return labels
+
+
 def _make_budgets(points: pd.DataFrame, labels: np.ndarray) -> list[Budget]:
     out = []
     groups = _group_col(points)
     for lab in np.unique(labels):
         sub = points[labels == lab]
         g = groups[labels == lab]
-        # several points of one size (other hyperparameters, or a run's intermediate points): the best
-        best = sub.assign(_g=g).sort_values("loss", kind="stable").drop_duplicates("N").sort_values("N")
+        # several points of one size (other hyperparameters, a run's intermediate points, or sizes
+        # within SIZE_TOLERANCE of each other): the best
+        size = _size_labels(sub["N"].to_numpy(float))
+        best = (sub.assign(_g=g, _size=size).sort_values("loss", kind="stable")
+                .drop_duplicates("_size").sort_values("N"))
         out.append(Budget(C=float(np.exp(np.mean(np.log(sub["C"].to_numpy(float))))),
                           N=best["N"].to_numpy(float), D=best["D"].to_numpy(float),
                           loss=best["loss"].to_numpy(float), runs=list(best["_g"])))
