@@ -21,10 +21,10 @@ and points (each budget's losses redrawn with the noise σ for isoflop; runs res
 budget for envelope). `disagreements` names pairs of approaches whose intervals do not overlap.
 
 Budgets: points whose C lie within `C_TOLERANCE` of each other form one budget (an isoFLOP
-sweep, or a `C` column). When that gives fewer than 3 budgets of 3+ sizes, each run (`group`: a
-WSD trunk and its cooldown branches, or a run with several end points) is interpolated (log-loss
-linear in log C) at common budgets, a geometric grid over the C range (`interpolated_points`), as
-isoFLOP studies read budgets off training curves. Several points of one size in one budget
+sweep, or a `C` column). When that gives fewer than 3 budgets of 3+ sizes, or a run has points
+at several C inside one budget (a training curve), each size's points (a WSD trunk's cooldown
+ends, or completed runs of that size) are interpolated (log-loss linear in log C) at common
+budgets ×2 apart (`interpolated_points`), as isoFLOP studies read budgets off training curves. Several points of one size in one budget
 (other hyperparameters): the lowest loss is kept.
 
 Units: N parameters, D tokens, C FLOPs (6·N·D unless a C column is given), loss nats/token.
@@ -175,25 +175,27 @@ def _make_budgets(points: pd.DataFrame, labels: np.ndarray) -> list[Budget]:
 
 def interpolated_points(points: pd.DataFrame, budgets: Sequence[float] | None = None,
                         ratio: float = 2.0) -> pd.DataFrame:
-    """Each run's (`group`'s) loss at common budgets: log-loss linear in log C between the run's
-    points (WSD cooldown ends of one trunk, or a run's completed evaluations), no extrapolation.
+    """Each size's loss at common budgets: log-loss linear in log C between that size's points
+    (WSD cooldown ends of one trunk, a run's completed evaluations, or completed runs of one size at
+    several budgets; the lowest loss where several share a C), no extrapolation.
 
     `budgets` (FLOPs): default a geometric grid with factor `ratio` anchored at the largest C
     (never finer than that: budgets closer together than the points would repeat them).
     Returns rows run, group, N, C, D, loss (D = C/(6N)).
     """
-    groups = _group_col(points)
+    # one curve per size: a trunk's cooldown ends, or completed runs of one size at several budgets
+    # (a plain table without a run column) — each point is a completed schedule
+    sizes = _size_labels(points["N"].to_numpy(float))
     logc_all = np.log(points["C"].to_numpy(float))
     if budgets is None:
         lo, hi = logc_all.min(), logc_all.max()
         step = math.log(ratio)
         budgets = np.exp((hi - step * np.arange(int((hi - lo) / step + 1e-9) + 1))[::-1])
     rows = []
-    for g in np.unique(groups):
-        sub = points[groups == g].sort_values("C")
-        n = sub["N"].to_numpy(float)
-        if np.ptp(np.log(n)) > 1e-6:
-            continue   # not one model: cannot be read along one curve
+    for label in np.unique(sizes):
+        sub = points[sizes == label]
+        n = [float(np.exp(np.mean(np.log(sub["N"].to_numpy(float)))))]
+        g = str(_group_col(sub)[0]) if sub["group" if "group" in sub else "N"].nunique() == 1 else f"N{n[0]:.4g}"
         # one loss per C (the lowest), then interpolate in log-log
         sub = sub.sort_values("loss", kind="stable").drop_duplicates("C").sort_values("C")
         x = np.log(sub["C"].to_numpy(float))
@@ -223,7 +225,10 @@ def make_budgets(points: pd.DataFrame, tolerance: float = C_TOLERANCE) -> tuple[
     interp = interpolated_points(points)
     if len(interp):
         budgets = _make_budgets(interp, _cluster(np.log(interp["C"].to_numpy(float)), tolerance))
-        if curves or sum(len(b.N) >= MIN_SIZES for b in budgets) > sum(len(b.N) >= MIN_SIZES for b in aligned):
+        def score(bs):
+            return sum(len(b.N) >= MIN_SIZES for b in bs), max((len(b.N) for b in bs), default=0)
+
+        if curves or score(budgets) >= score(aligned):
             return budgets, "interpolated"
     return aligned, "aligned"
 
@@ -341,7 +346,8 @@ def isoflop_frontier(points: pd.DataFrame, sigma: float | None = None, seed: int
         raise FrontierError(
             f"isoflop: {len(used)} budget(s) locate their minimum, need {MIN_BUDGETS} "
             f"({len(budgets)} budget(s) from {len(points)} point(s); "
-            + ("; ".join(f"C = {b.C:.3g}: {b.status}" for b in dropped) or "no budget dropped") + ")")
+            + ("; ".join(f"C = {b.C:.3g}: {b.status}" for b in dropped[:6]) or "no budget dropped")
+            + (f"; and {len(dropped) - 6} more" if len(dropped) > 6 else "") + ")")
     logc = np.log([b.C for b in used])
     logn = np.log([b.N_star for b in used])
     logd = np.log([b.D_star for b in used])
