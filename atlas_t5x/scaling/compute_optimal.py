@@ -194,8 +194,9 @@ def interpolated_points(points: pd.DataFrame, budgets: Sequence[float] | None = 
     rows = []
     for label in np.unique(sizes):
         sub = points[sizes == label]
-        n = [float(np.exp(np.mean(np.log(sub["N"].to_numpy(float)))))]
-        g = str(_group_col(sub)[0]) if sub["group" if "group" in sub else "N"].nunique() == 1 else f"N{n[0]:.4g}"
+        n = float(np.exp(np.mean(np.log(sub["N"].to_numpy(float)))))
+        names = np.unique(_group_col(sub))
+        g = str(names[0]) if len(names) == 1 else f"N{n:.4g}"   # one trunk, or several runs of one size
         # one loss per C (the lowest), then interpolate in log-log
         sub = sub.sort_values("loss", kind="stable").drop_duplicates("C").sort_values("C")
         x = np.log(sub["C"].to_numpy(float))
@@ -203,11 +204,11 @@ def interpolated_points(points: pd.DataFrame, budgets: Sequence[float] | None = 
         for c in budgets:
             lc = math.log(c)
             if len(x) >= 2 and x[0] - 1e-9 <= lc <= x[-1] + 1e-9:
-                rows.append({"run": g, "group": g, "N": float(n[0]), "C": float(c),
-                             "D": float(c) / (6.0 * float(n[0])), "loss": float(np.exp(np.interp(lc, x, y)))})
+                rows.append({"run": g, "group": g, "N": n, "C": float(c), "D": float(c) / (6.0 * n),
+                             "loss": float(np.exp(np.interp(lc, x, y)))})
             elif len(x) == 1 and abs(x[0] - lc) <= math.log1p(C_TOLERANCE):
-                rows.append({"run": g, "group": g, "N": float(n[0]), "C": float(c),
-                             "D": float(c) / (6.0 * float(n[0])), "loss": float(np.exp(y[0]))})
+                rows.append({"run": g, "group": g, "N": n, "C": float(c), "D": float(c) / (6.0 * n),
+                             "loss": float(np.exp(y[0]))})
     return pd.DataFrame(rows, columns=["run", "group", "N", "C", "D", "loss"])
 
 
