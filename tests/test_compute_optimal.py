@@ -179,3 +179,26 @@ def test_cli_bad_column_exits_2_naming_file_and_column(tmp_path, capsys):
                        "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and str(path) in err and "val_loss" in err
+
+
+def test_wsd_trunks_use_cooldown_ends_not_stable_points():
+    """Logged points: each trunk's cooldown ends are read at common budgets; its stable-phase points
+    (no cooldown, higher loss) are left out, and runs that never trained on the target too."""
+    alpha, beta = 0.25, 0.55
+    rows = []
+    for j, N in enumerate(SIZES[::2]):
+        for k, tpp in enumerate(np.geomspace(2, 200, 9)):
+            for phase, d, extra in (("cooldown_end", tpp * N, 0.0), ("stable", 1.3 * tpp * N, 0.08 * (1 + k % 3))):
+                rows.append({"run": f"t{j}-cd{k}", "group": f"t{j}", "phase": phase, "N": N, "D": d,
+                             "C": 6 * N * d, "loss": law(N, d, alpha, beta) + extra, "target": "ru"})
+        rows.append({"run": f"other{j}", "group": f"other{j}", "phase": "final", "N": N, "D": 0.0,
+                     "C": 6 * N * 50 * N, "loss": 9.0, "target": "ru"})
+    df = pd.DataFrame(rows)
+    out = cop.compute_optimal(df, ("isoflop",))
+    assert abs(out["isoflop"]["a"] - beta / (alpha + beta)) < 0.03
+    assert "completed schedules only" in out["isoflop"]["notes"][0]
+    assert "runs with target tokens" in out["isoflop"]["notes"][0]
+    clean = cop.compute_optimal(df[(df["phase"] == "cooldown_end")], ("isoflop",))
+    assert out["isoflop"]["a"] == pytest.approx(clean["isoflop"]["a"])
+    mixed = cop.compute_optimal(df[df["D"] > 0].drop(columns="phase"), ("isoflop",), strict=False)
+    assert mixed["isoflop"].get("a") != pytest.approx(clean["isoflop"]["a"], abs=1e-3)   # what the filter prevents

@@ -49,7 +49,7 @@ SIZE_TOLERANCE = 0.01     # [our choice] sizes within 1% of each other are one s
 MIN_BUDGETS = 3           # a power law through fewer budgets has no interval
 GRID_PER_INTERVAL = 25    # fine-grid points per gap between sizes (argmin resolution)
 MIN_SD_FRACTION = 0.33    # [Porian et al.] floor of sd(log N*) as a fraction of the size spacing
-N_DRAWS = 400             # noise draws per budget
+N_DRAWS = 1000            # noise draws per budget (as Porian et al.)
 N_BOOT = 400              # bootstrap replicates of the power-law fit
 CONFIDENCE = 0.95
 
@@ -488,18 +488,27 @@ def frontier_points(points: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """(the points of one target's frontier, a note on the choice, "" when all are used).
 
     The frontier is a property of one training recipe: runs trained on the target alone
-    (`points.monolingual_points`) when there are any, else every run with target tokens (D > 0).
+    (`points.monolingual_points`) when there are any, else every run with target tokens (D > 0);
+    of logged points only completed schedules (`schema.END_PHASES`) when the table holds others.
     """
+    from atlas_t5x import schema
     from atlas_t5x.scaling import points as points_lib
 
+    notes = []
+    if "phase" in points.columns:
+        ends = points["phase"].isin(schema.END_PHASES).to_numpy()
+        if ends.any() and not ends.all():
+            # a stable or mid-decay loss is not the loss of a completed schedule at that budget
+            points = points[ends].reset_index(drop=True)
+            notes.append("completed schedules only (cooldown ends and final evaluations)")
     trained = points[points["D"] > 0] if "D" in points.columns else points
     if "weights" in trained.columns and "mixture" in trained.columns and len(trained):
         mono = points_lib.monolingual_points(trained.reset_index(drop=True))
         if len(mono) and len(mono) < len(trained):
-            return mono, f"runs trained on the target alone ({len(mono)} of {len(points)} points)"
+            return mono, "; ".join(notes + [f"runs trained on the target alone ({len(mono)} of {len(points)} points)"])
     if len(trained) < len(points):
-        return trained.reset_index(drop=True), f"runs with target tokens ({len(trained)} of {len(points)} points)"
-    return points, ""
+        notes.append(f"runs with target tokens ({len(trained)} of {len(points)} points)")
+    return trained.reset_index(drop=True), "; ".join(notes)
 
 
 def compute_optimal(points: pd.DataFrame, approaches: Sequence[str], params: Mapping[str, float] | None = None,
