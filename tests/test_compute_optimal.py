@@ -157,6 +157,9 @@ def test_cli_isoflop_writes_compute_optimal(tmp_path, capsys):
     assert abs(co["isoflop"]["a"] - 0.6875) < 0.015 and co["isoflop"]["n_budgets"] == len(BUDGETS)
     assert co["isoflop"]["a_ci"][0] < co["isoflop"]["a"] < co["isoflop"]["a_ci"][1]
     assert abs(co["parametric"]["a"] - 0.6875) < 0.02
+    assert co["parametric"]["a_ci"][0] <= co["parametric"]["a"] <= co["parametric"]["a_ci"][1]
+    assert "200 bootstrap replicates" in co["parametric"]["notes"][-1]
+    assert "bootstrap" not in doc["per_target"]["all"]   # not asked: only the exponent interval
     assert doc["options"]["approach"] == "all"
     out = capsys.readouterr().out
     assert "compute-optimal isoflop" in out and "compute-optimal envelope" in out

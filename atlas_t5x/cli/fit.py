@@ -27,8 +27,8 @@ Compute-optimal allocation (`compute_optimal` in fit.json, a line per approach):
 parametric` (default) reads a = β/(α+β), b = α/(α+β) off the fitted law (intervals with
 --bootstrap); `isoflop` fits each FLOP budget's loss profile over log N near its minimum (budgets:
 a C column or C = 6·N·D grouped within ±10%, or runs read at common budgets) and regresses log N*
-on log C; `envelope` takes the lowest loss per budget; `all` runs the three and flags intervals
-that do not overlap. isoflop/envelope that cannot be computed exit 2.
+on log C; `envelope` takes the lowest loss per budget; `all` runs the three (the law's interval from
+200 bootstrap replicates when --bootstrap is not given) and flags intervals that do not overlap. isoflop/envelope that cannot be computed exit 2.
 fit.json (format: `atlas_t5x.scaling.fit_run`) holds {"law", "params", "objective", "converged", "n_points",
 "heldout": {split: {"r2", "mae", "mape", "n"}}, "r2_in_sample"} plus runner-up
 optima, bootstrap intervals and profiles when asked ("params" maps target → parameters when

@@ -44,6 +44,8 @@ from atlas_t5x.scaling.laws import LAW_NAMES
 from atlas_t5x.scaling.objectives import OBJECTIVES
 
 FIT_JSON_NAME = "fit.json"
+# [our choice] bootstrap replicates for the law's exponent interval under --approach all without --bootstrap
+PARAMETRIC_BOOT = 200
 
 
 class FitOptionError(ValueError):
@@ -357,11 +359,26 @@ def run_fit(opts: FitOptions, status: Callable[[str], None] | None = None) -> di
         # the allocation question N*(C), D*(C): the requested approaches (isoflop/envelope alone
         # must succeed, exit 2 otherwise; the default and `all` record what cannot be computed)
         approaches = compute_optimal.approaches_for(opts.approach)
+        samples = entry.get("bootstrap", {}).get("samples", ())
+        quick = opts.approach == "all" and not samples and res.free_names
+        if quick:
+            # side by side needs the law's interval too: a short bootstrap by run when none was asked
+            from atlas_t5x.scaling import bootstrap
+
+            groups, strata = bootstrap.resampling_units(sub)
+            say(f"[{target}] bootstrap for the law's exponent interval: {PARAMETRIC_BOOT} replicates by run")
+            boot = bootstrap.bootstrap(res, X, sub["loss"].to_numpy(float), groups, n_boot=PARAMETRIC_BOOT,
+                                       seed=opts.seed, strata=strata)
+            samples = [res.law.full_params({k: float(boot.samples[k][i]) if k in boot.samples else float(res.params[k])
+                                            for k in res.law.param_names}) for i in np.flatnonzero(boot.converged)]
         entry["compute_optimal"] = {
             **(compute_optimal.compute_optimal(
-                sub, ["parametric"], params=entry["params"], samples=entry.get("bootstrap", {}).get("samples", ()),
+                sub, ["parametric"], params=entry["params"], samples=samples,
                 tied=entry["tied"], strict=False) if "parametric" in approaches else {}),
             **frontiers.get(target, {})}
+        if quick and "parametric" in entry["compute_optimal"]:
+            entry["compute_optimal"]["parametric"].setdefault("notes", []).append(
+                f"interval from {PARAMETRIC_BOOT} bootstrap replicates by run (--bootstrap K for more)")
         if len(approaches) > 1:
             entry["compute_optimal"]["disagreements"] = compute_optimal.disagreements(entry["compute_optimal"])
         per_target[target] = entry
