@@ -5,8 +5,8 @@ Approaches (Hoffmann et al. 2022 numbering):
               log N is interpolated (Akima, `scipy.interpolate.Akima1DInterpolator`, on a fine grid)
               and its minimum N*(C) read off; log N* is regressed on log C, weighted by each
               budget's uncertainty in log N*. A budget whose minimum sits at the smallest or the
-              largest size it holds cannot locate N* and is dropped (flagged), as is one with fewer
-              than 3 sizes. N* per budget is the median of the argmins over loss draws perturbed by
+              largest size it holds (in half or more of the noise draws below) cannot locate N* and
+              is dropped (flagged), as is one with fewer than 3 sizes. N* per budget is the median of the argmins over loss draws perturbed by
               the points' noise σ (nats; estimated from the profiles unless given), the
               "noise-and-interpolate" estimate of Porian et al. 2024; its spread (floored at a
               third of the budget's size spacing) gives the weight.
@@ -74,11 +74,13 @@ class Budget:
     sd_log_N: float = math.nan
     draws: np.ndarray | None = None   # log N* of each noise draw (NaN: at the edge)
     status: str = ""                   # "" = used; else why it is dropped
+    note: str = ""                     # a used budget's caveat
 
     def to_dict(self) -> dict[str, Any]:
         return {"C": self.C, "n_sizes": int(len(self.N)), "N_range": [float(self.N.min()), float(self.N.max())],
                 "N_star": self.N_star, "D_star": self.D_star, "loss_star": self.loss_star,
-                "sd_log_N_star": self.sd_log_N, "used": not self.status, "dropped": self.status or None}
+                "sd_log_N_star": self.sd_log_N, "used": not self.status, "dropped": self.status or None,
+                "note": self.note or None}
 
 
 @dataclasses.dataclass
@@ -275,23 +277,24 @@ def locate(budget: Budget, sigma: float, rng: np.random.Generator, n_draws: int 
     x = np.log(budget.N)
     m = (n - 1) * GRID_PER_INTERVAL
     grid = np.linspace(x[0], x[-1], m)
-    i0, v0 = _argmin_log_n(x, np.log(budget.loss)[:, None], grid)
-    i0 = int(i0[0])
-    if i0 in (0, m - 1):
-        side = "smallest" if i0 == 0 else "largest"
-        budget.status = (f"minimum at the {side} size (N = {budget.N[0 if i0 == 0 else -1]:.3g}): "
-                         "the profile does not bracket N*")
-        return budget
+    i0 = int(_argmin_log_n(x, np.log(budget.loss)[:, None], grid)[0][0])
     noisy = budget.loss[:, None] + sigma * rng.standard_normal((n, n_draws))
     noisy = np.maximum(noisy, 1e-12)
     idx, vals = _argmin_log_n(x, np.log(noisy), grid)
     inside = (idx > 0) & (idx < m - 1)
     draws = np.where(inside, grid[idx], np.nan)
     budget.draws = draws
+    # As the published method: a budget counts when at least half of the noise draws put its minimum
+    # inside the sizes (with σ = 0: when the profile's own minimum is inside)
     if inside.sum() < n_draws / 2:
-        budget.status = (f"minimum not resolved: {100 * (1 - inside.mean()):.0f}% of noise draws put it at an "
-                         "edge of the sizes")
+        low = int(np.sum(idx == 0)) >= int(np.sum(idx == m - 1))
+        side, edge_n = ("smallest", budget.N[0]) if low else ("largest", budget.N[-1])
+        budget.status = (f"minimum at the {side} size (N = {edge_n:.3g}) in {100 * (1 - inside.mean()):.0f}% "
+                         "of noise draws: the profile does not bracket N*")
         return budget
+    if i0 in (0, m - 1):
+        budget.note = (f"the profile's own minimum is at its {'smallest' if i0 == 0 else 'largest'} size; kept: "
+                       f"{100 * inside.mean():.0f}% of noise draws put it inside")
     log_star = float(np.nanmedian(draws))
     sd = float(np.nanstd(draws))
     spacing = (x[-1] - x[0]) / (n - 1)
@@ -343,6 +346,7 @@ def isoflop_frontier(points: pd.DataFrame, sigma: float | None = None, seed: int
     dropped = [b for b in budgets if b.status]
     for b in dropped:
         notes.append(f"budget C = {b.C:.3g}: dropped ({b.status})")
+    notes.extend(f"budget C = {b.C:.3g}: {b.note}" for b in used if b.note)
     if len(used) < MIN_BUDGETS:
         raise FrontierError(
             f"isoflop: {len(used)} budget(s) locate their minimum, need {MIN_BUDGETS} "
