@@ -205,3 +205,18 @@ def test_wsd_trunks_use_cooldown_ends_not_stable_points():
     assert out["isoflop"]["a"] == pytest.approx(clean["isoflop"]["a"])
     mixed = cop.compute_optimal(df[df["D"] > 0].drop(columns="phase"), ("isoflop",), strict=False)
     assert mixed["isoflop"].get("a") != pytest.approx(clean["isoflop"]["a"], abs=1e-3)   # what the filter prevents
+
+
+def test_compute_planner_says_which_exponents_it_uses():
+    from atlas_t5x.scaling import planner
+
+    entry = {"law": "csl", "params": {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.3, "beta": 0.45},
+             "compute_optimal": {"isoflop": {"a": 0.62, "a_ci": [0.6, 0.64]}, "envelope": {"error": "too few"}}}
+    plan = planner.plan_compute(planner.FittedLaw.from_dict(entry, target="ru"), 1e21, min_params=1e6)
+    assert plan.exponents["a"] == pytest.approx(0.6) and plan.exponents["b"] == pytest.approx(0.4)
+    assert plan.exponents["others"]["isoflop"]["a"] == 0.62 and "error" in plan.exponents["others"]["envelope"]
+    text = planner.format_plan(plan)
+    assert "exponents: the fitted csl law" in text and "C^0.600" in text and "isoflop a = 0.620 [0.600, 0.640]" in text
+    tied = {"law": "csl", "params": {"E": 1.8, "A": 400.0, "B": 2000.0, "alpha": 0.3}}
+    text = planner.format_plan(planner.plan_compute(planner.FittedLaw.from_dict(tied), 1e21, min_params=1e6))
+    assert "tied exponents: a = 0.5 by construction" in text

@@ -344,11 +344,13 @@ def plan_exponents(fitted: FittedLaw) -> dict[str, Any] | None:
     alpha, beta = float(p["alpha"]), float(p.get("beta", p["alpha"]))
     if not (alpha > 0 and beta > 0):
         return None
-    out: dict[str, Any] = {"source": f"the fitted {fitted.law.name} law (parametric)", "tied": bool(fitted.law.tied),
-                           "a": beta / (alpha + beta), "b": alpha / (alpha + beta), "others": {}}
+    out: dict[str, Any] = {"source": f"the fitted {fitted.law.name} law (parametric; unlimited data)",
+                           "tied": bool(fitted.law.tied), "a": beta / (alpha + beta), "b": alpha / (alpha + beta),
+                           "others": {}}
     for name, res in (fitted.frontier or {}).items():
-        if name != "parametric" and isinstance(res, Mapping) and "a" in res:
-            out["others"][name] = {"a": res["a"], "a_ci": res.get("a_ci")}
+        if name in ("isoflop", "envelope") and isinstance(res, Mapping):
+            out["others"][name] = ({"a": res["a"], "a_ci": res.get("a_ci")} if "a" in res
+                                   else {"error": str(res.get("error", "not computed"))})
     return out
 
 
@@ -360,6 +362,9 @@ def format_exponents(ex: Mapping[str, Any] | None) -> str:
     line = f"  exponents: {ex['source']}: N* ∝ C^{ex['a']:.3f}, D* ∝ C^{ex['b']:.3f}{tied}"
     others = []
     for name, r in ex.get("others", {}).items():
+        if "a" not in r:
+            others.append(f"{name} not computed")
+            continue
         ci = f" [{r['a_ci'][0]:.3f}, {r['a_ci'][1]:.3f}]" if r.get("a_ci") else ""
         others.append(f"{name} a = {r['a']:.3f}{ci}")
     if others:
