@@ -2,14 +2,15 @@
 
 Approaches (Hoffmann et al. 2022 numbering):
   isoflop     (approach 2) points grouped by FLOP budget C; each budget's profile of log-loss over
-              log N is interpolated (Akima, `scipy.interpolate.Akima1DInterpolator`, on a fine grid)
-              and its minimum N*(C) read off; log N* is regressed on log C, weighted by each
-              budget's uncertainty in log N*. A budget whose minimum sits at the smallest or the
-              largest size it holds (in half or more of the noise draws below) cannot locate N* and
-              is dropped (flagged), as is one with fewer than 3 sizes. N* per budget is the median of the argmins over loss draws perturbed by
-              the points' noise σ (nats; estimated from the profiles unless given), the
-              "noise-and-interpolate" estimate of Porian et al. 2024; its spread (floored at a
-              third of the budget's size spacing) gives the weight.
+              log N is interpolated (Akima, `scipy.interpolate.Akima1DInterpolator`, on a fine grid,
+              so each minimum is read from its neighbouring sizes only) and its minimum N*(C) read
+              off; log N* is regressed on log C, weighted by each budget's uncertainty in log N*.
+              N* per budget is the median of the argmins over loss draws perturbed by the points'
+              noise σ (nats; estimated from the profiles unless given), the "noise-and-interpolate"
+              estimate of Porian et al. 2024; its spread (floored at a third of the budget's size
+              spacing) gives the weight. A budget whose minimum sits at its smallest or largest
+              size in half or more of the draws cannot locate N* and is dropped (flagged), as is
+              one with fewer than 3 sizes.
   envelope    (approach 1) the lower envelope of loss over C across runs (intermediate points of
               a run are interpolated along it in log-log), and the N of the run on the envelope at
               each budget; envelope points won by the smallest or largest size are dropped.
@@ -24,8 +25,9 @@ Budgets: points whose C lie within `C_TOLERANCE` of each other form one budget (
 sweep, or a `C` column). When that gives fewer than 3 budgets of 3+ sizes, or a run has points
 at several C inside one budget (a training curve), each size's points (a WSD trunk's cooldown
 ends, or completed runs of that size) are interpolated (log-loss linear in log C) at common
-budgets ×2 apart (`interpolated_points`), as isoFLOP studies read budgets off training curves. Several points of one size in one budget
-(other hyperparameters): the lowest loss is kept.
+budgets ×2 apart (`interpolated_points`), as isoFLOP studies read budgets off training curves.
+Several points of one size in one budget (other hyperparameters), or sizes within 1% of each
+other: the lowest loss is kept.
 
 Units: N parameters, D tokens, C FLOPs (6·N·D unless a C column is given), loss nats/token.
 Nothing here imports the trainer, Flax or TensorFlow.
