@@ -11,9 +11,10 @@ Approaches (Hoffmann et al. 2022 numbering):
               spacing) gives the weight. A budget whose minimum sits at its smallest or largest
               size in half or more of the draws cannot locate N* and is dropped (flagged), as is
               one with fewer than 3 sizes.
-  envelope    (approach 1) the lower envelope of loss over C across runs (intermediate points of
-              a run are interpolated along it in log-log), and the N of the run on the envelope at
-              each budget; envelope points won by the smallest or largest size are dropped.
+  envelope    (approach 1) the lower envelope of loss over C across runs (intermediate points,
+              e.g. `--points all`, welcome: each size's curve is read in log-log at common
+              budgets), and the N on the envelope at each budget; envelope points won by the
+              smallest or largest size are dropped. isoflop reads completed schedules only.
   parametric  (approach 3) the fitted law's implied exponents a = β/(α+β), b = α/(α+β)
               (Chinchilla form), intervals from the fit's bootstrap samples (`--bootstrap`).
 Every approach reports {"a", "a_ci": [lo, hi], "b", "b_ci", "n_budgets"} (95% percentile intervals).
@@ -490,18 +491,19 @@ def approaches_for(choice: str) -> tuple[str, ...]:
     return APPROACHES if choice == "all" else (choice,)
 
 
-def frontier_points(points: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def frontier_points(points: pd.DataFrame, completed_only: bool = True) -> tuple[pd.DataFrame, str]:
     """(the points of one target's frontier, a note on the choice, "" when all are used).
 
     The frontier is a property of one training recipe: runs trained on the target alone
     (`points.monolingual_points`) when there are any, else every run with target tokens (D > 0);
-    of logged points only completed schedules (`schema.END_PHASES`) when the table holds others.
+    of logged points only completed schedules (`schema.END_PHASES`) when the table holds others,
+    unless `completed_only` is False (the envelope reads intermediate points too).
     """
     from atlas_t5x import schema
     from atlas_t5x.scaling import points as points_lib
 
     notes = []
-    if "phase" in points.columns:
+    if completed_only and "phase" in points.columns:
         ends = points["phase"].isin(schema.END_PHASES).to_numpy()
         if ends.any() and not ends.all():
             # a stable or mid-decay loss is not the loss of a completed schedule at that budget
@@ -524,8 +526,8 @@ def compute_optimal(points: pd.DataFrame, approaches: Sequence[str], params: Map
     parametric), plus "disagreements" when several approaches run. `strict`: an approach that
     cannot be computed raises FrontierError; otherwise it is recorded as {"error": reason}."""
     out: dict[str, Any] = {}
-    data_points, chosen = (frontier_points(points) if any(a != "parametric" for a in approaches)
-                           else (points, ""))
+    chosen = {name: frontier_points(points, completed_only=name == "isoflop")
+              for name in approaches if name in ("isoflop", "envelope")}
     for name in approaches:
         try:
             if name == "parametric":
@@ -533,13 +535,13 @@ def compute_optimal(points: pd.DataFrame, approaches: Sequence[str], params: Map
                     raise FrontierError("parametric: no fitted law")
                 res = parametric_frontier(params, samples, tied)
             elif name == "isoflop":
-                res = isoflop_frontier(data_points, seed=seed)
+                res = isoflop_frontier(chosen[name][0], seed=seed)
             elif name == "envelope":
-                res = envelope_frontier(data_points, seed=seed)
+                res = envelope_frontier(chosen[name][0], seed=seed)
             else:
                 raise FrontierError(f"unknown approach {name!r}")
-            if chosen and name != "parametric":
-                res.notes.insert(0, f"points: {chosen}")
+            if name in chosen and chosen[name][1]:
+                res.notes.insert(0, f"points: {chosen[name][1]}")
             out[name] = res.to_dict()
         except FrontierError as err:
             if strict:
