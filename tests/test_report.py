@@ -59,8 +59,16 @@ def test_report_covers_every_section(tmp_path):
     status = {t: v["status"] for t, v in doc["sections"].items()}
     assert status.pop("Sanity checks") in ("ok", "failed")
     assert status == {
-        t: "ok" for t in ("Runs", "Fits and held-out R²", "Cross-lingual transfer", "Curse of multilinguality",
-                          "Pretrain vs finetune crossover")}
+        t: "ok" for t in ("Runs", "Fits and held-out R²", "Compute-optimal frontier", "Cross-lingual transfer",
+                          "Curse of multilinguality", "Pretrain vs finetune crossover")}
+    # the allocation exponent three ways per target: the law's β/(α+β) with its bootstrap interval
+    frontier = doc["sections"]["Compute-optimal frontier"]["tables"][0]["rows"]
+    par = next(r for r in frontier if r[:2] == ["en", "parametric (csl, untied)"])
+    tied = next(r for r in frontier if r[:2] == ["en", "parametric (csl, α = β imposed)"])
+    assert tied[2].startswith("0.500")
+    a, lo, hi = (float(x) for x in par[2].replace("[", "").replace("]", "").replace(",", "").split())
+    assert lo <= a <= hi and 0.3 < a < 0.7
+    assert {r[1] for r in frontier if r[0] == "en"} >= {"parametric (csl, untied)", "isoflop", "envelope"}
     # the sanity table comes first; bootstrap-by-run intervals and flags for every parameter
     assert text.split("\n")[4] == "## Sanity checks" and "**Sanity:" in text.split("\n")[6]
     assert "Bootstrap by run (200 replicates" in text and "beta 0.3" in text and "| flags |" in text

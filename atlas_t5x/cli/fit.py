@@ -23,6 +23,12 @@ profile is flat; `converged` states its test (`convergence_criteria`).
 `--bound alpha=0.1:0.5` narrows a parameter's range (defaults: E, A, B > 0, τ ≥ 0 unless
 --allow_negative_tau); parameters that end on a bound are listed in `per_target.*.at_bounds`.
 Logs are fitted on the token cross-entropy `loss` by default (`--loss_field`).
+Compute-optimal allocation (`compute_optimal` in fit.json, a line per approach): `--approach
+parametric` (default) reads a = β/(α+β), b = α/(α+β) off the fitted law (intervals with
+--bootstrap); `isoflop` fits each FLOP budget's loss profile over log N near its minimum (budgets:
+a C column or C = 6·N·D grouped within ±10%, or runs read at common budgets) and regresses log N*
+on log C; `envelope` takes the lowest loss per budget; `all` runs the three (the law's interval from
+200 bootstrap replicates when --bootstrap is not given) and flags intervals that do not overlap. isoflop/envelope that cannot be computed exit 2.
 fit.json (format: `atlas_t5x.scaling.fit_run`) holds {"law", "params", "objective", "converged", "n_points",
 "heldout": {split: {"r2", "mae", "mape", "n"}}, "r2_in_sample"} plus runner-up
 optima, bootstrap intervals and profiles when asked ("params" maps target → parameters when
@@ -38,7 +44,7 @@ from pathlib import Path
 
 from atlas_t5x import logio, logs, schema
 from atlas_t5x.cli import common
-from atlas_t5x.scaling import engine, fit_run, heldout
+from atlas_t5x.scaling import compute_optimal, engine, fit_run, heldout
 from atlas_t5x.scaling import points as points_lib
 from atlas_t5x.scaling.laws import LAW_NAMES
 from atlas_t5x.scaling.objectives import OBJECTIVES
@@ -87,6 +93,9 @@ def build_parser() -> common.ArgumentParser:
     p.add_argument("--allow_negative_tau", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_plots", action="store_true")
+    p.add_argument("--approach", default="parametric", choices=list(compute_optimal.APPROACH_CHOICES),
+                   help="compute-optimal exponents N* ∝ C^a, D* ∝ C^b: parametric (the law's "
+                        "β/(α+β), default), isoflop (per-budget profiles), envelope, or all side by side")
     return p
 
 
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             out = fit_run.run_fit(options, status=common.status)
-    except (points_lib.DataError, engine.FitError, schema.SchemaError, logio.LogFormatError, logs.LogError,
+    except (points_lib.DataError, engine.FitError, compute_optimal.FrontierError, schema.SchemaError, logio.LogFormatError, logs.LogError,
             ValueError, KeyError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return common.EXIT_USAGE

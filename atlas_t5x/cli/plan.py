@@ -261,6 +261,11 @@ def cmd_languages(args) -> dict:
     for name in ("alpha", "beta"):  # scaling exponents: a non-positive one gives complex ratios
         if not p[name] > 0:
             raise InputError(f"exponent {name} must be > 0, got {p[name]:g} ({source})")
+    tied = " (tied: alpha = beta, so a = 0.5 by construction)" if p["alpha"] == p["beta"] else ""
+    print(f"Exponents used ({source}): phi={p['phi']:+.4g}, psi={p['psi']:+.4g}, alpha={p['alpha']:.4g}, "
+          f"beta={p['beta']:.4g}; one language's compute-optimal N* ∝ C^a, a = beta/(alpha+beta) = "
+          f"{p['beta'] / (p['alpha'] + p['beta']):.3f}{tied}")
+    out["allocation_exponent_a"] = p["beta"] / (p["alpha"] + p["beta"])
     rs = [parse_number(r, "--r") for r in args.r]
     plans = [curse.iso_loss_plan(r, p["phi"], p["psi"], p["alpha"], p["beta"]) for r in rs]
     if args.logs and args.k:

@@ -15,7 +15,10 @@ fit.json (read back by `read_fit_json`; `planner.load_fitted_laws` builds `Fitte
   "per_target": {target: {"law", "params", "tied", "objective", "converged", "convergence_message",
   "r2_in_sample", "fit_range": {"N": [lo, hi] (parameters), "D": [lo, hi] (target tokens D_t),
   "epochs": [lo, hi] (D_t / U_t)}, "flags", "at_bounds", "runner_ups", "bootstrap" (with
-  "samples": converged parameter sets), "profiles"}}}
+  "samples": converged parameter sets), "profiles", "compute_optimal"}},
+  "compute_optimal" (one target: its dict; several: target → dict): {approach: {"a", "a_ci",
+  "b", "b_ci", "n_budgets", "notes", ...} or {"error"}, "disagreements": [...] (several
+  approaches)}, N* ∝ C^a, D* ∝ C^b (`atlas_t5x.scaling.compute_optimal`)}
 Non-finite numbers are written as null. The file is written atomically.
 
 Nothing here imports the trainer, Flax, TensorFlow, seqio or gin.
@@ -35,12 +38,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from atlas_t5x import logio, logs
-from atlas_t5x.scaling import engine, heldout, table_fit
+from atlas_t5x.scaling import compute_optimal, engine, heldout, table_fit
 from atlas_t5x.scaling import points as points_lib
 from atlas_t5x.scaling.laws import LAW_NAMES
 from atlas_t5x.scaling.objectives import OBJECTIVES
 
 FIT_JSON_NAME = "fit.json"
+# [our choice] bootstrap replicates for the law's exponent interval under --approach all without --bootstrap
+PARAMETRIC_BOOT = 200
 
 
 class FitOptionError(ValueError):
@@ -82,6 +87,7 @@ class FitOptions:
     allow_negative_tau: bool = False
     seed: int = 0
     no_plots: bool = False
+    approach: str = "parametric"
 
     def __post_init__(self):
         if (self.logs is None) == (self.table is None):
@@ -214,6 +220,9 @@ def run_fit(opts: FitOptions, status: Callable[[str], None] | None = None) -> di
             raise FitOptionError(f"unknown held-out split {split!r}; choose from {', '.join(heldout.SPLITS)}")
     if opts.bootstrap < 0:
         raise FitOptionError("--bootstrap must be ≥ 0")
+    if opts.approach not in compute_optimal.APPROACH_CHOICES:
+        raise FitOptionError(f"--approach {opts.approach!r} unknown; choose one of "
+                             f"{', '.join(compute_optimal.APPROACH_CHOICES)}")
     if opts.n_transfer < 0:
         raise FitOptionError("--n_transfer must be ≥ 0")
     if opts.drop_highest < 0:
@@ -256,6 +265,16 @@ def run_fit(opts: FitOptions, status: Callable[[str], None] | None = None) -> di
         law=opts.law, objective=opts.objective, tied=opts.tied, fixed=tuple(sorted(fixed.items())),
         n_transfer=opts.n_transfer, transfer_rule=opts.transfer_rule, transfer_matrix=opts.transfer_matrix,
         allow_negative_tau=opts.allow_negative_tau, dcsl_stage=opts.dcsl_stage, bounds=bounds)
+
+    # the allocation question from the data alone (isoflop, envelope), before the slow law fit:
+    # alone they must succeed (exit 2 otherwise); with `all`, what cannot be computed is recorded
+    frontiers = {}
+    data_approaches = [a for a in compute_optimal.approaches_for(opts.approach) if a != "parametric"]
+    for target in sorted(points["target"].unique()) if data_approaches else ():
+        say(f"[{target}] compute-optimal frontier: {', '.join(data_approaches)}")
+        frontiers[target] = compute_optimal.compute_optimal(
+            points[points["target"] == target], data_approaches, seed=opts.seed, strict=opts.approach != "all")
+        frontiers[target].pop("disagreements", None)
 
     selected = None
     if not opts.no_select:
@@ -337,6 +356,31 @@ def run_fit(opts: FitOptions, status: Callable[[str], None] | None = None) -> di
                 if v.weakly_identified:
                     entry["flags"].setdefault(k, []).append(
                         f"flat profile (objective rises < {100 * profiles.FLAT_TOLERANCE:g}% over the profile range)")
+        # the allocation question N*(C), D*(C): the requested approaches (isoflop/envelope alone
+        # must succeed, exit 2 otherwise; the default and `all` record what cannot be computed)
+        approaches = compute_optimal.approaches_for(opts.approach)
+        samples = entry.get("bootstrap", {}).get("samples", ())
+        quick = opts.approach == "all" and not samples and res.free_names
+        if quick:
+            # side by side needs the law's interval too: a short bootstrap by run when none was asked
+            from atlas_t5x.scaling import bootstrap
+
+            groups, strata = bootstrap.resampling_units(sub)
+            say(f"[{target}] bootstrap for the law's exponent interval: {PARAMETRIC_BOOT} replicates by run")
+            boot = bootstrap.bootstrap(res, X, sub["loss"].to_numpy(float), groups, n_boot=PARAMETRIC_BOOT,
+                                       seed=opts.seed, strata=strata)
+            samples = [res.law.full_params({k: float(boot.samples[k][i]) if k in boot.samples else float(res.params[k])
+                                            for k in res.law.param_names}) for i in np.flatnonzero(boot.converged)]
+        entry["compute_optimal"] = {
+            **(compute_optimal.compute_optimal(
+                sub, ["parametric"], params=entry["params"], samples=samples,
+                tied=entry["tied"], strict=False) if "parametric" in approaches else {}),
+            **frontiers.get(target, {})}
+        if quick and "parametric" in entry["compute_optimal"]:
+            entry["compute_optimal"]["parametric"].setdefault("notes", []).append(
+                f"interval from {PARAMETRIC_BOOT} bootstrap replicates by run (--bootstrap K for more)")
+        if len(approaches) > 1:
+            entry["compute_optimal"]["disagreements"] = compute_optimal.disagreements(entry["compute_optimal"])
         per_target[target] = entry
 
     single = len(per_target) == 1
@@ -376,6 +420,9 @@ def run_fit(opts: FitOptions, status: Callable[[str], None] | None = None) -> di
         out["bootstrap"] = only["bootstrap"]
     if single and "profiles" in only:
         out["profiles"] = only["profiles"]
+    out["compute_optimal"] = (only["compute_optimal"] if single
+                              else {t: e["compute_optimal"] for t, e in per_target.items()})
+    out["options"]["approach"] = opts.approach
     out_dir = Path(opts.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not opts.no_plots:
@@ -444,6 +491,8 @@ def summary(out: Mapping[str, Any]) -> str:
         if "profiles" in e:
             weak = [k for k, v in e["profiles"].items() if v["weakly_identified"]]
             lines.append(f"  [{target}] weakly identified: {', '.join(weak) or 'none'}")
+        if e.get("compute_optimal"):
+            lines.extend(compute_optimal.summary_lines(target, e["compute_optimal"]))
         if e.get("flags"):
             lines.append(f"  [{target}] FLAGGED: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in e["flags"].items()))
     sel = out.get("selection") or {}

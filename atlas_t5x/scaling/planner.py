@@ -78,6 +78,8 @@ class FittedLaw:
     samples: tuple[dict[str, float], ...] = ()
     fit_range: dict[str, tuple[float, float]] | None = None
     target: str = ""
+    # atlas-fit's "compute_optimal" for this target ({approach: {"a", "a_ci", ...}}), when present
+    frontier: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], target: str = "") -> "FittedLaw":
@@ -94,7 +96,8 @@ class FittedLaw:
         return cls(law_for_params(str(d["law"]), params), params,
                    tuple({k: float(v) for k, v in s.items()} for s in samples or ()),
                    {k: (float(v[0]), float(v[1])) for k, v in rng.items()} if rng else None,
-                   target or str(d.get("target", "")))
+                   target or str(d.get("target", "")),
+                   dict(d["compute_optimal"]) if isinstance(d.get("compute_optimal"), Mapping) else None)
 
     def loss(self, N, D, U=math.inf, params: Mapping[str, float] | None = None) -> np.ndarray:
         """Predicted loss (nats/token) of N parameters trained on D target tokens with U unique.
@@ -209,6 +212,7 @@ class ComputePlan:
     band: dict[str, tuple[float, float]] | None  # 2.5–97.5 % of N, D, loss over bootstrap samples
     warnings: tuple[str, ...] = ()
     at_bound: str = ""            # "min_params"/"max_params" if the optimum sits on a bound
+    exponents: dict[str, Any] | None = None   # which allocation exponents the plan uses (`plan_exponents`)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -325,7 +329,47 @@ def plan_compute(
         target=target if target is not None else fitted.target, flops=float(flops), unique_tokens=U,
         params=n, tokens=d, loss=loss, tokens_per_param=d / n, epochs=0.0 if math.isinf(U) else d / U,
         closed_form=closed, band=band, warnings=tuple(notes), at_bound=at_bound,
+        exponents=plan_exponents(fitted),
     )
+
+
+def plan_exponents(fitted: FittedLaw) -> dict[str, Any] | None:
+    """The allocation the plan follows: the fitted law's own exponents a = β/(α+β) (N* ∝ C^a) and
+    b = α/(α+β) (D* ∝ C^b), whether they are tied (a = 0.5 by construction), and the other
+    approaches' a from atlas-fit's compute_optimal (isoflop, envelope) for comparison. None when
+    the law has no α."""
+    p = fitted.law.full_params(fitted.params)
+    if "alpha" not in p:
+        return None
+    alpha, beta = float(p["alpha"]), float(p.get("beta", p["alpha"]))
+    if not (alpha > 0 and beta > 0):
+        return None
+    out: dict[str, Any] = {"source": f"the fitted {fitted.law.name} law (parametric; unlimited data)",
+                           "tied": bool(fitted.law.tied), "a": beta / (alpha + beta), "b": alpha / (alpha + beta),
+                           "others": {}}
+    for name, res in (fitted.frontier or {}).items():
+        if name in ("isoflop", "envelope") and isinstance(res, Mapping):
+            out["others"][name] = ({"a": res["a"], "a_ci": res.get("a_ci")} if "a" in res
+                                   else {"error": str(res.get("error", "not computed"))})
+    return out
+
+
+def format_exponents(ex: Mapping[str, Any] | None) -> str:
+    """One line naming the exponents a plan uses (and the other approaches' a)."""
+    if not ex:
+        return ""
+    tied = ", tied exponents: a = 0.5 by construction" if ex.get("tied") else ""
+    line = f"  exponents: {ex['source']}: N* ∝ C^{ex['a']:.3f}, D* ∝ C^{ex['b']:.3f}{tied}"
+    others = []
+    for name, r in ex.get("others", {}).items():
+        if "a" not in r:
+            others.append(f"{name} not computed")
+            continue
+        ci = f" [{r['a_ci'][0]:.3f}, {r['a_ci'][1]:.3f}]" if r.get("a_ci") else ""
+        others.append(f"{name} a = {r['a']:.3f}{ci}")
+    if others:
+        line += "; from the data: " + ", ".join(others)
+    return line
 
 
 def plan_targets(laws: Mapping[str, FittedLaw], flops: float,
@@ -348,6 +392,8 @@ def format_plan(plan: ComputePlan) -> str:
         + ("no repetition: U unlimited)" if math.isinf(plan.unique_tokens) else f"{plan.epochs:.2f} epochs of U)"),
         f"  predicted loss {plan.loss:.4f} nats/token",
     ]
+    if plan.exponents:
+        lines.append(format_exponents(plan.exponents))
     if plan.closed_form:
         lines.append(f"  Chinchilla closed form: N = {plan.closed_form[0]:.4g}, D = {plan.closed_form[1]:.4g}")
     if plan.band:

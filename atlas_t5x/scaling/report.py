@@ -28,6 +28,7 @@ from atlas_t5x import logs as atlas_logs
 from atlas_t5x.scaling import crossover as co
 from atlas_t5x.scaling import curse
 from atlas_t5x.scaling import curves as cv
+from atlas_t5x.scaling import report_frontier
 from atlas_t5x.scaling import transfer as tr
 
 DEFAULT_LAWS = ("csl", "atlas")
@@ -652,6 +653,7 @@ def build_report(
     _section(doc, "Runs", lambda: _overview(doc, rows, loss_field))
     _section(doc, "Fits and held-out R²", lambda: _fits(doc, rows, laws, loss_field, seed, kw, points,
                                                         n_boot=bootstrap_replicates, select=select))
+    _section(doc, "Compute-optimal frontier", lambda: report_frontier.frontier_section(doc, rows, loss_field, points))
     _section(doc, "Cross-lingual transfer", lambda: _transfer(doc, rows, loss_field))
     _section(doc, "Curse of multilinguality", lambda: _curse(doc, rows, loss_field, curse_kw, points))
     _section(doc, "Pretrain vs finetune crossover", lambda: _crossover(doc, rows, loss_field))
