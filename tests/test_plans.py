@@ -291,9 +291,9 @@ def test_a_size_defined_only_by_its_gin_file_gets_a_plan_and_sweep_print_works(t
     assert plan.scale == "demo0" and plan.fits
     assert plan.data * plan.fsdp * plan.tensor == 8
     sweep_cli = _load_script("sweep")
-    # the shipped demo trains demo_xs..demo1 at batch 4: no 8-device mesh splits it, and --print says so
+    # the shipped demo trains demo0-1 at batch 4: no 8-device mesh splits it, and --print says so
     assert sweep_cli.main([str(REPO / "gin/sweeps/demo.yaml"), "--out", str(tmp_path), "--print"]) == 2
-    assert "no mesh of 8 devices splits global batch 4 of demo_xs" in capsys.readouterr().err
+    assert "no mesh of 8 devices splits global batch 4 of demo0" in capsys.readouterr().err
     import yaml
 
     demo = yaml.safe_load((REPO / "gin" / "sweeps" / "demo.yaml").read_text())
@@ -302,5 +302,5 @@ def test_a_size_defined_only_by_its_gin_file_gets_a_plan_and_sweep_print_works(t
     spec.write_text(yaml.safe_dump(demo))
     assert sweep_cli.main([str(spec), "--out", str(tmp_path), "--print"]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if "scripts/train.py" in line]
-    assert len(printed) == len(demo_runs := sweeps.load_sweep(str(spec)).runs) == 10, demo_runs
+    assert len(printed) == len(demo_runs := sweeps.load_sweep(str(spec)).runs) == 8, demo_runs
     assert all("--gin.MeshConfig.fsdp=" in line for line in printed)
