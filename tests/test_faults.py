@@ -376,7 +376,7 @@ def _garble_metadata(step_dir: Path) -> Path:
                               "truncated_array_file_unrecorded"])
 def test_damaged_newest_checkpoint_is_moved_aside_and_the_previous_one_restored(reference, tmp_path, caplog,
                                                                                  damage):
-    model_dir = tmp_path / "run"
+    model_dir = tmp_path / reference.name   # the run's own name: a copy under another is refused (resume.py)
     shutil.copytree(reference, model_dir)
     folder = model_dir / "checkpoints"
     bad_file = damage(folder / "8")
