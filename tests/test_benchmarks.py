@@ -6,8 +6,9 @@ Subprocesses without this test process's XLA_FLAGS (a user's shell has none), on
 whose optional dependencies are missing (Apache Beam, TensorFlow/seqio) or whose reference data
 (../shared/data) is absent are skipped. On the shared 2-core machine under load 12-14 the runs
 took: aot_plan 18 s, input_pipeline 51 s (TensorFlow import and the demo3 compile), preprocess 22 s,
-train_throughput 28 s, fit_speed 46 s, input_pipeline --synthetic --cached ~2 min; all but the
-first two are marked slow (input_pipeline's default is the command issue 21 found broken).
+train_throughput 28 s, fit_speed 46 s, input_pipeline --synthetic 87 s (with --cached 203 s, so
+that mode is not run here); all but the first two are marked slow (input_pipeline's default is the
+command issue 21 found broken).
 """
 
 from __future__ import annotations
@@ -46,10 +47,9 @@ CASES = [
                                   "--n_boot", "20", "--atlas_points", "30"], (),
                  ("[1] Epoch Chinchilla CSL", "[2] bootstrap by run, 20 replicates", "[3] multilingual ATLAS"),
                  id="fit_speed", marks=pytest.mark.slow),
-    # --synthetic with --cached: both modes (stream and cached) of the MADLAD-scale check
-    pytest.param("input_pipeline.py", ["--synthetic=0.3", "--cached", "--synthetic_batches=5"],
-                 ("tensorflow", "seqio", "apache_beam"), ("seqio cache of the train splits", "stream", "cached"),
-                 id="input_pipeline_synthetic_cached", marks=pytest.mark.slow),
+    # the MADLAD-scale streaming check (--cached adds a Beam cache build: 203 s here, left out)
+    pytest.param("input_pipeline.py", ["--synthetic=0.3", "--synthetic_batches=5"], ("tensorflow", "seqio"),
+                 ("first batch s", "stream"), id="input_pipeline_synthetic", marks=pytest.mark.slow),
 ]
 
 
