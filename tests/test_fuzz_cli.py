@@ -384,3 +384,15 @@ def test_fit_names_a_header_only_table(tmp_path):
                                         "--no_plots"])
     assert _clean_failure(code, err) and f"{log}: no usable points in point set 'default'" in err, err
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+
+
+def test_equal_points_without_run_ids_are_counted_and_their_runs_named(capsys):
+    import pandas as pd
+
+    points = pd.DataFrame({"run": ["mono_en", "mono_en_copy", "mono_de"], "target": ["en", "en", "de"],
+                           "N": [1e6, 1e6, 1e6], "D": [1e8, 1e8, 1e8], "U": [1e9, 1e9, 1e9],
+                           "loss": [3.0, 3.0, 3.0]})
+    found = fit_cli.input_warnings(points)
+    assert found[0] == ("1 duplicate point(s) (same target, N, D, U, loss) in the input: each counts twice in the "
+                        "fit; runs 'mono_en' and 'mono_en_copy'")
+    assert "runs 'mono_en' and 'mono_en_copy'" in capsys.readouterr().err
