@@ -6,7 +6,7 @@ Subprocesses without this test process's XLA_FLAGS (a user's shell has none), on
 whose optional dependencies are missing (Apache Beam, TensorFlow/seqio) or whose reference data
 (../shared/data) is absent are skipped. On the shared 2-core machine under load 12-14 the runs
 took: aot_plan 18 s, input_pipeline 51 s (TensorFlow import and the demo3 compile), preprocess 22 s,
-train_throughput 28 s, fit_speed 46 s, input_pipeline --synthetic 87 s (with --cached 203 s, so
+train_throughput 28 s, fit_speed 46 s, input_pipeline --synthetic 50-87 s (with --cached 203 s, so
 that mode is not run here); all but the first two are marked slow (input_pipeline's default is the
 command issue 21 found broken).
 """
