@@ -43,6 +43,8 @@ class RunInfo:
       global_batch: sequences per optimizer step, all hosts together.
       scale: model scale name (`scale0` … `scale46`, `tiny*`).
       model_dir: the run's output folder (logs/, checkpoints/, tb/ live under it).
+      run_id: the run's identity, drawn at its first start and kept in its checkpoints; the same
+        under a renamed folder (atlas_t5x/resume.py). "" when unknown.
     """
 
     run: str
@@ -55,6 +57,7 @@ class RunInfo:
     global_batch: int
     scale: str
     model_dir: str
+    run_id: str = ""
 
 
 @dataclasses.dataclass

@@ -24,12 +24,21 @@ deleted) and the previous complete checkpoint is tried. Only if none restores do
 (NoRestorableCheckpointError, naming each checkpoint tried and why). A step folder whose commit
 record exists but is not readable is moved aside the same way.
 
+A checkpoint that cannot be written (a full disk, a quota, a read-only or vanished folder: an
+OSError in orbax's background save threads) stops the run with one CheckpointWriteError naming the
+checkpoint, the reason and the last complete checkpoint, from which rerunning the same command
+resumes (so at most the steps since that checkpoint are trained again). orbax logs such an error
+from each of its threads with a traceback; `_QuietWriteFailures` drops those records (their
+exception is reported once, by CheckpointWriteError).
+
 Paths are `etils.epath` paths, so a model_dir may be a local folder (relative ones are made
 absolute, as orbax requires) or a cloud URL such as `gs://bucket/run` (kept as given).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -59,6 +68,50 @@ class CheckpointMismatchError(ValueError):
 
 class CheckpointCorruptError(OSError):
     """A committed checkpoint whose files are damaged (the message names the file)."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, quota, permissions); the message says which,
+    why, and the checkpoint a rerun resumes from. `errno`: the cause's."""
+
+    def __str__(self) -> str:  # the message alone, without OSError's "[Errno 28]" prefix
+        return str(self.strerror if self.strerror is not None else (self.args[0] if self.args else ""))
+
+
+def disk_error(err: BaseException) -> OSError | None:
+    """The OSError behind `err` (itself, or in its cause/context chain), or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and not isinstance(err, CheckpointCorruptError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+class _QuietWriteFailures(logging.Filter):
+    """Drops orbax's error records about a failed checkpoint write (each of its threads logs the same
+    OSError with a traceback; TrainCheckpointer reports it once), and, after such a failure, orbax's
+    records of the threads that then find the executor shut down."""
+
+    failed = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or "/orbax/" not in record.pathname.replace(os.sep, "/"):
+            return True
+        if disk_error(exc) is not None:
+            _QuietWriteFailures.failed = True
+            return False
+        # after such a failure: the threads that then find orbax's executor shut down
+        return not _QuietWriteFailures.failed
+
+
+def _install_quiet_write_failures() -> None:
+    for name in ("absl", "orbax"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _QuietWriteFailures) for f in target.filters):
+            target.addFilter(_QuietWriteFailures())
 
 
 class NoRestorableCheckpointError(RuntimeError):
@@ -277,6 +330,9 @@ class TrainCheckpointer:
         self._async = async_save
         self._manager: ocp.CheckpointManager | None = None
         self._unrecorded: set[int] = set()  # saved by this object, file list not yet written
+        self._write_error: CheckpointWriteError | None = None  # raised once; close() then stays quiet
+        _install_quiet_write_failures()
+        _QuietWriteFailures.failed = False
 
     def latest_step(self) -> int | None:
         """Newest committed step, or None."""
@@ -318,18 +374,50 @@ class TrainCheckpointer:
                 "pipeline state differs between processes; it must be a global position",
             )
         self._record_committed()
+        with self._write_errors(step):  # orbax first waits for the previous save: its failure surfaces here
+            self._open().save(
+                step,
+                args=ocp.args.Composite(
+                    **{
+                        STATE: ocp.args.PyTreeSave(state),
+                        PIPELINE: ocp.args.JsonSave(dict(pipeline_state)),
+                        META: ocp.args.JsonSave({"format": META_FORMAT, **metadata}),
+                    }
+                ),
+                force=True,
+            )
         self._unrecorded.add(int(step))
-        self._open().save(
-            step,
-            args=ocp.args.Composite(
-                **{
-                    STATE: ocp.args.PyTreeSave(state),
-                    PIPELINE: ocp.args.JsonSave(dict(pipeline_state)),
-                    META: ocp.args.JsonSave({"format": META_FORMAT, **metadata}),
-                }
-            ),
-            force=True,
-        )
+
+    def _write_errors(self, saving: int | None = None):
+        """Context: an OSError from orbax's writing → one CheckpointWriteError (module doc).
+        `saving`: the step being saved now, blamed when no earlier started save is pending."""
+        @contextlib.contextmanager
+        def translate():
+            try:
+                yield
+            except CheckpointWriteError:
+                raise
+            except Exception as err:  # orbax re-raises a background thread's error, possibly wrapped
+                cause = disk_error(err)
+                if cause is None:
+                    raise
+                self._write_error = self._describe_write_error(cause, saving)
+                raise self._write_error from None
+
+        return translate()
+
+    def _describe_write_error(self, cause: OSError, saving: int | None) -> CheckpointWriteError:
+        committed = complete_steps(self.directory)
+        failed = sorted(self._unrecorded - set(committed)) or ([int(saving)] if saving is not None else [])
+        reason = cause.strerror or str(cause)
+        where = f" ({cause.filename})" if cause.filename else ""
+        full = " Free some space, then" if cause.errno in (errno.ENOSPC, errno.EDQUOT) else " Fix it, then"
+        last = (f"the last complete checkpoint is step {committed[-1]} ({self.directory / str(committed[-1])})"
+                if committed else "no checkpoint has completed yet")
+        message = (f"checkpoint{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed)) or '?'} could not be "
+                   f"written under {self.directory}: {reason}{where}. The run stopped; {last}.{full} rerun the same "
+                   "command: it resumes from that checkpoint (the steps after it are trained again)")
+        return CheckpointWriteError(cause.errno, message)  # errno: the cause's; strerror: the message
 
     def restore(self, step: int, abstract_state: "TrainState") -> tuple["TrainState", dict, dict]:
         """(state placed with `abstract_state`'s shardings, pipeline state, metadata) of `step`.
@@ -357,9 +445,10 @@ class TrainCheckpointer:
         return restored[STATE], dict(restored[PIPELINE]), dict(restored[META])
 
     def wait_until_finished(self) -> None:
-        """Blocks until every started save has committed."""
+        """Blocks until every started save has committed (CheckpointWriteError if one failed)."""
         if self._manager is not None:
-            self._manager.wait_until_finished()
+            with self._write_errors():
+                self._manager.wait_until_finished()
             self._record_committed()
 
     def _record_committed(self) -> None:
@@ -377,11 +466,20 @@ class TrainCheckpointer:
                 logging.warning("could not record the files of %s: %s", step_dir, err)
 
     def close(self) -> None:
-        if self._manager is not None:
-            self._manager.wait_until_finished()
-            self._record_committed()
-            self._manager.close()
-            self._manager = None
+        """Waits for the started saves and closes orbax's manager. A failed write raises
+        CheckpointWriteError, once: after it was raised (by save), close only shuts down."""
+        if self._manager is None:
+            return
+        try:
+            if self._write_error is None:
+                self.wait_until_finished()
+        finally:
+            manager, self._manager = self._manager, None
+            try:
+                manager.close()
+            except Exception:  # noqa: BLE001  (after a failed write the manager's threads may fail again)
+                if self._write_error is None:
+                    raise
 
     def restore_latest(self, abstract_state: "TrainState", expected_shapes: Mapping[str, list[int]]
                        ) -> tuple[int, Any, dict, dict] | None:

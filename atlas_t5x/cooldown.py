@@ -98,7 +98,9 @@ class BranchRunner:
                 metrics.append(m)
             self.check_losses(metrics)
             tokens = step * self.tokens_per_step
-            info = dataclasses.replace(self.run_info, run=branch_name(self.run_info.run, tokens))
+            trunk_id = getattr(self.run_info, "run_id", "")  # a branch's id follows its trunk's (kept on rename)
+            info = dataclasses.replace(self.run_info, run=branch_name(self.run_info.run, tokens),
+                                       **({"run_id": branch_name(trunk_id, tokens)} if trunk_id else {}))
             ctx = self.context(step + n, branch_state, float(schedule(step + n - 1)), BRANCH_PHASE, info,
                                {"trunk": self.run_info.run, "branch_tokens": int(tokens)})
             for cb in callbacks:

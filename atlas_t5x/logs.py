@@ -20,6 +20,18 @@ Duplicates: a row's identity is (run, step, target) (`schema.row_key`).
   - differing rows with one key in TWO files: LogError naming both files (two runs share a name;
     combining them would mix two models).
 
+One point, one row (`collapse_renamed_copies`): a copied or renamed run folder that resumed logs
+the same steps again under a second run name (the run name is the folder's name). Rows of two run
+names that carry the same `run_id` (the run's identity: drawn at its first start, kept in its
+checkpoints and under a rename; a cooldown branch's is `<trunk's run_id>-cd<tokens>`) and agree
+on the step, target, token counts, schedule phase, learning rate, model, vocabulary, batch and
+mixture measure one point: they are collapsed into one row with one DuplicatePointWarning naming
+both run names (and the largest loss difference: a re-evaluation may differ in its last bits).
+The row kept is the one of the run name that started first (its earliest logged step is the
+lowest; ties: the name that sorts first). Rows without a `run_id` (logs written before it) are
+never collapsed: equal numbers there cannot tell a copy from a coincidence; the fitter still
+counts equal points and names their runs (`atlas_t5x.scaling.fit_run.input_warnings`).
+
 Tables
   - CSV: dict fields flattened into dotted columns (`tokens_by_lang.en`, `unique_by_lang.en`,
     `epochs_by_lang.en`, `mixture.name`, `mixture.weights.en`; `schema.flatten_row`); a language a
@@ -170,7 +182,75 @@ def gather_rows(log_files: Iterable[str | os.PathLike], drop_bad_values: bool = 
         warnings.warn(f"dropped {len(replaced)} duplicate (run, step, target) row(s), keeping the last "
                       f"write of each: {', '.join(replaced[:3])}" + (" ..." if len(replaced) > 3 else ""),
                       stacklevel=2)
-    return [kept[k][1] for k in sorted(kept)]
+    return collapse_renamed_copies([kept[k][1] for k in sorted(kept)])
+
+
+# ---------------------------------------------------------------------------------------------
+# One point, one row: the same point logged under two run names
+
+
+class DuplicatePointWarning(UserWarning):
+    """Rows of two run names measured the same point (a copied or renamed run folder); one was kept."""
+
+
+# What a row's point is, apart from its run's name (see the module doc).
+_POINT_FIELDS = ("step", "target", "tokens", "tokens_by_lang", "unique_by_lang", "schedule_phase", "lr",
+                 "branch_tokens", "params", "params_nonembed", "vocab", "vocab_size", "seq_len", "batch",
+                 "scale", "init", "mixture")
+
+
+def point_identity(row: Mapping[str, Any]) -> str | None:
+    """The identity of the point a row measures, without its run name: its run id and what the
+    point is (_POINT_FIELDS); None for a row without a run id."""
+    if not row.get("run_id"):
+        return None
+    return f"{row['run_id']}\x00" + json.dumps({f: row.get(f) for f in _POINT_FIELDS}, sort_keys=True, default=str)
+
+
+def collapse_renamed_copies(rows: Sequence[Mapping[str, Any]], where: str = "") -> list[dict[str, Any]]:
+    """`rows` with every point logged under a second run name dropped (module doc: "One point, one
+    row"), in their order; one DuplicatePointWarning names each (kept, dropped) pair of run names,
+    how many rows and steps, and the largest loss difference (nats/token)."""
+    rows = [dict(r) for r in rows]
+    first: dict[str, tuple[int, str]] = {}
+    for row in rows:
+        name = str(row["run"])
+        first[name] = min(first.get(name, (int(row["step"]), name)), (int(row["step"]), name))
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        identity = point_identity(row)
+        if identity is not None:
+            groups.setdefault(identity, []).append(i)
+    dropped: set[int] = set()
+    pairs: dict[tuple[str, str], list[tuple[int, float, str]]] = {}
+    for members in groups.values():
+        names = {str(rows[i]["run"]) for i in members}
+        if len(names) < 2:
+            continue
+        keep = min(names, key=lambda n: first[n])
+        kept = next(rows[i] for i in members if str(rows[i]["run"]) == keep)
+        for i in members:
+            if str(rows[i]["run"]) != keep:
+                dropped.add(i)
+                diff = abs(float(rows[i]["loss"]) - float(kept["loss"]))
+                pairs.setdefault((keep, str(rows[i]["run"])), []).append((int(rows[i]["step"]), diff,
+                                                                           str(kept.get("run_id", ""))))
+    if not dropped:
+        return rows
+    described = []
+    for (keep, other), found in sorted(pairs.items()):
+        steps = sorted({s for s, _, _ in found})
+        ids = sorted({i for _, _, i in found if i})
+        described.append(
+            f"run {other!r} repeats run {keep!r} ({len(found)} row(s), step{'s' if len(steps) > 1 else ''} "
+            f"{steps[0]}{f'–{steps[-1]}' if len(steps) > 1 else ''}"
+            + f", run id {', '.join(ids)}, largest loss difference "
+            f"{max(d for _, d, _ in found):.3g} nats/token): kept {keep!r}")
+    warnings.warn(f"{where + ': ' if where else ''}{len(dropped)} row(s) measure a point already logged under "
+                  "another run name (a copied or renamed run folder that resumed); each point counts once. "
+                  + "; ".join(described[:5]) + (f"; ... ({len(described)} pairs)" if len(described) > 5 else ""),
+                  DuplicatePointWarning, stacklevel=2)
+    return [row for i, row in enumerate(rows) if i not in dropped]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,9 +378,11 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
         detail = f"not UTF-8 text (byte offset {err.start})" if isinstance(err, UnicodeDecodeError) else (
             f"{type(err).__name__}: {err}")
         raise LogError(f"{path}: not a readable exported-log table: {detail}") from None
+    if not rows:
+        raise LogError(f"{path}: no rows (the table holds a header only): no points to fit or export")
     for i, row in enumerate(rows, start=1):
         schema.validate_row(row, where=f"{path}: row {i}")
-    return rows
+    return collapse_renamed_copies(rows, where=str(path))
 
 
 def _read_table(path: Path) -> list[dict[str, Any]]:

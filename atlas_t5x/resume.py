@@ -17,6 +17,14 @@ restored with the state): it stays at the peak LR until the new decay start, the
 new total. Resuming a run that had already started decaying makes the learning rate jump back
 up; that is logged with both values.
 
+Run identity (`run_id_for_start`): a fresh start draws a run id (`new_run_id`) which the checkpoint
+metadata (`run_info.run_id`) and every eval row (`run_id`, docs/log_schema.md) carry; a resume keeps
+it. A model_dir whose checkpoint was written under another run name (a copied or renamed run
+folder: the run name defaults to the folder's name) is refused (`RunRenamedError`, exit 2 naming
+both names) unless `train.allow_run_rename = True`; the renamed run keeps its run id, so the
+fitter recognises the steps it logs again under the new name as the same points
+(`atlas_t5x.logs.collapse_renamed_copies`).
+
 Config history: every start writes its operative gin config to
 `MODEL_DIR/config_history/<n>-<UTC time>-step<k>.gin` (n counts the starts; written atomically; a
 header says how the run started and which changes were allowed), while `MODEL_DIR/config.gin` is
@@ -26,9 +34,12 @@ always the latest.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import math
 import os
+import uuid
 from typing import Any, Mapping, Sequence
 
 from atlas_t5x import logio
@@ -53,6 +64,75 @@ GIN_NAMES = {
 
 class ConfigChangedError(ValueError):
     """A restart of a model_dir with settings that differ from its checkpoint's (message lists each)."""
+
+
+class RunRenamedError(ConfigChangedError):
+    """A model_dir's checkpoint was written under another run name (a copied or renamed run folder)."""
+
+
+RUN_ID_HEX_DIGITS = 16
+
+
+def new_run_id() -> str:
+    """A fresh run id: 16 random hex digits, the same on every process of a multi-host run."""
+    run_id = uuid.uuid4().hex[:RUN_ID_HEX_DIGITS]
+    try:
+        import jax  # noqa: PLC0415  (only the trainer calls this; the fitter never imports resume)
+    except ImportError:
+        return run_id
+    if jax.process_count() > 1:  # process 0's id for everyone
+        import numpy as np  # noqa: PLC0415
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        digits = np.frombuffer(bytes.fromhex(run_id), dtype=np.uint8).astype(np.int32)
+        digits = np.asarray(multihost_utils.broadcast_one_to_all(digits))
+        run_id = bytes(digits.astype(np.uint8).tolist()).hex()
+    return run_id
+
+
+def legacy_run_id(meta: Mapping[str, Any]) -> str:
+    """The run id of a checkpoint written before run ids were recorded: derived from what it holds
+    (its run name, model and resume settings), so two copies of one such run get the same id."""
+    info = meta.get("run_info") or {}
+    basis = json.dumps({"run": info.get("run"), "model": meta.get("model_config"),
+                        "settings": meta.get("resume_settings"), "total_steps": meta.get("total_steps")},
+                       sort_keys=True, default=str)
+    return "legacy-" + hashlib.sha256(basis.encode()).hexdigest()[:RUN_ID_HEX_DIGITS]
+
+
+def run_id_for_start(meta: Mapping[str, Any] | None, run_name: str, where: str = "",
+                     allow_run_rename: bool = False) -> str:
+    """The run id of this start: the restored checkpoint's (`meta`), else a new one.
+
+    Args:
+      meta: the restored checkpoint's metadata, or None on a fresh start or a finetune.
+      run_name: this start's run name (train.run_name, default the model_dir's basename).
+      where: the checkpoint folder, for the messages.
+      allow_run_rename: train.allow_run_rename: resume a checkpoint written under another run
+        name (logged as a WARNING); the run keeps its run id.
+
+    Raises:
+      RunRenamedError: the checkpoint names another run and renaming is not allowed (nothing has
+        been written yet).
+    """
+    if meta is None:
+        return new_run_id()
+    info = meta.get("run_info") or {}
+    old_name = info.get("run")
+    run_id = str(info.get("run_id") or legacy_run_id(meta))
+    if old_name is not None and str(old_name) != run_name:
+        if not allow_run_rename:
+            raise RunRenamedError(
+                f"model_dir holds checkpoint {where} of run {str(old_name)!r} (run id {run_id}), but this start "
+                f"names the run {run_name!r} (train.run_name defaults to the model_dir's folder name: was the "
+                "folder copied or renamed?). Resuming would log the same steps under a second run name. Nothing "
+                f"was written. Resume it as {str(old_name)!r} (its own folder name, or "
+                f"--gin.train.run_name=\"'{old_name}'\"), or bind train.allow_run_rename = True "
+                "(--gin.train.allow_run_rename=True) to continue under the new name (it keeps run id "
+                f"{run_id}, so the fitter counts a step logged under both names once)")
+        logging.warning("resuming checkpoint %s of run %r under the new name %r (train.allow_run_rename); "
+                        "run id %s kept", where, old_name, run_name, run_id)
+    return run_id
 
 
 def resume_settings(schedule_args: Mapping[str, Any], total_steps: int, pipeline: Any,

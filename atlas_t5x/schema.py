@@ -45,10 +45,13 @@ EVAL_ROW_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 SCHEDULE_PHASES = ("warmup", "stable", "decay", "cooldown_end", "final")
 END_PHASES = ("cooldown_end", "final")
 
-# Optional fields (readers must not require them): the trunk run a cooldown branch came from.
+# Optional fields (readers must not require them; logs written before them still read): the trunk run
+# a cooldown branch came from, and the run id.
 OPTIONAL_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "trunk": ((str,), "the run a cooldown branch was branched from (its row group)"),
     "branch_tokens": ((int,), "training tokens at which a cooldown branch left its trunk"),
+    "run_id": ((str,), "the run's identity: drawn at its first start, kept in its checkpoints and under "
+                       "a renamed folder (a cooldown branch: <trunk's run_id>-cd<tokens>)"),
 }
 
 

@@ -79,6 +79,15 @@ RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 # A generated-gin binding from the spec: `scope/name.param = value` on one line, no import/include.
 GIN_BINDING_PATTERN = re.compile(r"[A-Za-z_][\w.]*(/[A-Za-z_][\w.]*)*\.[A-Za-z_]\w*\s*=\s*\S.*")
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+# Every character that ends a line for Python's str.splitlines (and so for a reader of the generated
+# gin, an editor or a log viewer): LF, VT, FF, CR, the file/group/record separators, NEL (U+0085)
+# and the Unicode line and paragraph separators (U+2028, U+2029).
+LINE_BREAKS = frozenset("\n\x0b\x0c\r\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def is_one_line(text: str) -> bool:
+    """Whether `text` holds no line break of any kind (LINE_BREAKS), not just no newline."""
+    return not LINE_BREAKS.intersection(text)
 
 
 def check_run_name(name: Any, where: str) -> str:
@@ -165,7 +174,7 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
         if not 0 < settings["decay_fraction"] <= 1:
             raise SweepError(f"{where}: 'decay_fraction' must be in (0, 1], got {settings['decay_fraction']!r}")
     for field in ("vocab", "schedule"):
-        if not isinstance(settings[field], str) or not settings[field] or "\n" in settings[field]:
+        if not isinstance(settings[field], str) or not settings[field] or not is_one_line(settings[field]):
             raise SweepError(f"{where}: {field!r} must be a one-line name, got {settings[field]!r}")
     overrides = settings["model_overrides"] or {}
     if not isinstance(overrides, Mapping):
@@ -186,7 +195,7 @@ def check_settings(settings: dict[str, Any], where: str) -> None:
         if binding.strip().startswith("make_schedule.decay_fraction"):
             raise SweepError(f"{where}: set the trunk's decay with the 'decay_fraction' field, not the gin "
                              f"binding {binding!r} (the sweep checks cooldown branch points against it)")
-        if "\n" in binding or "\r" in binding or not GIN_BINDING_PATTERN.fullmatch(binding.strip()):
+        if not is_one_line(binding) or not GIN_BINDING_PATTERN.fullmatch(binding.strip()):
             raise SweepError(f"{where}: gin_bindings entry {binding!r} is not one 'configurable.param = value' "
                              "line (import/include and multi-line text are not allowed in a sweep spec)")
 

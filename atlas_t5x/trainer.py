@@ -448,6 +448,7 @@ def train(
     cooldown_at_tokens: Sequence[int] = (),
     cooldown_fraction: float | None = None,
     allow_config_change: bool = False,
+    allow_run_rename: bool = False,
 ) -> TrainResult:
     """Trains `model_config` on `pipeline_factory()` for `total_steps`, resuming from model_dir.
 
@@ -497,6 +498,8 @@ def train(
         differ from the checkpoint's (atlas_t5x/resume.py); each change is logged as a WARNING
         and recorded in the checkpoint metadata and the config history. Off: such a resume stops
         with ConfigChangedError listing every change.
+      allow_run_rename: resume a checkpoint written under another run name (a copied or renamed
+        model_dir); off: RunRenamedError naming both (atlas_t5x/resume.py). The run keeps its run id.
 
     Returns:
       TrainResult(state, step, preempted). On SIGTERM the run checkpoints at the next step
@@ -593,6 +596,7 @@ def train(
         where = str(ckpt.directory / str(resume_step))
         recorded = resume.settings_from_metadata(meta)
         config_changes = resume.check_resume(recorded, settings, resume_step, where, allow_config_change)
+        run_id = resume.run_id_for_start(meta, run_name or model_dir_path.name, where, allow_run_rename)
         if config_changes:
             note = resume.extension_note(recorded, settings, resume_step)
             if note:
@@ -614,6 +618,8 @@ def train(
         with partitioning.axis_rules(mesh):
             state = jax.jit(lambda k: fresh_state(nn.meta.unbox(model.init(k, dummy_tokens)["params"])),
                             out_shardings=state_sh)(init_key)
+    if restored is None:
+        run_id = resume.new_run_id()
     start_step = int(jax.device_get(state.step))
     if is_chief:
         train_progress.log.info("%s", how)
@@ -629,6 +635,7 @@ def train(
         global_batch=global_batch,
         scale=model_config.name,
         model_dir=str(model_dir_path),
+        run_id=run_id,
     )
     metadata = {
         "model_config": dataclasses.asdict(model_config),

@@ -10,6 +10,7 @@
 3. Multilingual ATLAS (10 parameters) for 8 targets × 200 points (synthetic study).
 
   python benchmarks/fit_speed.py [--reference_starts 4500] [--data ../shared/data]
+  (quick check of the script: --reference_starts 3 --repeats 1 --n_boot 20 --atlas_points 30)
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--reference_starts", type=int, default=4500)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--n_boot", type=int, default=1000, help="bootstrap replicates timed in [2]")
+    parser.add_argument("--atlas_points", type=int, default=200, help="points per target in [3]")
     args = parser.parse_args(argv)
 
     print(f"machine: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start")
@@ -128,11 +131,11 @@ def main(argv=None) -> int:
     # 2. bootstrap
     runs = np.arange(y.size)
     t = time.perf_counter()
-    boot = bootstrap.bootstrap(res, X, y, runs, n_boot=1000)
+    boot = bootstrap.bootstrap(res, X, y, runs, n_boot=args.n_boot)
     boot_cold = time.perf_counter() - t
-    boot_warm, boot = median_time(lambda: bootstrap.bootstrap(res, X, y, runs, n_boot=1000, seed=1), 2)
+    boot_warm, boot = median_time(lambda: bootstrap.bootstrap(res, X, y, runs, n_boot=args.n_boot, seed=1), 2)
     ci = boot.intervals()
-    print("\n[2] bootstrap by run, 1000 replicates of the Epoch fit")
+    print(f"\n[2] bootstrap by run, {args.n_boot} replicates of the Epoch fit")
     print(f"  cold {boot_cold:.2f} s (incl. compile), warm {boot_warm:.2f} s wall / "
           f"{median_time.last_cpu:.2f} s CPU; "
           f"{100 * boot.converged.mean():.1f}% converged")
@@ -144,7 +147,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     parts = []
     for target, sub in points.groupby("target"):
-        parts.append(sub.iloc[np.sort(rng.choice(len(sub), 200, replace=False))])
+        parts.append(sub.iloc[np.sort(rng.choice(len(sub), min(args.atlas_points, len(sub)), replace=False))])
     points = pd.concat(parts).reset_index(drop=True)
     spec = table_fit.FitSpec(law="atlas")
     t = time.perf_counter()
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
     n_params = {len(r.params) for r in fitted.fits.values()}
     err = max(abs(r.params["beta"] - truth[t]["beta"]) for t, r in fitted.fits.items())
     print(f"\n[3] multilingual ATLAS ({'/'.join(map(str, sorted(n_params)))} parameters), "
-          f"{len(fitted.fits)} targets x 200 points")
+          f"{len(fitted.fits)} targets x {args.atlas_points} points")
     print(f"  cold {atlas_cold:.2f} s (incl. compile), warm {atlas_warm:.2f} s wall / "
           f"{median_time.last_cpu:.2f} s CPU; all converged: "
           f"{fitted.converged}; max |beta - true| {err:.4f}")

@@ -102,7 +102,7 @@ def largest_run(sweep_path: str):
     sweep = sweeps.load_sweep(sweep_path)
     if not sweep.runs:
         raise ValueError("the sweep has no runs")
-    return max(sweep.runs, key=lambda r: (models.param_count(models.get_model_config(r.scale)),
+    return max(sweep.runs, key=lambda r: (models.param_count(sweeps.scale_config(r.scale)),
                                           r.seq_len * r.batch))
 
 
@@ -124,9 +124,9 @@ def trainer_rate(scale: str, vocab_size: int, batches: list[dict], steps: int) -
     import jax
     import numpy as np
 
-    from atlas_t5x import models, optim, trainer
+    from atlas_t5x import models, optim, sweeps, trainer
 
-    cfg = models.get_model_config(scale, vocab_size=vocab_size)
+    cfg = sweeps.scale_config(scale, vocab_size=vocab_size)   # gin-file-only sizes too (the demo's demo0..)
     model = models.DecoderLM(cfg)
     schedule = optim.make_schedule("constant", peak_lr=1e-3, total_steps=steps + 10, warmup_steps=0)
     optimizer = optim.make_optimizer(schedule)

@@ -156,7 +156,7 @@ def test_model_dir_urls_are_kept_and_local_paths_made_absolute(tmp_path, monkeyp
 
 
 def test_half_written_checkpoint_is_skipped_and_restore_reshards_to_the_current_mesh(uninterrupted, tmp_path):
-    model_dir = tmp_path / "half"
+    model_dir = tmp_path / uninterrupted[0].name   # the run's own name: a copy under another is refused
     shutil.copytree(uninterrupted[0], model_dir)
     folder = model_dir / "checkpoints"
     (folder / "9.orbax-checkpoint-tmp-1234" / "state").mkdir(parents=True)  # orbax's in-progress name

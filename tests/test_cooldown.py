@@ -1,6 +1,7 @@
 """WSD cooldown branches on a tiny model: branch points, schedules, accounting, and a trunk that
 continues exactly as without branches."""
 
+import dataclasses
 import functools
 
 import gin
@@ -30,7 +31,7 @@ class Recorder:
         self.calls = []
 
     def __call__(self, ctx):
-        self.calls.append(dict(run=ctx.run_info.run, step=ctx.step, phase=ctx.schedule_phase, lr=ctx.lr,
+        self.calls.append(dict(run=ctx.run_info.run, run_id=ctx.run_info.run_id, step=ctx.step, phase=ctx.schedule_phase, lr=ctx.lr,
                                tokens=int(ctx.pipeline.accounting().total), branch=ctx.branch,
                                params=jax.device_get(ctx.state.params)))
 
@@ -64,6 +65,11 @@ def test_branches_decay_evaluate_and_leave_the_trunk_unchanged(tmp_path):
         ("branched-cd1024", 6, "cooldown_end", plain_tokens[6]),
         ("branched-cd2048", 12, "cooldown_end", plain_tokens[12])]
     assert branches[0]["branch"] == {"trunk": "branched", "branch_tokens": 1024}
+    # a branch's run id follows its trunk's (one id per run: a renamed copy keeps them all)
+    trunk_id = trunk[0]["run_id"]
+    assert len(trunk_id) == 16 and {c["run_id"] for c in trunk} == {trunk_id}
+    assert [c["run_id"] for c in branches] == [f"{trunk_id}-cd1024", f"{trunk_id}-cd2048"]
+    assert plain_calls[0]["run_id"] != trunk_id   # each fresh start draws its own
     assert branches[0]["lr"] == pytest.approx(1e-3 * 0.5) and branches[1]["lr"] == pytest.approx(1e-3 * 0.25)
     # the trunk resumes where it was: same tokens, and the same parameters as a run without branches
     assert {c["step"]: c["tokens"] for c in trunk} == plain_tokens
@@ -146,4 +152,9 @@ def test_branch_rows_name_their_trunk_and_pass_the_schema():
                                                                                        "cooldown_end")
     trunk_row = callback.run_fields(SimpleNamespace(**{**vars(ctx), "branch": None}))
     assert "trunk" not in trunk_row
+    assert "run_id" not in row   # a RunInfo without a run id (written before them): no field, rows still valid
+    with_id = callback.run_fields(SimpleNamespace(**{**vars(ctx), "run_info": dataclasses.replace(info, run_id="ab12")}))
+    assert with_id["run_id"] == "ab12"
+    schema.validate_row({**with_id, "target": "en", "eval_tokens": 8192, "loss": 2.0, "loss_unigram_norm": -1.0,
+                         "bits_per_byte": 2.9})
     assert callback.PerLanguageEval.evaluates_branches

@@ -12,6 +12,7 @@ gin-configured test callback); restarts and checkpoint damage run in-process. Th
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -44,14 +45,19 @@ class FakeEval:
 
     Fault hooks: at `kill_at`, after `kill_after_targets` rows (and once checkpoint
     `after_checkpoint` has committed) the process SIGKILLs itself; with `kill_in_save`, the
-    checkpoint save of step `kill_at` is started and the process killed while it writes.
+    checkpoint save of step `kill_at` is started and the process killed while it writes. With
+    `full_disk_from_save = k`, the k-th checkpoint save and every later one fail in orbax's
+    background thread with OSError(ENOSPC), as on a full disk.
     """
 
     def __init__(self, every_steps: int = 2, kill_at: int | None = None, kill_after_targets: int = 0,
-                 after_checkpoint: int | None = None, kill_in_save: bool = False):
+                 after_checkpoint: int | None = None, kill_in_save: bool = False,
+                 full_disk_from_save: int | None = None):
         self.every_steps = every_steps
         self.kill_at, self.kill_after_targets = kill_at, kill_after_targets
         self.after_checkpoint, self.kill_in_save = after_checkpoint, kill_in_save
+        if full_disk_from_save is not None:
+            _fill_disk_from_save(full_disk_from_save)
 
     def __call__(self, ctx):
         model_dir = Path(ctx.run_info.model_dir)
@@ -78,6 +84,28 @@ class FakeEval:
             if (ctx.step, target) not in done:
                 logio.append_jsonl(path, [{"run": ctx.run_info.run, "step": ctx.step, "target": target,
                                            "loss": value + i}])
+
+
+def _fill_disk_from_save(first: int, monkeypatch=None) -> None:
+    """Makes the `first`-th checkpoint save and all later ones fail with ENOSPC (orbax writes each
+    save's JSON items in its background threads; the meta item is written once per save). With
+    `monkeypatch` the change is undone after the test."""
+    from orbax.checkpoint._src.handlers import json_checkpoint_handler
+
+    handler = json_checkpoint_handler.JsonCheckpointHandler
+    original, saves = handler._save_fn, []
+
+    async def full_disk(self, x, directory):
+        if isinstance(x, dict) and "format" in x:
+            saves.append(directory)
+        if len(saves) >= first:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory / self._filename))
+        return await original(self, x, directory)
+
+    if monkeypatch is not None:
+        monkeypatch.setattr(handler, "_save_fn", full_disk)
+    else:
+        handler._save_fn = full_disk
 
 
 def _train_in_process(model_dir: Path, extra: list[str] = ()) -> trainer.TrainResult:
@@ -192,6 +220,59 @@ def test_killed_while_a_checkpoint_is_being_written_resumes_exactly(reference, t
     assert checkpoints.complete_steps(model_dir / "checkpoints")[0] == 3  # 6 may or may not have committed
     _train_in_process(model_dir)
     _assert_matches_reference(model_dir, reference, "kill during save")
+
+
+def test_a_full_disk_during_a_checkpoint_stops_cleanly_and_loses_only_the_steps_since_the_last(
+        reference, tmp_path, monkeypatch, caplog):
+    model_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _fill_disk_from_save(2, patch)   # checkpoint 3 commits, checkpoint 6 finds the disk full
+        with caplog.at_level(logging.INFO), pytest.raises(checkpoints.CheckpointWriteError) as err:
+            _train_in_process(model_dir)
+    assert str(err.value).startswith(f"checkpoint 6 could not be written under {model_dir / 'checkpoints'}: "
+                                     "No space left on device")
+    assert "last complete checkpoint is step 3" in str(err.value)
+    assert isinstance(err.value, OSError)   # atlas-train: one "error:" line and exit 2
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert not tracebacks, [r.getMessage() for r in tracebacks]   # orbax's per-thread tracebacks are dropped
+    assert checkpoints.complete_steps(model_dir / "checkpoints") == [3]
+    _train_in_process(model_dir)  # space again: resumes from checkpoint 3, nothing lost or doubled
+    _assert_matches_reference(model_dir, reference, "disk full during a checkpoint (in process)")
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_checkpoint_prints_one_message_from_the_command_line(reference, tmp_path):
+    model_dir = tmp_path / "run"
+    # The second checkpoint (step 6) finds the disk full; checkpoint 3 has committed.
+    proc = _train_cli(model_dir, ["atlas_fault_tests.FakeEval.full_disk_from_save = 2"])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    other = [l for l in proc.stderr.splitlines() if "train_progress.py" not in l and "trainer.py" not in l]
+    message = (f"checkpoint 6 could not be written under {model_dir / 'checkpoints'}: No space left on device "
+               f"({model_dir / 'checkpoints'}/6.orbax-checkpoint-tmp/meta")
+    ok = ("Traceback" not in proc.stderr and proc.stderr.count("No space left on device") == 1
+          and message in proc.stderr and f"last complete checkpoint is step 3 ({model_dir / 'checkpoints' / '3'})"
+          in proc.stderr and len(other) <= 3)
+    record("fault", "disk full during a checkpoint: one message, exit 2", tried=1, ok=int(ok))
+    assert ok, proc.stderr[-3000:]
+    assert checkpoints.complete_steps(model_dir / "checkpoints") == [3]
+
+    _train_in_process(model_dir)  # space again: resumes from checkpoint 3, nothing lost or doubled
+    _assert_matches_reference(model_dir, reference, "disk full during a checkpoint")
+
+
+def test_a_checkpoint_write_error_is_found_behind_orbax_wrappers():
+
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/ckpt/6/meta")
+    try:
+        try:
+            raise full
+        except OSError as err:
+            raise RuntimeError("Save Finalize thread failed") from err
+    except RuntimeError as wrapped:
+        assert checkpoints.disk_error(wrapped) is full
+    assert checkpoints.disk_error(RuntimeError("cannot schedule new futures after shutdown")) is None
+    assert checkpoints.disk_error(checkpoints.CheckpointCorruptError("truncated")) is None
 
 
 # ------------------------------------------------------------------------------- one writer
@@ -376,7 +457,7 @@ def _garble_metadata(step_dir: Path) -> Path:
                               "truncated_array_file_unrecorded"])
 def test_damaged_newest_checkpoint_is_moved_aside_and_the_previous_one_restored(reference, tmp_path, caplog,
                                                                                  damage):
-    model_dir = tmp_path / "run"
+    model_dir = tmp_path / reference.name   # the run's own name: a copy under another is refused (resume.py)
     shutil.copytree(reference, model_dir)
     folder = model_dir / "checkpoints"
     bad_file = damage(folder / "8")

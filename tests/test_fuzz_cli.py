@@ -348,3 +348,51 @@ def test_table_reader_returns_schema_rows_or_a_named_error(data):
             ok = str(path) in str(err)
         record("bad_input", "exported table reader", tried=1, ok=int(ok))
         assert ok
+
+
+@pytest.mark.parametrize("value,shown", [('"abc"', "'abc'"), ("null", "null"), ("[1]", "[1]"), ("true", "true")])
+def test_plan_names_the_field_and_value_of_a_non_number_in_a_fit_file(tmp_path, value, shown):
+    fit = tmp_path / "fit.json"
+    params = {"E": 1.8, "A": 482, "B": 2085, "alpha": json.loads(value), "beta": 0.37}
+    fit.write_text(json.dumps({"law": "csl", "targets": ["en"], "per_target": {"en": {"params": params}}}))
+    code, err = _run_cli(plan_cli.main, ["compute", "--fit", str(fit), "--flops", "1e21"])
+    assert _clean_failure(code, err), err
+    assert f"{fit}: field per_target.en.params.alpha = {shown} is not a number" in err
+    # the same file with a number there plans
+    fit.write_text(json.dumps({"law": "csl", "targets": ["en"],
+                               "per_target": {"en": {"params": {**params, "alpha": 0.35}}}}))
+    assert _run_cli(plan_cli.main, ["compute", "--fit", str(fit), "--flops", "1e21"])[0] == 0
+
+
+def test_fit_names_a_header_only_table(tmp_path):
+    plain = tmp_path / "plain.csv"
+    plain.write_text("N,D,loss\n")
+    code, err = _run_cli(fit_cli.main, ["--table", str(plain), "--map", "N=N,D=D,loss=loss", "--law", "csl",
+                                        "--out", str(tmp_path / "o1"), "--no_plots"])
+    assert _clean_failure(code, err) and f"{plain}: no points to fit (the table has a header but no rows)" in err, err
+    exported = tmp_path / "logs.csv"
+    logs.write_csv([make_row("a", 6, "en")], exported)
+    exported.write_text(exported.read_text().splitlines()[0] + "\n")
+    for flag in ("--logs", "--table"):
+        code, err = _run_cli(fit_cli.main, [flag, str(exported), "--law", "csl", "--out", str(tmp_path / "o2"),
+                                            "--no_plots"])
+        assert _clean_failure(code, err) and f"{exported}: no rows (the table holds a header only)" in err, err
+    # logs with rows but no usable point: the message names the source
+    log = tmp_path / "eval.jsonl"
+    logio.append_jsonl(log, [make_row("a", 6, "en")])   # a stable-phase row: not in the default point set
+    code, err = _run_cli(fit_cli.main, ["--logs", str(log), "--law", "csl", "--out", str(tmp_path / "o3"),
+                                        "--no_plots"])
+    assert _clean_failure(code, err) and f"{log}: no usable points in point set 'default'" in err, err
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+
+
+def test_equal_points_without_run_ids_are_counted_and_their_runs_named(capsys):
+    import pandas as pd
+
+    points = pd.DataFrame({"run": ["mono_en", "mono_en_copy", "mono_de"], "target": ["en", "en", "de"],
+                           "N": [1e6, 1e6, 1e6], "D": [1e8, 1e8, 1e8], "U": [1e9, 1e9, 1e9],
+                           "loss": [3.0, 3.0, 3.0]})
+    found = fit_cli.input_warnings(points)
+    assert found[0] == ("1 duplicate point(s) (same target, N, D, U, loss) in the input: each counts twice in the "
+                        "fit; runs 'mono_en' and 'mono_en_copy'")
+    assert "runs 'mono_en' and 'mono_en_copy'" in capsys.readouterr().err

@@ -79,6 +79,24 @@ def test_gin_bindings_in_a_spec_are_single_binding_lines(binding):
     record("bad_input", "sweep: gin injection through gin_bindings", tried=1, ok=1)
 
 
+@pytest.mark.parametrize("separator", sorted(sweeps.LINE_BREAKS))
+def test_every_unicode_line_break_is_refused_in_bindings_and_names(separator):
+    # str.splitlines breaks at each of these: a reader of the generated gin would see two lines
+    assert len(f"train.seed = 1{separator}import os".splitlines()) == 2
+    with pytest.raises(sweeps.SweepError, match="gin_bindings entry"):
+        sweeps.expand_sweep(_spec(gin_bindings=[f"train.seed = 1{separator}import os"]))
+    with pytest.raises(sweeps.SweepError, match="gin_bindings entry"):
+        sweeps.expand_sweep(_spec(gin_bindings=[f"train.seed = 1{separator}"]))
+    with pytest.raises(sweeps.SweepError, match="'vocab' must be a one-line name"):
+        sweeps.expand_sweep(_spec(vocab=f"corpus{separator}spm"))
+
+
+def test_the_line_break_set_is_exactly_what_splitlines_breaks_at():
+    breaks = {chr(c) for c in range(0x110000) if len(f"a{chr(c)}a".splitlines()) > 1}
+    assert breaks == set(sweeps.LINE_BREAKS) and {"\u2028", "\x85", "\x0b", "\x0c"} <= breaks
+    sweeps.expand_sweep(_spec(gin_bindings=["train.seed = 1"]))   # a plain binding still passes
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("peak_lr", "abc", "'peak_lr' must be a number, got 'abc'"),
     ("tokens", "lots", "'tokens' must be a number, got 'lots'"),

@@ -78,7 +78,7 @@ def test_checkpoint_records_the_resume_settings(finished):
 
 
 def test_changed_schedule_mixture_and_vocabulary_are_refused_listing_each(finished, tmp_path):
-    model_dir = tmp_path / "run"
+    model_dir = tmp_path / finished.name   # a copy under the run's own name (another name is refused)
     shutil.copytree(finished, model_dir)
     before = snapshot(model_dir)
     changes = ["train.total_steps = 16", "make_schedule.kind = 'cosine'", "make_schedule.peak_lr = 1e-3",
@@ -116,6 +116,66 @@ def test_changed_schedule_mixture_and_vocabulary_are_refused_listing_each(finish
     assert result.step == TOTAL_STEPS
     names = [p.name for p in resume.history(model_dir)]
     assert len(names) == 2 and names[0].endswith("-step0.gin") and names[1].endswith("-step8.gin"), names
+
+
+class RecordRun:
+    """Test callback: the run name and run id the trainer gives its callbacks."""
+
+    every_steps = 1
+
+    def __init__(self):
+        self.seen: set[tuple[str, str]] = set()
+
+    def __call__(self, ctx):
+        self.seen.add((ctx.run_info.run, ctx.run_info.run_id))
+
+
+def test_a_copied_run_folder_resumes_under_another_name_only_when_allowed(finished, tmp_path):
+    meta = checkpoints.read_metadata(finished / "checkpoints", TOTAL_STEPS)
+    run_id = meta["run_info"]["run_id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", run_id) and meta["run_info"]["run"] == finished.name
+
+    copy = tmp_path / "renamed"
+    shutil.copytree(finished, copy)
+    before = snapshot(copy)
+    with pytest.raises(resume.RunRenamedError) as err:
+        _train(copy)
+    message = str(err.value)
+    for part in (f"run {finished.name!r}", "names the run 'renamed'", "train.allow_run_rename = True",
+                 run_id, str(copy / "checkpoints" / str(TOTAL_STEPS)), "Nothing was written"):
+        assert part in message, message
+    assert isinstance(err.value, resume.ConfigChangedError)   # a ValueError: exit 2 from atlas-train
+    assert snapshot(copy) == before
+
+    # Allowed: the run continues under the new name and keeps its run id (checkpoint and callbacks).
+    record = RecordRun()
+    result = _train(copy, ["train.allow_run_rename = True", "train.total_steps = 10",
+                           "train.allow_config_change = True"], callbacks=[record])
+    assert result.step == 10 and record.seen == {("renamed", run_id)}
+    meta = checkpoints.read_metadata(copy / "checkpoints", 10)["run_info"]
+    assert (meta["run"], meta["run_id"]) == ("renamed", run_id)
+
+    # The copy under the run's own name resumes without the binding; a fresh start draws a new id.
+    same = tmp_path / "elsewhere" / finished.name
+    shutil.copytree(finished, same)
+    assert _train(same).step == TOTAL_STEPS
+    fresh = RecordRun()
+    _train(tmp_path / "fresh", ["train.total_steps = 4"], callbacks=[fresh])
+    (name, fresh_id), = fresh.seen
+    assert name == "fresh" and re.fullmatch(r"[0-9a-f]{16}", fresh_id) and fresh_id != run_id
+
+
+def test_run_ids_of_checkpoints_written_before_them_are_derived_and_shared_by_copies():
+    meta = {"run_info": {"run": "mono-en"}, "total_steps": 8, "resume_settings": {"schedule.total_steps": 8}}
+    first = resume.run_id_for_start(meta, "mono-en")
+    assert first.startswith("legacy-") and first == resume.run_id_for_start(dict(meta), "mono-en")
+    assert resume.run_id_for_start(meta, "mono-en-copy", allow_run_rename=True) == first   # a copy: the same id
+    other = {**meta, "run_info": {"run": "mono-fr"}}
+    assert resume.run_id_for_start(other, "mono-fr") != first
+    with pytest.raises(resume.RunRenamedError, match="'mono-en'.*'mono-en-copy'"):
+        resume.run_id_for_start(meta, "mono-en-copy")
+    assert resume.run_id_for_start({**meta, "run_info": {"run": "mono-en", "run_id": "00ff"}}, "mono-en") == "00ff"
+    assert resume.new_run_id() != resume.new_run_id()
 
 
 def test_extending_a_wsd_run_in_its_stable_phase_continues_at_the_stable_lr_then_decays(tmp_path, caplog):
@@ -243,3 +303,13 @@ def test_cli_refuses_a_changed_restart_with_exit_2_and_logs_progress_lines(tmp_p
     assert "checkpoint_manager.py" in allowed.stderr  # --verbose_libraries: orbax's lines are back
     assert len(resume.history(model_dir)) == 2  # the refused start left no entry
     assert [r["step"] for r in logio.read_jsonl(model_dir / "logs" / "train.jsonl")] == [2, 4, 6]
+
+    # A copy of the folder under another name: exit 2 naming both names and the binding.
+    copy = tmp_path / "cli-copy"
+    shutil.copytree(model_dir, copy)
+    renamed = subprocess.run([*[a.replace(f"--model_dir={model_dir}", f"--model_dir={copy}") for a in base],
+                              "--gin.train.total_steps=6"], cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=240)
+    assert renamed.returncode == 2 and "Traceback" not in renamed.stderr, renamed.stderr[-3000:]
+    assert "of run 'cli'" in renamed.stderr and "names the run 'cli-copy'" in renamed.stderr
+    assert "train.allow_run_rename = True" in renamed.stderr

@@ -185,7 +185,9 @@ def run_fields(ctx: StepContext) -> dict[str, Any]:
     # a cooldown branch's rows name their trunk (held-out splits and the bootstrap group by it)
     branch = {"trunk": str(ctx.branch["trunk"]), "branch_tokens": int(ctx.branch["branch_tokens"])} \
         if getattr(ctx, "branch", None) else {}
-    return {**branch,
+    # the run's identity, kept under a renamed folder: one point logged under two names is one point
+    identity = {"run_id": str(info.run_id)} if getattr(info, "run_id", "") else {}
+    return {**branch, **identity,
         "schema_version": schema.SCHEMA_VERSION,
         "run": info.run,
         "step": int(ctx.step),

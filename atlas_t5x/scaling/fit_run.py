@@ -116,10 +116,16 @@ def input_warnings(points) -> list[str]:
     found = []
     # Same target, size, tokens and loss: one measurement entered twice (run names may differ).
     key = [c for c in ("target", "N", "D", "U", "loss") if c in points]
+    repeated = points[key].astype(str).duplicated(keep=False).to_numpy()
     duplicates = int(points[key].astype(str).duplicated().sum())
     if duplicates:
+        names = ""
+        if "run" in points:   # which runs: logs of a copied run folder without run ids, or a table's rows
+            groups = points[repeated].astype({c: str for c in key}).groupby(key, sort=False)["run"]
+            pairs = list(dict.fromkeys(" and ".join(repr(str(r)) for r in dict.fromkeys(g)) for _, g in groups))
+            names = f"; runs {'; '.join(pairs[:3])}" + (" ..." if len(pairs) > 3 else "")
         found.append(f"{duplicates} duplicate point(s) (same {', '.join(key)}) in the input: each counts twice "
-                     "in the fit")
+                     f"in the fit{names}")
     loss = points["loss"].to_numpy(float)
     bad_loss = int(np.sum(~np.isfinite(loss) | (np.abs(loss) > PLAUSIBLE_LOSS)))
     if bad_loss:
@@ -193,12 +199,18 @@ def load_points(opts: FitOptions):
     """The points table `opts` names (see FitOptions)."""
     kwargs = dict(loss_field=opts.loss_field, final_only=opts.final_only,
                   include_finetunes=opts.include_finetunes, points=opts.points)
-    if opts.logs:
-        return points_lib.load_points(opts.logs, **kwargs)
-    if opts.map:
-        return points_lib.load_table(opts.table, points_lib.parse_map(opts.map), opts.drop_highest)
-    if is_exported_table(opts.table):
-        return points_lib.rows_to_points(logs.read_table(opts.table), **kwargs)
+    source = str(opts.logs or opts.table)
+    try:
+        if opts.logs:
+            return points_lib.load_points(opts.logs, **kwargs)
+        if opts.map:
+            return points_lib.load_table(opts.table, points_lib.parse_map(opts.map), opts.drop_highest)
+        if is_exported_table(opts.table):
+            return points_lib.rows_to_points(logs.read_table(opts.table), **kwargs)
+    except points_lib.DataError as err:   # "no usable points" and the like: say which input
+        if source in str(err):
+            raise
+        raise points_lib.DataError(f"{source}: {err}") from None
     raise FitOptionError(f"{opts.table}: not an exported-log table; give --map N=col,D=col,U=col,loss=col")
 
 

@@ -13,6 +13,7 @@ parameter (D/N falls). Bootstrap parameter samples give a band; plans far outsid
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import warnings
@@ -65,6 +66,25 @@ def law_for_params(name: str, params: Mapping[str, float]) -> Law:
     return make_law(name, tied=tied)
 
 
+def _number(value: Any, field: str) -> float:
+    """A fit file's numeric value as float; PlanError naming the field and the value otherwise
+    (a string such as "abc", null, a list, true/false)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise PlanError(f"field {field} = {json.dumps(value) if _jsonable(value) else repr(value)} is not a number")
+    try:
+        return float(value)
+    except ValueError:
+        raise PlanError(f"field {field} = {value!r} is not a number") from None
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 @dataclasses.dataclass(frozen=True)
 class FittedLaw:
     """A law with fitted parameters, optional bootstrap samples and the range it was fitted on.
@@ -88,14 +108,17 @@ class FittedLaw:
         `per_target` entry of atlas-fit's fit.json, whose "bootstrap" holds "samples")."""
         if "law" not in d or "params" not in d:
             raise PlanError(f"fitted law {target or ''!s}: expected keys 'law' and 'params', got {sorted(d)}")
-        params = {k: float(v) for k, v in dict(d["params"]).items()}
+        where = f"per_target.{target}." if target else ""
+        params = {k: _number(v, f"{where}params.{k}") for k, v in dict(d["params"]).items()}
         samples = d.get("samples", d.get("bootstrap", ()))
         if isinstance(samples, Mapping):
             samples = samples.get("samples", ())
         rng = d.get("fit_range")
         return cls(law_for_params(str(d["law"]), params), params,
-                   tuple({k: float(v) for k, v in s.items()} for s in samples or ()),
-                   {k: (float(v[0]), float(v[1])) for k, v in rng.items()} if rng else None,
+                   tuple({k: _number(v, f"{where}samples[{i}].{k}") for k, v in s.items()}
+                         for i, s in enumerate(samples or ())),
+                   {k: (_number(v[0], f"{where}fit_range.{k}[0]"), _number(v[1], f"{where}fit_range.{k}[1]"))
+                    for k, v in rng.items()} if rng else None,
                    target or str(d.get("target", "")),
                    dict(d["compute_optimal"]) if isinstance(d.get("compute_optimal"), Mapping) else None)
 

@@ -268,6 +268,8 @@ def load_table(path: str, mapping: Mapping[str, str], drop_highest_loss: int = 0
     for key, col in mapping.items():
         if col not in frame.columns:
             raise DataError(f"{path}: column {col!r} (for {key}) not found; columns: {list(frame.columns)}")
+    if frame.empty:
+        raise DataError(f"{path}: no points to fit (the table has a header but no rows)")
 
     def numeric(key: str) -> np.ndarray:
         col = mapping[key]
