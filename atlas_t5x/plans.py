@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import gin
 
@@ -36,19 +36,58 @@ MAX_TENSOR = 8  # tensor parallelism stays inside one host's fast interconnect [
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """An accelerator slice: device count, memory per device (bytes), devices per host."""
+    """A fleet of one accelerator kind: slice sizes it offers, memory per chip (bytes), chips per host.
+
+    ``devices`` is the largest slice. A TPU target names the libtpu topology of each slice size
+    (``topologies``, for deviceless compiles: atlas_t5x.aot) and its GKE / xpk names; a GPU
+    target's slices are whole nodes of ``devices_per_host`` GPUs.
+    """
 
     name: str
     devices: int
     chip_bytes: float
     devices_per_host: int
     description: str
+    slice_chips: tuple[int, ...] = ()  # offered slice sizes, ascending (default: just `devices`)
+    platform: str = "gpu"  # "tpu" or "gpu"
+    topologies: tuple[tuple[int, str], ...] = ()  # (chips, libtpu topology name), e.g. (16, "v5e:4x4")
+    single_host_chips: int = 0  # slices up to this many chips are one host (v5e: 8-chip hosts)
+    peak_flops: float = 0.0  # dense bf16 peak FLOP/s per chip (data sheet)
+    gke_accelerator: str = ""  # GKE node label cloud.google.com/gke-tpu-accelerator
+    xpk_prefix: str = ""  # xpk --tpu-type is f"{xpk_prefix}-{chips}"
+
+    @property
+    def slices(self) -> tuple[int, ...]:
+        return self.slice_chips or (self.devices,)
+
+    def topology(self, chips: int) -> str:
+        """The libtpu topology name of a `chips`-chip slice ('' when unknown: no compile)."""
+        return dict(self.topologies).get(chips, "")
+
+    def hosts(self, chips: int) -> int:
+        """Hosts (VMs / nodes) of a `chips`-chip slice."""
+        if chips <= max(self.single_host_chips, self.devices_per_host):
+            return 1
+        return chips // self.devices_per_host
+
+    def chips_per_host(self, chips: int) -> int:
+        return chips // self.hosts(chips)
 
 
-# Targets with shipped gin plans (gin/plans/<name>/<scale>.gin).
+_V5E_TOPOLOGIES = ((4, "v5e:2x2"), (8, "v5e:2x4"), (16, "v5e:4x4"), (32, "v5e:4x8"), (64, "v5e:8x8"),
+                   (128, "v5e:8x16"), (256, "v5e:16x16"))
+_V5E = dict(chip_bytes=16 * GiB, devices_per_host=4, platform="tpu", topologies=_V5E_TOPOLOGIES,
+            single_host_chips=8, peak_flops=197e12, gke_accelerator="tpu-v5-lite-podslice", xpk_prefix="v5litepod")
+
+# Targets; gin/plans/<name>/<scale>.gin are shipped for the single-slice ones (gpu_8x80gb, tpu_256x16gib).
 TARGETS = {
-    "gpu_8x80gb": Target("gpu_8x80gb", 8, 80e9, 8, "one node of 8 x 80 GB GPUs (H100/A100 80GB)"),
-    "tpu_256x16gib": Target("tpu_256x16gib", 256, 16 * GiB, 4, "a 256-chip TPU slice with 16 GiB per chip (v5e-256)"),
+    "gpu_8x80gb": Target("gpu_8x80gb", 8, 80e9, 8, "one node of 8 x 80 GB GPUs (H100/A100 80GB)", peak_flops=989e12),
+    "tpu_256x16gib": Target("tpu_256x16gib", 256, description="a 256-chip TPU slice with 16 GiB per chip (v5e-256)",
+                            slice_chips=(256,), **_V5E),
+    "tpu_v5e_256": Target("tpu_v5e_256", 256, description="TPU v5e slices of 8 to 256 chips, 16 GiB per chip",
+                          slice_chips=(8, 16, 32, 64, 128, 256), **_V5E),
+    "gpu_h100_64": Target("gpu_h100_64", 64, 80e9, 8, "SLURM nodes of 8 x H100 80GB, runs on 1 to 8 nodes",
+                          slice_chips=(8, 16, 32, 64), peak_flops=989e12),
 }
 
 
@@ -368,3 +407,75 @@ def check_run(cfg: models.ModelConfig, mesh_shape: dict, seq_len: int, global_ba
                         f"check_run.check_memory = False to try anyway):\n{plan.describe()}\n"
                         f"nearest plan that fits:\n{nearest}")
     return memory
+
+
+# ------------------------------------------------------------------------------------------
+# Placement on a fleet: the smallest slice whose step fits.
+
+DEFAULT_MFU = 0.4  # assumed model FLOPs utilisation for step-time estimates [our assumption]
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """A run's slice and plan, with what the slice was chosen on."""
+
+    plan: Plan
+    slice_chips: int
+    hosts: int
+    tried: tuple[str, ...]  # why other slices were passed over, one line each
+    within_deadline: bool = True  # the estimated wall-clock is within `max_days` (or none was set)
+
+
+DEFAULT_MAX_DAYS = 3.0  # a run's wall-clock bound when choosing its slice [our choice]
+
+
+def place(cfg: models.ModelConfig, target: Target, seq_len: int, global_batch: int, steps: Optional[int] = None,
+          check: Optional[Callable[[Plan], Optional[str]]] = None, usable_fraction: float = 0.9,
+          max_days: Optional[float] = DEFAULT_MAX_DAYS, mfu: float = DEFAULT_MFU) -> Placement:
+    """The smallest slice of `target` whose plan fits and that finishes the run within `max_days`.
+
+    Slices need at least one sequence per chip (`global_batch` >= chips). On each slice size
+    (ascending) the plan is `select_plan`'s (mesh, remat, micro-batches chosen for that slice);
+    `check(plan)` may refuse it with a reason (e.g. the compiled step does not fit) and the next
+    slice is tried. With `steps` and `max_days`, slices whose estimated wall-clock
+    (`step_seconds` at `mfu` x steps) exceeds `max_days` come last, largest first
+    (`within_deadline` False): a run too long for any slice gets the fastest slice it fits.
+
+    Raises:
+      PlanError: no slice fits; the message lists every slice and why.
+    """
+    tried: list[str] = []
+    sized = []
+    for chips in target.slices:
+        if global_batch < chips:
+            tried.append(f"{chips} chips: batch {global_batch} < one sequence per chip")
+        else:
+            sized.append(chips)
+    fast, slow = sized, []
+    if steps and max_days and target.peak_flops:
+        days = {c: steps * step_seconds(cfg, seq_len, global_batch, c, target.peak_flops, mfu) / 86400 for c in sized}
+        fast = [c for c in sized if days[c] <= max_days]
+        slow = sorted((c for c in sized if days[c] > max_days), reverse=True)
+        tried += [f"{c} chips: {days[c]:.1f} days > {max_days:g} at MFU {mfu:.0%}" for c in sized if c in slow]
+    for chips in fast + slow:
+        try:
+            plan = select_plan(cfg, chips, target.chip_bytes, seq_len, global_batch, cfg.dtype,
+                               min(target.devices_per_host, target.chips_per_host(chips)), usable_fraction)
+        except PlanError as err:
+            tried.append(f"{chips} chips: {str(err).split(':', 1)[0]}")
+            continue
+        reason = check(plan) if check is not None else None
+        if reason:
+            tried.append(f"{chips} chips: {reason}")
+            continue
+        return Placement(plan, chips, target.hosts(chips), tuple(tried), chips in fast)
+    raise PlanError(f"{cfg.name} (batch {global_batch} x {seq_len}) fits no slice of {target.name} "
+                    f"({', '.join(map(str, target.slices))} chips): " + "; ".join(tried))
+
+
+def step_seconds(cfg: models.ModelConfig, seq_len: int, global_batch: int, chips: int, peak_flops: float,
+                 mfu: float = DEFAULT_MFU) -> float:
+    """Estimated seconds per step: model FLOPs (models.flops_per_token) / (chips x peak x MFU)."""
+    if peak_flops <= 0 or not 0 < mfu <= 1:
+        raise ValueError(f"peak_flops ({peak_flops}) must be positive and mfu ({mfu}) in (0, 1]")
+    return models.flops_per_token(cfg, seq_len) * global_batch * seq_len / (chips * peak_flops * mfu)
