@@ -129,3 +129,28 @@ def test_rehearse_to_a_bucket_creates_no_local_gs_folder(tmp_path, monkeypatch):
     assert sweep_cli.main([spec, "--rehearse", "--no_compile", "--out", "gs://bucket/x", "--no_progress"]) == 0
     assert list(written) == ["gs://bucket/x/rehearsal.json"]
     assert not any(p.name.startswith("gs") for p in tmp_path.iterdir())
+
+
+def test_cpu_only_host_detection_reads_pci_vendors_and_nvidia_nodes(tmp_path, monkeypatch):
+    import atlas_t5x
+
+    devices = tmp_path / "sys" / "bus" / "pci" / "devices"
+    for name, vendor in (("0000:00:01.0", "0x1af4"), ("0000:00:02.0", "0x8086")):
+        (devices / name).mkdir(parents=True)
+        (devices / name / "vendor").write_text(vendor + "\n")
+    real_glob = atlas_t5x._glob.glob
+
+    def fake_glob(pattern):
+        if pattern.startswith("/sys/bus/pci/devices"):
+            return real_glob(str(devices / "*" / "vendor"))
+        return real_glob(str(tmp_path / "dev" / "nvidia*"))
+
+    monkeypatch.setattr(atlas_t5x._glob, "glob", fake_glob)
+    assert atlas_t5x._host_has_no_accelerator()
+    (devices / "0000:00:04.0").mkdir()
+    (devices / "0000:00:04.0" / "vendor").write_text("0x1ae0\n")  # a Google device (TPU or gVNIC): leave JAX alone
+    assert not atlas_t5x._host_has_no_accelerator()
+    (devices / "0000:00:04.0" / "vendor").write_text("0x10de\n")
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "nvidia0").write_text("")
+    assert not atlas_t5x._host_has_no_accelerator()
