@@ -24,7 +24,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 GiB = 1 << 30
 
@@ -65,6 +65,8 @@ class CompileResult:
     train: StepMemory
     eval: Optional[StepMemory]
     compile_s: float  # wall seconds: lowering + compiling both steps
+    eval_batch: Optional[int] = None  # eval rows compiled (the first of `eval_batches` that compiled and fit)
+    eval_error: Optional[str] = None  # why no eval batch was compiled (the last try's reason)
 
     @property
     def bytes_per_chip(self) -> int:
@@ -110,8 +112,13 @@ def topology_devices(platform: str, topology: str) -> tuple:
 
 def compile_steps(cfg, platform: str, topology: str, data: int, fsdp: int, tensor: int, global_batch: int,
                   seq_len: int, remat_policy: str, microbatches: int, eval_batch: Optional[int] = None,
-                  loss_chunk_size: int = 128, attention: Optional[str] = None) -> CompileResult:
+                  loss_chunk_size: int = 128, attention: Optional[str] = None,
+                  eval_batches: Sequence[int] = (), eval_limit_bytes: Optional[float] = None) -> CompileResult:
     """Compiles the train step (and the eval step when `eval_batch` is given) for a topology.
+
+    `eval_batches` instead of `eval_batch`: eval row counts tried in order until one compiles
+    with at most `eval_limit_bytes` per chip (the result's `eval_batch`; XLA refuses programs
+    larger than the chip at compile time, reported in `eval_error`).
 
     Args:
       cfg: models.ModelConfig (its remat policy and attention are replaced by the arguments).
@@ -161,14 +168,26 @@ def compile_steps(cfg, platform: str, topology: str, data: int, fsdp: int, tenso
     with partitioning.axis_rules(mesh):
         train_mem = StepMemory.from_analysis(
             step.lower(abstract_state, abstract_batch(global_batch), key).compile().memory_analysis())
-        eval_mem = None
-        if eval_batch is not None:
-            if eval_batch % ways:
-                raise ValueError(f"eval batch {eval_batch} is not a multiple of data*fsdp = {ways}")
+        eval_mem, eval_used, eval_error = None, None, None
+        tries = list(eval_batches) or ([eval_batch] if eval_batch is not None else [])
+        for rows in tries:
+            if rows % ways:
+                raise ValueError(f"eval batch {rows} is not a multiple of data*fsdp = {ways}")
             eval_step = jax.jit(trainer.make_eval_fn(model), in_shardings=(state_sh.params, batch_sh),
                                 out_shardings=(replicated, replicated))
-            eval_mem = StepMemory.from_analysis(
-                eval_step.lower(abstract_state.params, abstract_batch(eval_batch)).compile().memory_analysis())
+            try:
+                mem = StepMemory.from_analysis(
+                    eval_step.lower(abstract_state.params, abstract_batch(rows)).compile().memory_analysis())
+            except Exception as err:  # XLA: the program does not fit the chip (RESOURCE_EXHAUSTED) and the like
+                if not eval_batches:
+                    raise
+                eval_error = f"eval batch {rows}: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                continue
+            if eval_limit_bytes is not None and mem.total > eval_limit_bytes:
+                eval_error = f"eval batch {rows}: {mem.total / GiB:.2f} GiB per chip"
+                continue
+            eval_mem, eval_used, eval_error = mem, rows, None
+            break
     return CompileResult(device_kind=str(devices[0].device_kind), platform=platform, topology=topology,
                          chips=len(devices), train=train_mem, eval=eval_mem,
-                         compile_s=time.perf_counter() - start)
+                         compile_s=time.perf_counter() - start, eval_batch=eval_used, eval_error=eval_error)

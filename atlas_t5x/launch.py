@@ -304,7 +304,8 @@ class PortableRun:
     model_dir: str
 
 
-def portable_script(run: sweeps.RunSpec, out: str, plan: plans.Plan, vocab: str, multi_host: bool) -> tuple[str, str]:
+def portable_script(run: sweeps.RunSpec, out: str, plan: plans.Plan, vocab: str, multi_host: bool,
+                    eval_batch: int | None = None) -> tuple[str, str]:
     """(bash script for every host of the run, model_dir). The run's generated gin goes through base64."""
     import base64
 
@@ -315,6 +316,11 @@ def portable_script(run: sweeps.RunSpec, out: str, plan: plans.Plan, vocab: str,
         flags.append(f"--gin.model_vocab_size.name={json.dumps(vocab)}")
     bound = _bound_names(run)
     flags += [f"--gin.{b.replace(' = ', '=')}" for b in plan.gin_bindings() if b.split(" = ")[0] not in bound]
+    from atlas_t5x import rehearsal
+
+    if rehearsal.eval_batch_binding(run) is None:  # PerLanguageEval's default rows, sized to the slice
+        flags.append(f"--gin.PerLanguageEval.batch_size="
+                     f"{eval_batch or plans.eval_rows(plan, rehearsal.run_config(run).vocab_size, run.batch)}")
     argv = ["python", "-m", "atlas_t5x.cli.train", f"--model_dir={model_dir}",
             *(f"--gin_file={f}" for f in sweeps.gin_files(run)), f"--gin_file={RUN_GIN_ON_WORKER}", *flags]
     if multi_host:

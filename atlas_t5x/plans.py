@@ -20,6 +20,7 @@ prints them and writes ``gin/plans/<target>/<scale>.gin``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Callable, Iterator, Optional
 
@@ -431,13 +432,14 @@ DEFAULT_MAX_DAYS = 3.0  # a run's wall-clock bound when choosing its slice [our 
 
 def place(cfg: models.ModelConfig, target: Target, seq_len: int, global_batch: int, steps: Optional[int] = None,
           check: Optional[Callable[[Plan], Optional[str]]] = None, usable_fraction: float = 0.9,
-          max_days: Optional[float] = DEFAULT_MAX_DAYS, mfu: float = DEFAULT_MFU) -> Placement:
+          max_days: Optional[float] = DEFAULT_MAX_DAYS, mfu: float = DEFAULT_MFU,
+          plans_per_slice: int = 2) -> Placement:
     """The smallest slice of `target` whose plan fits and that finishes the run within `max_days`.
 
     Slices need at least one sequence per chip (`global_batch` >= chips). On each slice size
-    (ascending) the plan is `select_plan`'s (mesh, remat, micro-batches chosen for that slice);
-    `check(plan)` may refuse it with a reason (e.g. the compiled step does not fit) and the next
-    slice is tried. With `steps` and `max_days`, slices whose estimated wall-clock
+    (ascending) the plans are those whose estimate fits, cheapest first (`fitting_plans`: the
+    first is `select_plan`'s); `check(plan)` may refuse one with a reason (e.g. the compiled step
+    does not fit), then the next (at most `plans_per_slice` per slice) and the next slice are tried. With `steps` and `max_days`, slices whose estimated wall-clock
     (`step_seconds` at `mfu` x steps) exceeds `max_days` come last, largest first
     (`within_deadline` False): a run too long for any slice gets the fastest slice it fits.
 
@@ -458,19 +460,43 @@ def place(cfg: models.ModelConfig, target: Target, seq_len: int, global_batch: i
         slow = sorted((c for c in sized if days[c] > max_days), reverse=True)
         tried += [f"{c} chips: {days[c]:.1f} days > {max_days:g} at MFU {mfu:.0%}" for c in sized if c in slow]
     for chips in fast + slow:
-        try:
-            plan = select_plan(cfg, chips, target.chip_bytes, seq_len, global_batch, cfg.dtype,
-                               min(target.devices_per_host, target.chips_per_host(chips)), usable_fraction)
-        except PlanError as err:
-            tried.append(f"{chips} chips: {str(err).split(':', 1)[0]}")
-            continue
-        reason = check(plan) if check is not None else None
-        if reason:
-            tried.append(f"{chips} chips: {reason}")
-            continue
-        return Placement(plan, chips, target.hosts(chips), tuple(tried), chips in fast)
+        candidates = fitting_plans(cfg, chips, target.chip_bytes, seq_len, global_batch,
+                                   min(target.devices_per_host, target.chips_per_host(chips)), usable_fraction)
+        for plan in itertools.islice(candidates, plans_per_slice):
+            reason = check(plan) if check is not None else None
+            if not reason:
+                return Placement(plan, chips, target.hosts(chips), tuple(tried), chips in fast)
+            tried.append(f"{chips} chips, mesh {plan.data}x{plan.fsdp}x{plan.tensor} remat {plan.remat_policy} "
+                         f"{plan.microbatches} micro-batch(es): {reason}")
+        if not any(t.startswith(f"{chips} chips") for t in tried):
+            tried.append(f"{chips} chips: no plan's estimate fits")
     raise PlanError(f"{cfg.name} (batch {global_batch} x {seq_len}) fits no slice of {target.name} "
                     f"({', '.join(map(str, target.slices))} chips): " + "; ".join(tried))
+
+
+def fitting_plans(cfg: models.ModelConfig, devices: int, chip_bytes: float, seq_len: int, global_batch: int,
+                  devices_per_host: int = 8, usable_fraction: float = 0.9) -> Iterator[Plan]:
+    """Plans whose estimate fits, in `select_plan`'s order (cheapest recomputation first)."""
+    for data, fsdp, tensor, micro, remat in _candidates(cfg, devices, global_batch, devices_per_host):
+        memory = estimate_memory(cfg, seq_len, global_batch, data, fsdp, tensor, remat, micro)
+        plan = Plan(cfg.name, devices, chip_bytes, seq_len, global_batch, data, fsdp, tensor, remat, micro, memory,
+                    usable_fraction)
+        if plan.fits:
+            yield plan
+
+
+def eval_rows(plan: Plan, vocab_size: int, configured: int, fraction: float = 0.3) -> int:
+    """Eval batch rows for `plan`'s mesh: `configured` if its per-chip logits fit, else smaller.
+
+    The eval step holds float32 logits, their softmax and log-probabilities of its rows
+    (3 x 4 bytes x seq_len x vocab / tensor per row per chip); the result is the largest
+    multiple of data x fsdp, at most `configured`, whose rows keep that within `fraction` of
+    the chip (at least one row per batch shard). Estimate only: the rehearsal compiles it.
+    """
+    ways = plan.data * plan.fsdp
+    per_row = 3 * 4 * plan.seq_len * _shard(vocab_size, plan.tensor)
+    rows_per_chip = max(1, min(configured // ways, int(fraction * plan.chip_bytes // per_row)))
+    return rows_per_chip * ways
 
 
 def step_seconds(cfg: models.ModelConfig, seq_len: int, global_batch: int, chips: int, peak_flops: float,

@@ -42,6 +42,12 @@ def _gin_lines(path: Path, seen: set) -> list[str]:
 def eval_batch(run: sweeps.RunSpec) -> int:
     """The run's eval batch rows: the last `PerLanguageEval.batch_size` binding of its gin files
     and spec bindings (None or absent: the run's global batch, as PerLanguageEval does)."""
+    bound = eval_batch_binding(run)
+    return run.batch if bound is None else bound
+
+
+def eval_batch_binding(run: sweeps.RunSpec) -> Optional[int]:
+    """The run's `PerLanguageEval.batch_size` binding (gin files, includes, spec bindings), or None."""
     lines: list[str] = []
     seen: set = set()
     for f in sweeps.gin_files(run):
@@ -53,7 +59,7 @@ def eval_batch(run: sweeps.RunSpec) -> int:
         if m:
             value = m.group(1)
     if value is None or value == "None":
-        return run.batch
+        return None
     try:
         return int(value)
     except ValueError:
@@ -75,6 +81,8 @@ class _Compiled:
     eval_bytes_per_chip: Optional[int]
     device_kind: str
     compile_s: float
+    eval_batch: Optional[int]
+    eval_error: Optional[str]
 
 
 def rehearse(runs: Sequence[sweeps.RunSpec], target: plans.Target, compile_steps: bool = True,
@@ -96,30 +104,41 @@ def rehearse(runs: Sequence[sweeps.RunSpec], target: plans.Target, compile_steps
     names = {r.name for r in runs}
     rows, problems = [], []
 
-    def compile_check(run, cfg, ev):
+    def compile_check(run, cfg, bound):
         def check(plan: plans.Plan) -> Optional[str]:
-            problem = preflight.eval_batch_problem(ev, {"data": plan.data, "fsdp": plan.fsdp})
-            if problem:
-                return problem
+            if bound is not None:
+                problem = preflight.eval_batch_problem(bound, {"data": plan.data, "fsdp": plan.fsdp})
+                if problem:
+                    return problem
+                tries = [bound]
+            else:  # PerLanguageEval's default (the global batch), made small enough for the eval logits
+                first = plans.eval_rows(plan, cfg.vocab_size, run.batch, usable_fraction / 3)
+                ways = plan.data * plan.fsdp
+                tries = [first] + [ways * k for k in (8, 4, 2, 1) if ways * k < first]
+            check.eval_batch[plan.devices] = tries[0]
             if not compiler:
                 return None
             topology = target.topology(plan.devices)
             if not topology:
                 return f"no libtpu topology known for {plan.devices} chips"
             key = (cfg, run.seq_len, run.batch, topology, plan.data, plan.fsdp, plan.tensor, plan.remat_policy,
-                   plan.microbatches, ev)
+                   plan.microbatches, tuple(tries))
             if key not in cache:
                 if progress:
                     progress(f"compiling {cfg.name} on {topology} (mesh {plan.data}x{plan.fsdp}x{plan.tensor}, "
-                             f"remat {plan.remat_policy}, {plan.microbatches} micro-batches, eval batch {ev}) "
+                             f"remat {plan.remat_policy}, {plan.microbatches} micro-batches, eval batch {' or '.join(map(str, tries))}) "
                              f"[{len(cache) + 1} compile(s)]")
                 try:
                     res = aot.compile_steps(cfg, "tpu", topology, plan.data, plan.fsdp, plan.tensor, run.batch,
-                                            run.seq_len, plan.remat_policy, plan.microbatches, eval_batch=ev)
-                    cache[key] = _Compiled(res.bytes_per_chip, res.eval_bytes_per_chip, res.device_kind, res.compile_s)
+                                            run.seq_len, plan.remat_policy, plan.microbatches, eval_batches=tries,
+                                            eval_limit_bytes=usable_fraction * target.chip_bytes)
+                    cache[key] = _Compiled(res.bytes_per_chip, res.eval_bytes_per_chip, res.device_kind, res.compile_s,
+                                           res.eval_batch, res.eval_error)
                     if progress:
+                        evaluated = (f"eval batch {res.eval_batch}: {res.eval_bytes_per_chip / plans.GiB:.2f} GiB"
+                                     if res.eval is not None else f"eval NOT compiled: {res.eval_error}")
                         progress(f"  {res.device_kind}: {res.bytes_per_chip / plans.GiB:.2f} GiB per chip "
-                                 f"(eval {res.eval_bytes_per_chip / plans.GiB:.2f} GiB), {res.compile_s:.0f} s")
+                                 f"({evaluated}), {res.compile_s:.0f} s")
                 except (aot.TopologyError, ValueError) as err:
                     cache[key] = f"compile failed: {err}"
                 except Exception as err:  # XLA refusing the program (e.g. out of memory at compile time)
@@ -128,13 +147,16 @@ def rehearse(runs: Sequence[sweeps.RunSpec], target: plans.Target, compile_steps
             if isinstance(got, str):
                 return got
             usable = usable_fraction * target.chip_bytes
-            worst = max(got.bytes_per_chip, got.eval_bytes_per_chip or 0)
-            if worst > usable:
-                return f"compiled step needs {worst / plans.GiB:.2f} GiB per chip > {usable / plans.GiB:.2f} usable"
+            if got.bytes_per_chip > usable:
+                return (f"compiled train step needs {got.bytes_per_chip / plans.GiB:.2f} GiB per chip > "
+                        f"{usable / plans.GiB:.2f} usable")
+            if got.eval_batch is None:
+                return f"no eval batch compiles within {usable / plans.GiB:.2f} GiB per chip ({got.eval_error})"
             check.compiled[plan.devices] = got
+            check.eval_batch[plan.devices] = got.eval_batch
             return None
 
-        check.compiled = {}
+        check.compiled, check.eval_batch = {}, {}
         return check
 
     for run in sweeps.execution_order(list(runs)):
@@ -145,12 +167,12 @@ def rehearse(runs: Sequence[sweeps.RunSpec], target: plans.Target, compile_steps
         if run.init_from is not None and run.init_from not in names and "/" not in run.init_from:
             reasons.append(f"finetune source {run.init_from!r} is not among the rehearsed runs")
         try:
-            ev = eval_batch(run)
+            bound = eval_batch_binding(run)
         except sweeps.SweepError as err:
             reasons.append(str(err))
-            ev = run.batch
+            bound = None
         cfg = run_config(run)
-        check = compile_check(run, cfg, ev)
+        check = compile_check(run, cfg, bound)
         placement = None
         if not reasons:
             try:
@@ -172,7 +194,8 @@ def rehearse(runs: Sequence[sweeps.RunSpec], target: plans.Target, compile_steps
             "topology": target.topology(chips) or None,
             "mesh": [plan.data, plan.fsdp, plan.tensor],
             "remat_policy": plan.remat_policy, "microbatches": plan.microbatches,
-            "global_batch": run.batch, "seq_len": run.seq_len, "eval_batch": ev, "total_steps": run.total_steps,
+            "global_batch": run.batch, "seq_len": run.seq_len, "eval_batch": check.eval_batch.get(chips),
+            "eval_batch_bound": bound is not None, "total_steps": run.total_steps,
             "device_kind": got.device_kind if got else f"analytic ({target.description})",
             "memory_source": "compiled" if got else "analytic",
             "bytes_per_chip": got.bytes_per_chip if got else int(plan.memory.total),
@@ -218,7 +241,7 @@ def table(record: dict[str, Any]) -> str:
     g = plans.GiB
     lines = [f"rehearsal on {record['target']['name']} ({record['target']['description']}); "
              f"memory {record['assumptions']['memory']}; MFU {record['assumptions']['mfu']:.0%}",
-             f"{'run':<30} {'chips':>5} {'mesh d,f,t':>12} {'remat':<8} {'mb':>3} {'GiB/chip':>8} {'eval':>6} "
+             f"{'run':<30} {'chips':>5} {'mesh d,f,t':>12} {'remat':<8} {'mb':>3} {'GiB/chip':>8} {'eval':>6} {'ev.rows':>7} "
              f"{'step s':>7} {'days':>6} {'chip-h':>9} {'tok/s/host':>10}  device"]
     for r in record["runs"]:
         if not r["fits"]:
@@ -228,7 +251,7 @@ def table(record: dict[str, Any]) -> str:
         step = r["est_step_s"]
         lines.append(
             f"{r['run']:<30} {r['slice_chips']:>5} {','.join(map(str, r['mesh'])):>12} {r['remat_policy'][:8]:<8} "
-            f"{r['microbatches']:>3} {r['bytes_per_chip'] / g:8.2f} {ev} "
+            f"{r['microbatches']:>3} {r['bytes_per_chip'] / g:8.2f} {ev} {r['eval_batch'] or '-':>7} "
             + (f"{step:7.2f} {r['est_days']:6.2f} {r['chip_hours']:9.0f} {r['host_input_tokens_per_s']:10.0f}"
                if step else f"{'-':>7} {'-':>6} {'-':>9} {'-':>10}")
             + f"  {r['device_kind']}")

@@ -68,6 +68,9 @@ def test_tpu_jobsets_are_sized_per_run_and_retry(tmp_path, monkeypatch, capsys):
         mesh = [int(next(w for w in words if w.startswith(f"--gin.MeshConfig.{a}=")).split("=")[1])
                 for a in ("data", "fsdp", "tensor")]
         assert mesh[0] * mesh[1] * mesh[2] == chips
+        eval_rows = int(next(w for w in words if w.startswith("--gin.PerLanguageEval.batch_size=")).split("=")[1])
+        assert eval_rows % (mesh[0] * mesh[1]) == 0 and eval_rows <= int(doc["metadata"]["annotations"].get(
+            "atlas-t5x/global-batch", 2048))
         assert ("--gin.maybe_initialize_distributed.auto_detect=True" in words) == (target.hosts(chips) > 1)
         gin_text = _run_gin(script)
         assert "PerLanguageEval.cache_dir = 'gs://bkt/atlas/cache/unigram'" in gin_text

@@ -43,6 +43,7 @@ def test_tiny0_compiles_train_and_eval_for_a_tpu_device_kind(tiny_record):
     assert row["device_kind"] == "TPU v5 lite" and row["memory_source"] == "compiled"
     assert row["slice_chips"] == 4 and row["topology"] == "v5e:2x2" and math.prod(row["mesh"]) == 4
     assert row["fits"] and row["eval_compiled"] and row["eval_bytes_per_chip"] > 0
+    assert row["eval_batch"] == 8 and not row["eval_batch_bound"]  # the global batch: its logits are small here
     # Arguments hold the float32 state (params + two Adam moments = 12 bytes per parameter) sharded
     # over fsdp, plus the batch; the compiled total is bounded below by that.
     cfg = sweeps.scale_config("tiny0", dtype="bfloat16", vocab_size=512)
@@ -81,7 +82,8 @@ def test_placement_right_sizes_slices_on_v5e():
     loose = plans.place(cfg, V5E, 2048, 2048, max_days=None)
     assert loose.slice_chips == 8
     moved = plans.place(cfg, V5E, 2048, 2048, max_days=None, check=lambda plan: "no" if plan.devices < 64 else None)
-    assert moved.slice_chips == 64 and len(moved.tried) == 3
+    assert moved.slice_chips == 64 and len(moved.tried) == 6  # two plans per smaller slice, the second cheaper
+    assert moved.tried[0].startswith("8 chips, mesh 1x8x1 remat full 32 micro") and "64 micro" in moved.tried[1]
     with pytest.raises(plans.PlanError, match="one sequence per chip"):
         plans.place(cfg, V5E, 2048, 4, max_days=None)  # 4 sequences: no v5e slice (8+ chips)
 
