@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from atlas_t5x import plans, sweeps
+from atlas_t5x import models, plans, sweeps
 
 MULTI_HOST_FLAG = "--gin.maybe_initialize_distributed.auto_detect=True"
 PLAN_NAMES = ("MeshConfig.data", "MeshConfig.fsdp", "MeshConfig.tensor", "ModelConfig.remat_policy",
@@ -335,7 +335,8 @@ def prepare_portable(runs: Sequence[sweeps.RunSpec], out: str, target: plans.Tar
                      placements: dict | None = None, max_days: float | None = plans.DEFAULT_MAX_DAYS,
                      mfu: float = plans.DEFAULT_MFU) -> list[PortableRun]:
     """PortableRuns in execution order, each on the smallest slice that fits (analytic unless
-    `placements` {run name: (slice_chips, Plan)} come from a rehearsal).
+    `placements` {run name: (slice_chips, Plan, eval batch)} come from a rehearsal:
+    `placements_from_rehearsal`).
 
     Raises:
       SweepError: --out or the vocabulary is a local path, a finetune's source is missing, or a
@@ -356,8 +357,9 @@ def prepare_portable(runs: Sequence[sweeps.RunSpec], out: str, target: plans.Tar
         from atlas_t5x import rehearsal
 
         cfg = rehearsal.run_config(r)
+        eval_batch = None
         if placements and r.name in placements:
-            chips, plan = placements[r.name]
+            chips, plan, eval_batch = placements[r.name]
         else:
             try:
                 placed = plans.place(cfg, target, r.seq_len, r.batch, r.total_steps, max_days=max_days, mfu=mfu)
@@ -366,11 +368,34 @@ def prepare_portable(runs: Sequence[sweeps.RunSpec], out: str, target: plans.Tar
                 continue
             chips, plan = placed.slice_chips, placed.plan
         hosts = target.hosts(chips)
-        script, model_dir = portable_script(r, out, plan, run_vocab, hosts > 1)
+        script, model_dir = portable_script(r, out, plan, run_vocab, hosts > 1, eval_batch)
         launched.append(PortableRun(r, i, chips, hosts, plan, script, model_dir))
     if problems:
         raise sweeps.SweepError("cannot write launch files:\n  " + "\n  ".join(problems))
     return launched
+
+
+def placements_from_rehearsal(record: dict, target: plans.Target) -> dict:
+    """{run: (slice_chips, Plan, eval batch)} of the placed runs of a rehearsal.json record.
+
+    Raises:
+      SweepError: the record was made for another target.
+    """
+    if record.get("target", {}).get("name") != target.name:
+        raise sweeps.SweepError(f"the rehearsal was made for target {record.get('target', {}).get('name')!r}, "
+                                f"not {target.name!r}")
+    out = {}
+    for row in record.get("runs", []):
+        if not row.get("fits"):
+            continue
+        data, fsdp, tensor = row["mesh"]
+        cfg = models.get_model_config(row["scale"], dtype="bfloat16") if row["scale"] in models.SCALES else None
+        memory = (plans.estimate_memory(cfg, row["seq_len"], row["global_batch"], data, fsdp, tensor,
+                                        row["remat_policy"], row["microbatches"]) if cfg else None)
+        plan = plans.Plan(row["scale"], row["slice_chips"], target.chip_bytes, row["seq_len"], row["global_batch"],
+                          data, fsdp, tensor, row["remat_policy"], row["microbatches"], memory)
+        out[row["run"]] = (row["slice_chips"], plan, row.get("eval_batch"))
+    return out
 
 
 def k8s_name(run_name: str) -> str:

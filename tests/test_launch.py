@@ -2,6 +2,7 @@
 JobSets and xpk for TPU fleets, per-run SLURM jobs for GPU fleets; parsed, not submitted."""
 
 import base64
+import json
 import re
 import shlex
 from pathlib import Path
@@ -127,3 +128,25 @@ def test_local_paths_are_refused_for_cluster_files(tmp_path, monkeypatch, capsys
     assert _print(tmp_path, monkeypatch, "tpu_v5e_256", *extra) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "launch").exists()
+
+
+def test_print_takes_slices_and_eval_batch_from_a_rehearsal(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    only = "mono-en-scale0,mono-en-scale34"
+    assert sweep_cli.main([PAPER, "--rehearse", "--no_compile", "--target", "tpu_v5e_256", "--only", only,
+                           "--out", "reh", "--no_progress"]) == 0
+    record = yaml.safe_load((tmp_path / "reh" / "rehearsal.json").read_text())
+    row = next(r for r in record["runs"] if r["run"] == "mono-en-scale0")
+    row["slice_chips"], row["mesh"], row["eval_batch"] = 16, [1, 16, 1], 48  # as if a compile had moved it
+    (tmp_path / "reh" / "rehearsal.json").write_text(json.dumps(record))
+    capsys.readouterr()
+    assert sweep_cli.main([PAPER, "--print", "--target", "tpu_v5e_256", "--out", "gs://bkt/atlas", "--only", only,
+                           "--vocab", "gs://bkt/v.model", "--rehearsal", "reh/rehearsal.json"]) == 0
+    doc = yaml.safe_load((tmp_path / "launch/atlas_paper/jobsets/000-mono-en-scale0.yaml").read_text())
+    pod = doc["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"]["cloud.google.com/gke-tpu-topology"] == "4x4"
+    words = shlex.split(pod["containers"][0]["command"][2].rsplit("exec ", 1)[1])
+    assert "--gin.MeshConfig.fsdp=16" in words and "--gin.PerLanguageEval.batch_size=48" in words
+    assert sweep_cli.main([PAPER, "--print", "--target", "gpu_h100_64", "--out", "gs://bkt/atlas", "--only", only,
+                           "--vocab", "gs://bkt/v.model", "--rehearsal", "reh/rehearsal.json"]) == 2
+    assert "made for target 'tpu_v5e_256'" in capsys.readouterr().err

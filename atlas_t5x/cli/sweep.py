@@ -57,6 +57,9 @@ def build_parser() -> common.ArgumentParser:
     parser.add_argument("--launch_dir", default=None,
                         help="--print with --out gs://...: local folder for the launch files "
                              "(default launch/<sweep name>)")
+    parser.add_argument("--rehearsal", default=None,
+                        help="--print for a cluster: take each run's slice, plan and eval batch from this "
+                             "rehearsal.json (atlas-sweep --rehearse) instead of the analytic placement")
     parser.add_argument("--mfu", type=float, default=None,
                         help="--rehearse/--print: model FLOPs utilisation assumed for step times (default 0.4)")
     parser.add_argument("--max_days", type=float, default=None,
@@ -147,8 +150,19 @@ def print_portable(args: argparse.Namespace, sweep, only: list[str] | None) -> i
             raise common.UsageError(f"{what} {value!r} is a local path; cluster workers cannot read it: "
                                     "give a gs:// URL")
     try:
+        placements = None
+        if args.rehearsal:
+            import json
+
+            try:
+                placements = launch.placements_from_rehearsal(json.loads(Path(args.rehearsal).read_text()), target)
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise sweeps.SweepError(f"--rehearsal {args.rehearsal}: cannot use it: {err}") from None
+            missing = sorted(r.name for r in runs if r.name not in placements)
+            if missing:
+                raise sweeps.SweepError(f"--rehearsal {args.rehearsal} has no placement for {missing}: rehearse them")
         launched = launch.prepare_portable(
-            runs, args.out, target, vocab=args.vocab,
+            runs, args.out, target, vocab=args.vocab, placements=placements,
             max_days=plans.DEFAULT_MAX_DAYS if args.max_days is None else args.max_days,
             mfu=plans.DEFAULT_MFU if args.mfu is None else args.mfu)
     except sweeps.SweepError as err:
