@@ -469,7 +469,12 @@ def place(cfg: models.ModelConfig, target: Target, seq_len: int, global_batch: i
             tried.append(f"{chips} chips, mesh {plan.data}x{plan.fsdp}x{plan.tensor} remat {plan.remat_policy} "
                          f"{plan.microbatches} micro-batch(es): {reason}")
         if not any(t.startswith(f"{chips} chips") for t in tried):
-            tried.append(f"{chips} chips: no plan's estimate fits")
+            try:  # why nothing was tried: an indivisible batch, or no estimate fits (select_plan says which)
+                select_plan(cfg, chips, target.chip_bytes, seq_len, global_batch, cfg.dtype,
+                            min(target.devices_per_host, target.chips_per_host(chips)), usable_fraction)
+                tried.append(f"{chips} chips: no plan's estimate fits")
+            except PlanError as err:
+                tried.append(f"{chips} chips: {str(err).split(';')[0]}")
     raise PlanError(f"{cfg.name} (batch {global_batch} x {seq_len}) fits no slice of {target.name} "
                     f"({', '.join(map(str, target.slices))} chips): " + "; ".join(tried))
 

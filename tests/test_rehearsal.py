@@ -86,6 +86,8 @@ def test_placement_right_sizes_slices_on_v5e():
     assert moved.tried[0].startswith("8 chips, mesh 1x8x1 remat full 32 micro") and "64 micro" in moved.tried[1]
     with pytest.raises(plans.PlanError, match="one sequence per chip"):
         plans.place(cfg, V5E, 2048, 4, max_days=None)  # 4 sequences: no v5e slice (8+ chips)
+    with pytest.raises(plans.PlanError, match="no mesh of 8 devices splits global batch 12"):
+        plans.place(cfg, V5E, 2048, 12, max_days=None)  # 12 rows split over no power-of-two mesh
 
 
 def test_eval_batch_follows_gin_files_includes_and_bindings(tmp_path):
@@ -156,3 +158,15 @@ def test_cpu_only_host_detection_reads_pci_vendors_and_nvidia_nodes(tmp_path, mo
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev" / "nvidia0").write_text("")
     assert not atlas_t5x._host_has_no_accelerator()
+
+
+def test_gpu_fleet_is_placed_on_the_labelled_analytic_estimate():
+    sweep = sweeps.load_sweep(REPO / "gin/sweeps/paper.yaml")
+    runs = [sweep.run("mono-en-scale0"), sweep.run("mono-en-scale46")]
+    record = rehearsal.rehearse(runs, plans.TARGETS["gpu_h100_64"])
+    assert record["assumptions"]["memory"] == "analytic (no compiler for this target here)"
+    small, big = record["runs"]
+    assert small["memory_source"] == big["memory_source"] == "analytic" and not small["eval_compiled"]
+    assert small["device_kind"].startswith("analytic") and small["slice_chips"] == 8 and small["hosts"] == 1
+    assert big["slice_chips"] > 8 and big["hosts"] == big["slice_chips"] // 8
+    assert big["bytes_per_chip"] == big["analytic_bytes_per_chip"] <= 0.9 * 80e9
