@@ -40,10 +40,16 @@ def _binding(text: str, name: str) -> str | None:
 @pytest.mark.parametrize("plan_file", sorted((REPO / "gin" / "plans").glob("*/*.gin")),
                          ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_paper_base_eval_batch_splits_on_every_shipped_plan(plan_file):
-    eval_batch = int(_binding((REPO / "gin/runs/paper_base.gin").read_text(), "PerLanguageEval.batch_size"))
+    """paper_base.gin, then the plan file (README order): the eval batch in force splits the mesh, and
+    its float32 logits rows per chip stay within a third of the chip (what plans.eval_rows allows)."""
+    base = int(_binding((REPO / "gin/runs/paper_base.gin").read_text(), "PerLanguageEval.batch_size"))
     text = plan_file.read_text()
     mesh = {axis: int(_binding(text, f"MeshConfig.{axis}")) for axis in ("data", "fsdp", "tensor")}
-    assert preflight.eval_batch_problem(eval_batch, mesh) is None
+    for eval_batch in (base, int(_binding(text, "PerLanguageEval.batch_size") or base)):
+        assert preflight.eval_batch_problem(eval_batch, mesh) is None
+    chip = 80e9 if plan_file.parent.name == "gpu_8x80gb" else 16 * 2**30
+    rows_per_chip = eval_batch // (mesh["data"] * mesh["fsdp"])
+    assert 1 <= rows_per_chip and rows_per_chip * 3 * 4 * 2048 * 64512 / mesh["tensor"] <= 0.3 * chip
 
 
 def test_trainer_refuses_an_eval_batch_the_mesh_cannot_split_before_step_0(tmp_path):
