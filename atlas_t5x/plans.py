@@ -80,6 +80,11 @@ _V5E_TOPOLOGIES = ((4, "v5e:2x2"), (8, "v5e:2x4"), (16, "v5e:4x4"), (32, "v5e:4x
 _V5E = dict(chip_bytes=16 * GiB, devices_per_host=4, platform="tpu", topologies=_V5E_TOPOLOGIES,
             single_host_chips=8, peak_flops=197e12, gke_accelerator="tpu-v5-lite-podslice", xpk_prefix="v5litepod")
 
+_V6E_TOPOLOGIES = ((4, "v6e:2x2"), (8, "v6e:2x4"), (16, "v6e:4x4"), (32, "v6e:4x8"), (64, "v6e:8x8"),
+                   (128, "v6e:8x16"), (256, "v6e:16x16"))
+_V6E = dict(chip_bytes=32 * GiB, devices_per_host=4, platform="tpu", topologies=_V6E_TOPOLOGIES,
+            single_host_chips=8, peak_flops=918e12, gke_accelerator="tpu-v6e-slice", xpk_prefix="v6e")
+
 # Targets; gin/plans/<name>/<scale>.gin are shipped for the single-slice ones (gpu_8x80gb, tpu_256x16gib).
 TARGETS = {
     "gpu_8x80gb": Target("gpu_8x80gb", 8, 80e9, 8, "one node of 8 x 80 GB GPUs (H100/A100 80GB)", peak_flops=989e12),
@@ -87,6 +92,8 @@ TARGETS = {
                             slice_chips=(256,), **_V5E),
     "tpu_v5e_256": Target("tpu_v5e_256", 256, description="TPU v5e slices of 8 to 256 chips, 16 GiB per chip",
                           slice_chips=(8, 16, 32, 64, 128, 256), **_V5E),
+    "tpu_v6e_256": Target("tpu_v6e_256", 256, description="TPU v6e (Trillium) slices of 8 to 256 chips, 32 GiB per chip",
+                          slice_chips=(8, 16, 32, 64, 128, 256), **_V6E),
     "gpu_h100_64": Target("gpu_h100_64", 64, 80e9, 8, "SLURM nodes of 8 x H100 80GB, runs on 1 to 8 nodes",
                           slice_chips=(8, 16, 32, 64), peak_flops=989e12),
 }

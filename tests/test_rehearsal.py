@@ -170,3 +170,12 @@ def test_gpu_fleet_is_placed_on_the_labelled_analytic_estimate():
     assert small["device_kind"].startswith("analytic") and small["slice_chips"] == 8 and small["hosts"] == 1
     assert big["slice_chips"] > 8 and big["hosts"] == big["slice_chips"] // 8
     assert big["bytes_per_chip"] == big["analytic_bytes_per_chip"] <= 0.9 * 80e9
+
+
+@pytest.mark.parametrize("name", [n for n, t in plans.TARGETS.items() if t.platform == "tpu"])
+def test_every_tpu_slice_names_a_topology_libtpu_knows(name):
+    target = plans.TARGETS[name]
+    for chips in target.slices:
+        devices = aot.topology_devices("tpu", target.topology(chips))
+        assert len(devices) == chips and devices[0].device_kind.startswith("TPU v")
+        assert target.hosts(chips) * target.chips_per_host(chips) == chips
