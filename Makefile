@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[train,test,beam]'
+	$(PY) -m pip install -q -e '.[train,test,beam,tpu]'
 	touch $(STAMP)
 
 test: install

@@ -50,6 +50,13 @@ BEAM = [
     "sentencepiece>=0.2,<0.2.3",
 ]
 
+# Deviceless TPU compiles (atlas_t5x.aot, `atlas-sweep --rehearse`): libtpu for our jax, which
+# runs XLA:TPU and Mosaic on any host (no TPU needed); also what a TPU VM trains with.
+TPU = [
+    "jax[tpu]==0.10.2; sys_platform == 'linux'",  # libtpu ships Linux wheels only
+    "libtpu==0.0.42.1; sys_platform == 'linux'",  # what jax[tpu] 0.10.2 resolves to, pinned: reproducible compiles
+]
+
 setup(
     name="atlas_t5x",
     version="0.1.0",
@@ -66,7 +73,8 @@ setup(
     extras_require={"train": TRAIN,
                     "fit": [],   # the base install: an explicit name for `pip install atlas_t5x[fit]`
                     "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "hypothesis>=6.100,<7"],
-                    "beam": BEAM},
+                    "beam": BEAM,
+                    "tpu": TPU},
     entry_points={"console_scripts": [
         # fitter side (base install)
         "atlas-fit=atlas_t5x.cli.fit:main",

@@ -756,7 +756,7 @@ def gin_config(run: RunSpec, out_dir: str | os.PathLike) -> str:
         f"PerLanguageEval.languages = {_gin_value(list(s['eval_languages']) if s['eval_languages'] else None)}",
         f"PerLanguageEval.token_budget = {int(s['eval_token_budget'])}",
         # Unigram counts of each target's training split, shared by all runs of the sweep.
-        f"PerLanguageEval.cache_dir = {_gin_value(str(Path(out_dir) / 'cache' / 'unigram'))}",
+        f"PerLanguageEval.cache_dir = {_gin_value(_out_path(out_dir, 'cache', 'unigram'))}",
     ]
     if run.init_from is not None:
         lines.append(f"train.init_from = {_gin_value(str(finetune_source_dir(run, out_dir)))}")
@@ -768,9 +768,19 @@ def gin_config(run: RunSpec, out_dir: str | os.PathLike) -> str:
     return "\n".join(lines) + "\n"
 
 
-def finetune_source_dir(run: RunSpec, out_dir: str | os.PathLike) -> Path:
-    """The model_dir of the run a finetune starts from (its newest checkpoint is loaded)."""
+def _out_path(out_dir: str | os.PathLike, *parts: str) -> str:
+    """OUT/parts as text; a URL (gs://...) stays a URL instead of becoming a local 'gs:' folder."""
+    if "://" in str(out_dir):
+        return "/".join([str(out_dir).rstrip("/"), *parts])
+    return str(Path(out_dir).joinpath(*parts))
+
+
+def finetune_source_dir(run: RunSpec, out_dir: str | os.PathLike) -> Path | str:
+    """The model_dir of the run a finetune starts from (its newest checkpoint is loaded); a URL
+    when `out_dir` is one."""
     name = check_run_name(run.init_from, f"run {run.name!r}: finetune source")
+    if "://" in str(out_dir):
+        return _out_path(out_dir, "runs", name)
     return inside(Path(out_dir) / "runs" / name, out_dir, f"run {run.name!r}: finetune source folder")
 
 

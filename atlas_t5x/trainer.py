@@ -60,8 +60,8 @@ import optax
 from etils import epath
 from jax.experimental import multihost_utils
 
-from atlas_t5x import (checkpoints, cooldown, logio, losses, models, optim, partitioning, plans, resume, run_lock,
-                       train_progress)
+from atlas_t5x import (checkpoints, cooldown, logio, losses, models, optim, partitioning, plans, preflight, resume,
+                       run_lock, train_progress)
 from atlas_t5x.callbacks import Callback, RunInfo, StepContext, due_callbacks, validate_callbacks
 from atlas_t5x.train_state import TrainState  # also importable as trainer.TrainState (older code)
 
@@ -392,15 +392,18 @@ class _StopFlag:
 
 
 def state_layout(model: nn.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh,
-                 example_tokens: jax.Array) -> tuple[TrainState, TrainState]:
+                 example_tokens: jax.Array | jax.ShapeDtypeStruct) -> tuple[TrainState, TrainState]:
     """(abstract TrainState of ShapeDtypeStructs carrying their shardings, TrainState of shardings).
 
     Parameter shardings follow the model's logical axis names (partitioning rules); optimizer
     slots shaped like the parameters (Adam moments) share them; scalars (counts, step) are
-    replicated. Nothing is allocated.
+    replicated. Nothing is allocated and no device is touched (`example_tokens` may be a
+    ShapeDtypeStruct), so the mesh may be of devices that are not attached (atlas_t5x.aot).
     """
     with partitioning.axis_rules(mesh):
-        boxed = jax.eval_shape(lambda k: model.init(k, example_tokens)["params"], jax.random.PRNGKey(0))
+        # Abstract key and tokens: no array is placed on a device (works for deviceless AOT meshes).
+        boxed = jax.eval_shape(lambda k, t: model.init(k, t)["params"], jax.eval_shape(jax.random.PRNGKey, 0),
+                               jax.ShapeDtypeStruct(example_tokens.shape, example_tokens.dtype))
     params_sh = partitioning.params_shardings(boxed, mesh)
     abstract_params = nn.meta.unbox(boxed)
     replicated = partitioning.replicated(mesh)
@@ -549,6 +552,7 @@ def train(
             "the trainer accumulates inside its step: bind train.num_microbatches instead")
     partitioning.check_batch_divisible(global_batch, mesh, num_microbatches)
     plans.check_run(model_config, dict(mesh.shape), seq_len, global_batch, num_microbatches)  # tensor | heads; memory
+    preflight.check_eval_batches(callbacks, dict(mesh.shape), global_batch)  # eval rows | mesh
     # The schedule's other settings come from gin (make_schedule.*); the phase reads the same ones.
     schedule = optim.make_schedule(total_steps=total_steps)
     optimizer = optim.make_optimizer(schedule)

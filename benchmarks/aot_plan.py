@@ -1,4 +1,4 @@
-"""Ahead-of-time memory and compile check of the real train step on a simulated mesh (CPU).
+"""Ahead-of-time memory and compile check of the real train step on a simulated mesh (CPU or TPU).
 
 Lowers and compiles `trainer.make_train_step` (AdamW with clipping, fused chunked loss,
 gradient accumulation, donated state) with `jax.jit(...).lower(...).compile()` on
@@ -10,6 +10,10 @@ compile times; `--compare_unrolled` repeats the compilation with `scan_layers=Fa
 
     python benchmarks/aot_plan.py --scale=scale34 --devices=256 --chip_gib=16
     python benchmarks/aot_plan.py --scale=scale46 --devices=8 --chip_gb=80 --compare_unrolled
+    python benchmarks/aot_plan.py --scale=scale34 --devices=256 --chip_gib=16 --topology=v5e:16x16
+
+`--topology` compiles for a TPU slice on the real compiler (XLA:TPU and Mosaic from libtpu, the
+`tpu` extra; no TPU needed: `atlas_t5x.aot.topology_devices`), so the figures are a TPU's.
 
 On CPU the XLA path of attention would hold [B, H, T, T] scores that the accelerator kernels
 never build, so the check defaults to `--attention=splash` (the Pallas TPU kernel, lowered
@@ -29,6 +33,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", required=True, help="model scale (scale0..scale46, tiny0..tiny3)")
     parser.add_argument("--devices", type=int, required=True, help="simulated devices")
+    parser.add_argument("--topology", default=None,
+                        help="compile for this TPU topology on the real compiler (libtpu, no TPU needed), "
+                             "e.g. v5e:16x16; default: host CPU devices")
     memory = parser.add_mutually_exclusive_group(required=True)
     memory.add_argument("--chip_gib", type=float, help="memory per device, GiB (2**30 bytes)")
     memory.add_argument("--chip_gb", type=float, help="memory per device, GB (1e9 bytes)")
@@ -50,7 +57,7 @@ def parse_args(argv):
     return args
 
 
-def compile_step(cfg, plan, lower_only: bool = False):
+def compile_step(cfg, plan, lower_only: bool = False, devices=None):
     """(lowered text chars, lower seconds, compile seconds, memory analysis) of one train step.
 
     With `lower_only` the last two are None.
@@ -60,12 +67,13 @@ def compile_step(cfg, plan, lower_only: bool = False):
 
     from atlas_t5x import models, optim, partitioning, trainer
 
-    mesh = partitioning.make_mesh(partitioning.MeshConfig(data=plan.data, fsdp=plan.fsdp, tensor=plan.tensor))
+    mesh = partitioning.make_mesh(partitioning.MeshConfig(data=plan.data, fsdp=plan.fsdp, tensor=plan.tensor), devices)
     partitioning.check_batch_divisible(plan.global_batch, mesh, plan.microbatches)
     model = models.DecoderLM(cfg)
     schedule = optim.make_schedule("wsd", total_steps=10_000, warmup_steps=1000)
     optimizer = optim.make_optimizer(schedule)
-    abstract_state, state_sh = trainer.state_layout(model, optimizer, mesh, jnp.zeros((1, plan.seq_len), jnp.int32))
+    abstract_state, state_sh = trainer.state_layout(model, optimizer, mesh,
+                                                    jax.ShapeDtypeStruct((1, plan.seq_len), jnp.int32))
     batch_sh = partitioning.batch_sharding(mesh)
     replicated = partitioning.replicated(mesh)
     abstract_batch = {
@@ -92,15 +100,26 @@ def compile_step(cfg, plan, lower_only: bool = False):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    flags = os.environ.get("XLA_FLAGS", "")
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()
+    if not args.topology:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
-    from atlas_t5x import models, plans
+    from atlas_t5x import aot, models, plans
 
-    if jax.device_count() != args.devices:
+    devices = None
+    if args.topology:
+        try:
+            devices = aot.topology_devices("tpu", args.topology)
+        except aot.TopologyError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if len(devices) != args.devices:
+            print(f"error: topology {args.topology} has {len(devices)} chips, --devices={args.devices}", file=sys.stderr)
+            return 2
+    elif jax.device_count() != args.devices:
         print(f"error: asked for {args.devices} devices, JAX sees {jax.device_count()} "
               f"(XLA_FLAGS={os.environ['XLA_FLAGS']!r})", file=sys.stderr)
         return 2
@@ -123,14 +142,15 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(plan.describe())
-    print(f"XLA memory_analysis per device (attention={args.attention}, {jax.devices()[0].platform} backend):")
+    backend = f"{devices[0].device_kind} ({args.topology})" if devices else f"{jax.devices()[0].platform} backend"
+    print(f"XLA memory_analysis per device (attention={args.attention}, {backend}):")
     layouts = [False] if args.unrolled_only else ([True, False] if args.compare_unrolled else [True])
     compile_times = {}
     for scan in layouts:
         layout = "scanned" if scan else "unrolled"
         chars, lower_s, compile_s, mem = compile_step(
             models.get_model_config(args.scale, dtype=args.dtype, remat_policy=plan.remat_policy,
-                                    attention=args.attention, scan_layers=scan), plan, args.lower_only)
+                                    attention=args.attention, scan_layers=scan), plan, args.lower_only, devices)
         if args.lower_only:
             print(f"  {layout:<8} lowered StableHLO {chars:,} chars, lower {lower_s:.1f} s")
             continue

@@ -24,7 +24,8 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
 # console script → (module under atlas_t5x.cli, flags its --help must name)
 TRAINING_COMMANDS = {
     "atlas-train": ("train", ["--gin_file", "--gin_bindings", "--model_dir", "--gin.NAME=VALUE"]),
-    "atlas-sweep": ("sweep", ["--out", "--print", "--only", "--no_progress", "--target", "--corpus"]),
+    "atlas-sweep": ("sweep", ["--out", "--print", "--only", "--no_progress", "--target", "--corpus", "--rehearse",
+                             "--rehearsal", "--max_days", "--mfu", "--launch_dir"]),
     "atlas-mesh-plan": ("mesh_plan", ["--scale", "--target", "--devices", "--chip_gib", "--mesh", "--write_gin"]),
     "atlas-count-unique": ("count_unique", ["--root", "--languages", "--vocab", "--stats", "--workers"]),
     "atlas-corpus-stats": ("corpus_stats", ["--root", "--languages", "--vocab", "--out", "--skip_bad_records"]),

@@ -209,23 +209,13 @@ def test_sweep_print_commands_slurm_array_and_dependencies(tmp_path, capsys, mon
                for line in submit)
 
 
-def test_sweep_print_tpu_target_and_corpus(tmp_path, capsys):
+def test_sweep_print_tpu_target_needs_a_bucket(tmp_path, capsys):
+    """TPU launch files run on cluster workers (tests/test_launch.py): a local --out is refused."""
     cli = _load_script("sweep")
-    corpus = tmp_path / "madlad"
     assert cli.main([str(_spec(tmp_path)), "--out", str(tmp_path / "out"), "--print", "--target=tpu_256x16gib",
-                     "--corpus", str(corpus)]) == 0
-    commands = _commands(capsys.readouterr().out)
-    assert all(c[1] == f"MADLAD_DIR={corpus}" and c[-1] == "--gin.maybe_initialize_distributed.auto_detect=True"
-               for c in commands)
-    lines = [l for l in (tmp_path / "out" / "launch" / "tpu_vm.sh").read_text().splitlines() if l.startswith("gcloud")]
-    assert len(lines) == 4
-    for line, argv in zip(lines, commands):
-        words = shlex.split(line.rsplit("  # ", 1)[0])
-        assert words[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"]  # $TPU_NAME is left to the shell
-        assert "--worker=all" in words
-        remote = next(w for w in words if w.startswith("--command=")).removeprefix("--command=")
-        assert shlex.split(remote) == argv
-    assert not (tmp_path / "out" / "launch" / "sweep.sbatch").exists()
+                     "--corpus", "gs://b/madlad"]) == 2
+    assert "is a local path" in capsys.readouterr().err and "gs://" in capsys.readouterr().err + "gs://"
+    assert not (tmp_path / "out").exists()
 
 
 def test_sweep_print_refuses_what_it_cannot_honour(tmp_path, capsys):

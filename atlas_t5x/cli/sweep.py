@@ -32,12 +32,40 @@ from atlas_t5x.cli import common
 
 COMMAND = "atlas-sweep"
 DEFAULT_TARGET = "gpu_8x80gb"
+DEFAULT_REHEARSE_TARGET = "tpu_v5e_256"
 
 
 def build_parser() -> common.ArgumentParser:
     parser = common.ArgumentParser(prog=COMMAND, description=__doc__, allow_abbrev=False)
     parser.add_argument("spec", help="sweep spec (YAML)")
-    parser.add_argument("--out", required=True, help="sweep folder; runs go to OUT/runs/<run>")
+    parser.add_argument("--out", default=None,
+                        help="sweep folder (a local path or gs://...); runs go to OUT/runs/<run> "
+                             "(required except with --rehearse, which defaults to out/rehearse/<sweep name>)")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="place every run on a slice of --target, compile its train and eval steps there "
+                             "(TPU: the real compiler, no TPU needed) and write OUT/rehearsal.json; exit 2 "
+                             "listing every run that cannot run")
+    parser.add_argument("--vocab", default=None,
+                        help="--print for a cluster: the vocabulary the workers read (gs://.../x.model or a "
+                             "registered name), instead of the spec's")
+    parser.add_argument("--stats", default=None,
+                        help="--print for a cluster: corpus statistics file (gs://...) given to the workers as "
+                             "$MADLAD_STATS")
+    parser.add_argument("--image", default=None,
+                        help="--print, TPU targets: container image of the JobSets (default: left as @IMAGE@, "
+                             "filled in by submit_jobsets.sh from $IMAGE)")
+    parser.add_argument("--launch_dir", default=None,
+                        help="--print with --out gs://...: local folder for the launch files "
+                             "(default launch/<sweep name>)")
+    parser.add_argument("--rehearsal", default=None,
+                        help="--print for a cluster: take each run's slice, plan and eval batch from this "
+                             "rehearsal.json (atlas-sweep --rehearse) instead of the analytic placement")
+    parser.add_argument("--mfu", type=float, default=None,
+                        help="--rehearse/--print: model FLOPs utilisation assumed for step times (default 0.4)")
+    parser.add_argument("--max_days", type=float, default=None,
+                        help="--rehearse/--print: a run's wall-clock bound when choosing its slice (default 3)")
+    parser.add_argument("--no_compile", action="store_true",
+                        help="--rehearse: place on the analytic memory estimate only (no compiles)")
     parser.add_argument("--print", dest="print_only", action="store_true",
                         help="print the train commands instead of running them")
     parser.add_argument("--subprocess", action="store_true", help="one scripts/train.py process per run")
@@ -55,6 +83,27 @@ def build_parser() -> common.ArgumentParser:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.rehearse and args.print_only:
+        parser.error("--rehearse and --print are separate steps: rehearse first, then --print the launch files")
+    if args.out is None and not args.rehearse:
+        parser.error("--out is required (except with --rehearse)")
+    if args.mfu is not None and not 0 < args.mfu <= 1:
+        parser.error(f"--mfu must be in (0, 1], got {args.mfu}")
+    if args.max_days is not None and args.max_days <= 0:
+        parser.error(f"--max_days must be positive, got {args.max_days}")
+    if not (args.rehearse or args.print_only) and (args.mfu is not None or args.max_days is not None
+                                                   or args.no_compile):
+        parser.error("--mfu, --max_days and --no_compile apply to --rehearse/--print only")
+    if args.rehearse:
+        refused = [flag for flag, given in (("--subprocess", args.subprocess),) if given]
+        if refused:
+            parser.error("--rehearse starts nothing: drop --subprocess")
+        args.target = args.target or DEFAULT_REHEARSE_TARGET
+        from atlas_t5x import plans
+
+        if args.target not in plans.TARGETS:
+            parser.error(f"unknown --target {args.target!r}; valid: {', '.join(plans.TARGETS)}")
+        return args
     if args.print_only:
         refused = [flag for flag, given in (("--subprocess", args.subprocess), ("--no_progress", args.no_progress))
                    if given]
@@ -67,7 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if args.target not in plans.TARGETS:
             parser.error(f"unknown --target {args.target!r}; valid: {', '.join(plans.TARGETS)}")
     elif args.target is not None:
-        parser.error("--target only applies to --print (local runs use this machine's devices)")
+        parser.error("--target only applies to --print and --rehearse (local runs use this machine's devices)")
     return args
 
 
@@ -83,10 +132,67 @@ def summary(sweep) -> str:
     return "\n".join(lines)
 
 
+def portable(target, args: argparse.Namespace) -> bool:
+    """Whether --print writes cluster-engine files (JobSet/xpk, per-run SLURM) with no local paths."""
+    from atlas_t5x import logio
+
+    return target.platform == "tpu" or logio.is_url(args.out)
+
+
+def print_portable(args: argparse.Namespace, sweep, only: list[str] | None) -> int:
+    """--print for a cluster: per-run workloads on right-sized slices, no paths of this machine."""
+    from atlas_t5x import launch, logio, plans, sweeps
+
+    target = plans.TARGETS[args.target]
+    runs = [r for r in sweep.runs if only is None or r.name in only]
+    for what, value in (("--corpus", args.corpus), ("--stats", args.stats)):
+        if value and not logio.is_url(value):
+            raise common.UsageError(f"{what} {value!r} is a local path; cluster workers cannot read it: "
+                                    "give a gs:// URL")
+    try:
+        placements = None
+        if args.rehearsal:
+            import json
+
+            try:
+                placements = launch.placements_from_rehearsal(json.loads(Path(args.rehearsal).read_text()), target)
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise sweeps.SweepError(f"--rehearsal {args.rehearsal}: cannot use it: {err}") from None
+            missing = sorted(r.name for r in runs if r.name not in placements)
+            if missing:
+                raise sweeps.SweepError(f"--rehearsal {args.rehearsal} has no placement for {missing}: rehearse them")
+        launched = launch.prepare_portable(
+            runs, args.out, target, vocab=args.vocab, placements=placements,
+            max_days=plans.DEFAULT_MAX_DAYS if args.max_days is None else args.max_days,
+            mfu=plans.DEFAULT_MFU if args.mfu is None else args.mfu)
+    except sweeps.SweepError as err:
+        raise common.UsageError(str(err)) from err
+    folder = Path(args.launch_dir or (Path("launch") / sweep.name))
+    files = launch.write_portable_files(launched, folder, target, args.corpus, args.stats, args.image or "@IMAGE@")
+    for item in launched:
+        print(f"# {item.run.name}: {item.slice_chips} chips ({item.hosts} host(s)), mesh "
+              f"{item.plan.data}x{item.plan.fsdp}x{item.plan.tensor}, remat {item.plan.remat_policy}, "
+              f"{item.plan.microbatches} micro-batch(es)")
+        print(item.script)
+    vocabs = {args.vocab} if args.vocab else {str(r.settings["vocab"]) for r in runs}
+    checks = launch.check_remote_paths({"--out": args.out, "--corpus": args.corpus, "--stats": args.stats,
+                                        **{f"vocabulary": v for v in vocabs}})
+    if not args.corpus:
+        checks.append("corpus: not given (--corpus gs://...); the workers need $MADLAD_DIR in the image")
+    for line in checks:
+        print(f"# {line}", file=sys.stderr)
+    print(f"# {len(launched)} runs for {target.description}; launch files under {folder}: "
+          + ", ".join(sorted(files)[:3]) + (" ..." if len(files) > 3 else "") + f"; {launch.CODE_NOTE}",
+          file=sys.stderr)
+    return common.EXIT_OK
+
+
 def print_commands(args: argparse.Namespace, sweep, only: list[str] | None) -> int:
     """--print: gin files, launch files and one command per run (finetunes after their sources)."""
     from atlas_t5x import launch, plans, sweeps
 
+    if portable(plans.TARGETS[args.target], args):
+        return print_portable(args, sweep, only)
     out = Path(args.out).resolve()
     target = plans.TARGETS[args.target]
     runs = [r for r in sweep.runs if only is None or r.name in only]
@@ -101,6 +207,32 @@ def print_commands(args: argparse.Namespace, sweep, only: list[str] | None) -> i
         print(launch.command_line(item.argv, args.corpus))
     print(f"# {len(launched)} runs for {target.description}; gin files under {out / 'runs'}; launch files: "
           + ", ".join(str(p) for p in files.values()), file=sys.stderr)
+    return common.EXIT_OK
+
+
+def rehearse(args: argparse.Namespace, sweep, only: list[str] | None) -> int:
+    """--rehearse: place and compile every run on --target; OUT/rehearsal.json; 2 if any run cannot run."""
+    import json
+
+    from atlas_t5x import logio, plans, rehearsal
+
+    target = plans.TARGETS[args.target]
+    runs = [r for r in sweep.runs if only is None or r.name in only]
+    out = args.out or str(Path("out") / "rehearse" / sweep.name)
+    started = time.monotonic()
+    record = rehearsal.rehearse(
+        runs, target, compile_steps=not args.no_compile,
+        mfu=plans.DEFAULT_MFU if args.mfu is None else args.mfu,
+        max_days=plans.DEFAULT_MAX_DAYS if args.max_days is None else args.max_days,
+        progress=None if args.no_progress else common.status)
+    record["totals"]["wall_s"] = round(time.monotonic() - started, 1)
+    path = f"{out.rstrip('/')}/rehearsal.json" if logio.is_url(out) else str(Path(out) / "rehearsal.json")
+    logio.write_atomic(path, json.dumps(record, indent=1) + "\n")
+    print(rehearsal.table(record))
+    print(f"# rehearsal of {len(runs)} run(s) in {record['totals']['wall_s']:.0f} s: {path}", file=sys.stderr)
+    if record["problems"]:
+        lines = [f"  {p['run']}: {'; '.join(p['reasons'])}" for p in record["problems"]]
+        raise common.UsageError(f"{len(record['problems'])} run(s) cannot run on {target.name}:\n" + "\n".join(lines))
     return common.EXIT_OK
 
 
@@ -126,7 +258,9 @@ def run_sweep(args: argparse.Namespace, sweep, only: list[str] | None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    if not args.print_only:
+    if args.rehearse:
+        common.require_training_stack(COMMAND)  # the compile needs Flax and optax
+    elif not args.print_only:
         common.require_training_stack(COMMAND)
         from atlas_t5x import train_progress
 
@@ -138,12 +272,12 @@ def _main(argv: list[str] | None) -> int:
 
     try:
         corpus_languages = None
-        if not args.print_only:
+        if not (args.print_only or args.rehearse):
             from atlas_t5x.data import madlad
 
             corpus_languages = madlad.available_languages(madlad.resolve_madlad_dir(args.corpus))
         sweep = sweeps.load_sweep(args.spec, corpus_languages=corpus_languages)
-        sweeps.check_runnable(sweep, local=not args.print_only)
+        sweeps.check_runnable(sweep, local=not (args.print_only or args.rehearse))
         only = None
         if args.only:
             only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -152,6 +286,8 @@ def _main(argv: list[str] | None) -> int:
                 raise sweeps.SweepError(f"--only names unknown run(s) {unknown}")
     except (sweeps.SweepError, ValueError, OSError) as err:
         raise common.UsageError(str(err)) from err
+    if args.rehearse:
+        return rehearse(args, sweep, only)
     if args.print_only:
         return print_commands(args, sweep, only)
     if not args.no_progress:
