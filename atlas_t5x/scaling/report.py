@@ -139,8 +139,12 @@ BOOTSTRAP_REPLICATES = 200   # bootstrap by run in the report [our choice: enoug
 HEADLINE_SPLITS = ("random", "N", "D", "C")
 
 
+SETTINGS = ("monolingual", "multilingual")
+
+
 def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_kwargs,
-          points_set: str = "default", n_boot: int = BOOTSTRAP_REPLICATES, select: bool = True) -> None:
+          points_set: str = "default", n_boot: int = BOOTSTRAP_REPLICATES, select: bool = True,
+          settings_wanted: Sequence[str] = SETTINGS) -> None:
     """The paper's two settings (spec §5, Table 1): the monolingual one (runs trained on their
     target alone) first, whose fits the sanity checks read, then the multilingual one (every run
     that trains on the target) when the logs hold multilingual runs."""
@@ -163,9 +167,12 @@ def _fits(doc: _Doc, rows, laws: Sequence[str], loss_field: str, seed: int, fit_
         if points.empty:
             raise _Skip("no run trained on any of its evaluated targets")
     mono = fdata.monolingual_points(points)
-    settings = [("monolingual", mono)] if not mono.empty else []
-    if len(mono) < len(points):
+    settings = [("monolingual", mono)] if not mono.empty and "monolingual" in settings_wanted else []
+    if len(mono) < len(points) and "multilingual" in settings_wanted:
         settings.append(("multilingual", points))
+    elif len(mono) < len(points):
+        doc.add("The multilingual setting (every run that trains on the target) is not fitted here "
+                "(`atlas-report` fits it).", "")
     doc.add(f"Per-target fits on the completed-schedule points (`{points_set}` point set: cooldown "
             "ends and final evaluations) of from-scratch runs (the FITTER's engine, "
             "`table_fit.fit_points`; finetunes are left out), in the paper's settings: "
@@ -614,6 +621,7 @@ def build_report(
     select: bool = True,
     curse_check: bool = True,
     bootstrap_replicates: int = BOOTSTRAP_REPLICATES,
+    settings: Sequence[str] = SETTINGS,
 ) -> Path:
     """Writes OUT_DIR/report.md (+ PNG/CSV files) from exported logs; returns the report's path.
 
@@ -628,6 +636,7 @@ def build_report(
       select: also run model selection by extrapolation CV (`selection.select`) and report what
         it would choose (a secondary result: the fits and checks use `preregistered_spec`).
       bootstrap_replicates: bootstrap-by-run replicates per fit (intervals).
+      settings: the paper's settings to fit ("monolingual", "multilingual"; both by default).
       curse_check: include the curse plan in the sanity checks (False for a study whose K > 1 runs
         cannot identify φ; the report then says the curse section is descriptive).
 
@@ -652,7 +661,8 @@ def build_report(
     doc.add("# ATLAS scaling report", "", f"Source: {source}", "")
     _section(doc, "Runs", lambda: _overview(doc, rows, loss_field))
     _section(doc, "Fits and held-out R²", lambda: _fits(doc, rows, laws, loss_field, seed, kw, points,
-                                                        n_boot=bootstrap_replicates, select=select))
+                                                        n_boot=bootstrap_replicates, select=select,
+                                                        settings_wanted=settings))
     _section(doc, "Compute-optimal frontier", lambda: report_frontier.frontier_section(doc, rows, loss_field, points))
     _section(doc, "Cross-lingual transfer", lambda: _transfer(doc, rows, loss_field))
     _section(doc, "Curse of multilinguality", lambda: _curse(doc, rows, loss_field, curse_kw, points))
