@@ -8,8 +8,9 @@ state donated, so the same code runs on one CPU device and on a pod. With gradie
 and sums their gradients before the one update: the update is the full-batch one and a step is
 still one optimizer update on one global batch.
 
-Host work per step is: read the next host-local batch, place it as a global array, dispatch the
-compiled step (asynchronously), keep the metric arrays. The host waits for the device only at
+Host work per step is: take the next batch, already read and placed as a global array by the
+prefetch thread (atlas_t5x/data/prefetch.py, `prefetch_batches` ahead), dispatch the compiled
+step (asynchronously), keep the metric arrays. The host waits for the device only at
 "flush" points — every `log_every_steps`, before a checkpoint, before callbacks and at the end —
 where the kept losses are checked for NaN/Inf and logged. A non-finite loss stops the run naming
 the step; because every checkpoint is preceded by a flush, no checkpoint ever holds a state that
@@ -31,7 +32,9 @@ One train.jsonl row per flush:
   models.flops_per_token × global_batch × seq_len per step, padding positions included), mfu
   (flops_per_s / (peak FLOP/s per device × devices): the data-sheet dense bf16 peak of a known
   accelerator; on CPU the theoretical peak cores × SIMD lanes × FMA units × 2 × clock, `cpu_peak`;
-  else a matmul peak measured once per process at start, `measure_peak_flops`).
+  else a matmul peak measured once per process at start, `measure_peak_flops`), step_time_s (wall
+  seconds per train step since the last row: 1 / steps_per_s), input_wait_s (seconds the loop
+  waited for input batches since the last row; near 0 while the prefetch thread keeps ahead).
 
 A restarted run drops the rows logged after its checkpoint, and a run that starts without one
 empties train.jsonl, eval.jsonl and live_prediction.jsonl, so each step appears once. One trainer
@@ -60,8 +63,9 @@ import optax
 from etils import epath
 from jax.experimental import multihost_utils
 
-from atlas_t5x import (checkpoints, cooldown, logio, losses, models, optim, partitioning, plans, resume, run_lock,
-                       train_progress)
+from atlas_t5x import (checkpoints, cooldown, logio, losses, models, optim, partitioning, plans, profiling, resume,
+                       run_lock, train_progress)
+from atlas_t5x.data import prefetch
 from atlas_t5x.callbacks import Callback, RunInfo, StepContext, due_callbacks, validate_callbacks
 from atlas_t5x.train_state import TrainState  # also importable as trainer.TrainState (older code)
 
@@ -448,6 +452,8 @@ def train(
     cooldown_at_tokens: Sequence[int] = (),
     cooldown_fraction: float | None = None,
     allow_config_change: bool = False,
+    prefetch_batches: int = 2,
+    profile_steps: Sequence[int] | None = None,
 ) -> TrainResult:
     """Trains `model_config` on `pipeline_factory()` for `total_steps`, resuming from model_dir.
 
@@ -497,6 +503,12 @@ def train(
         differ from the checkpoint's (atlas_t5x/resume.py); each change is logged as a WARNING
         and recorded in the checkpoint metadata and the config history. Off: such a resume stops
         with ConfigChangedError listing every change.
+      prefetch_batches: batches read and placed on the devices ahead of the step in a background
+        thread (atlas_t5x/data/prefetch.py); checkpoints and token counts are those of the batches
+        trained. 0 reads each batch on the loop's thread.
+      profile_steps: (first, last): a jax.profiler trace of train steps first..last (numbered like
+        train.jsonl's step) in MODEL_DIR/profile/ (atlas_t5x/profiling.py; TensorBoard's profile
+        plugin reads it). None: no trace.
 
     Returns:
       TrainResult(state, step, preempted). On SIGTERM the run checkpoints at the next step
@@ -514,7 +526,8 @@ def train(
     """
     _check_counts(total_steps=total_steps, log_every_steps=log_every_steps,
                   checkpoint_every_steps=checkpoint_every_steps, keep_checkpoints=keep_checkpoints, seed=seed,
-                  num_microbatches=num_microbatches)
+                  num_microbatches=num_microbatches, prefetch_batches=prefetch_batches)
+    profile_range = profiling.check_profile_steps(profile_steps)
     run = _setup(model_dir, model_config, mesh_config, pipeline_factory, total_steps, seed, callbacks,
                  num_microbatches, cooldown_at_tokens, cooldown_fraction)
     start = _restore(run, init_from, keep_checkpoints, async_checkpointing, allow_config_change)
@@ -522,7 +535,8 @@ def train(
     loop = _prepare_loop(run, start, run_info, metadata, num_microbatches=num_microbatches,
                          loss_chunk_size=loss_chunk_size, log_every_steps=log_every_steps,
                          checkpoint_every_steps=checkpoint_every_steps, tensorboard=tensorboard,
-                         peak_flops_per_device=peak_flops_per_device)
+                         peak_flops_per_device=peak_flops_per_device, prefetch_batches=prefetch_batches,
+                         profile_steps=profile_range)
     try:
         outcome = _step_loop(run, loop, start.state, start.start_step)
     finally:
@@ -535,6 +549,8 @@ def _check_counts(**counts: Any) -> None:
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"train.{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if counts["prefetch_batches"] < 0:
+        raise ValueError(f"train.prefetch_batches must be >= 0, got {counts['prefetch_batches']}")
     if counts["total_steps"] <= 0 or counts["log_every_steps"] <= 0 or counts["checkpoint_every_steps"] <= 0:
         raise ValueError(
             f"total_steps ({counts['total_steps']}), log_every_steps ({counts['log_every_steps']}) and "
@@ -742,7 +758,8 @@ class _Loop:
     """What the step loop uses besides the state: compiled steps, logger, checkpointer, stop flag."""
 
     compiled_step: Any
-    batch_sh: jax.sharding.Sharding
+    input: Any  # prefetch.Prefetcher (or its synchronous twin): placed batches, consumed position
+    profiler: profiling.StepProfiler
     eval_step: _EvalStep
     run_info: RunInfo
     metadata: dict
@@ -757,15 +774,17 @@ class _Loop:
     def context(self, run: _RunSetup, step: int, state: TrainState) -> StepContext:
         """The callbacks' view of step `step` (a run's last evaluation is its completed schedule: "final")."""
         return StepContext(step=step, state=state, model=run.model, model_config=run.model_config, mesh=run.mesh,
-                           pipeline=run.pipeline, lr=float(run.schedule(run.last_update(step))),
+                           pipeline=self.input, lr=float(run.schedule(run.last_update(step))),
                            schedule_phase="final" if step == run.total_steps else run.phase_of(step),
                            run_info=self.run_info, eval_step=self.eval_step)
 
 
 def _prepare_loop(run: _RunSetup, start: _Start, run_info: RunInfo, metadata: dict, *, num_microbatches: int,
                   loss_chunk_size: int | None, log_every_steps: int, checkpoint_every_steps: int,
-                  tensorboard: bool, peak_flops_per_device: float | None) -> _Loop:
-    """Compiles the train step (and, lazily, the branch step), sets up logging, progress and SIGTERM."""
+                  tensorboard: bool, peak_flops_per_device: float | None, prefetch_batches: int,
+                  profile_steps: tuple[int, int] | None) -> _Loop:
+    """Compiles the train step (and, lazily, the branch step), sets up input prefetch, the profiler,
+    logging, progress and SIGTERM."""
     mesh, model, model_config = run.mesh, run.model, run.model_config
     replicated = partitioning.replicated(mesh)
     batch_sh = partitioning.batch_sharding(mesh)
@@ -811,21 +830,23 @@ def _prepare_loop(run: _RunSetup, start: _Start, run_info: RunInfo, metadata: di
                 raise NonFiniteLossError(f"non-finite training loss in a cooldown branch: loss={float(m['loss'])}")
 
     schedule_args = run.schedule_args
+    batches = prefetch.wrap(run.pipeline, lambda rows: global_batch_from_host_rows(rows, batch_sh), prefetch_batches)
     branches = cooldown.BranchRunner(
         make_step=make_branch_step,
-        next_batch=lambda: global_batch_from_host_rows(next(run.pipeline), batch_sh),
+        next_batch=lambda: next(batches),
         copy_state=lambda s: jax.tree.map(jnp.copy, s), check_losses=check_branch_losses,
         context=lambda s, st, lr, phase, info, branch: StepContext(
-            step=s, state=st, model=model, model_config=model_config, mesh=mesh, pipeline=run.pipeline, lr=lr,
+            step=s, state=st, model=model, model_config=model_config, mesh=mesh, pipeline=batches, lr=lr,
             schedule_phase=phase, run_info=info, eval_step=eval_step, branch=branch),
-        pipeline=run.pipeline, run_info=run_info, peak_lr=float(schedule_args["peak_lr"]),
+        pipeline=batches, run_info=run_info, peak_lr=float(schedule_args["peak_lr"]),
         final_lr_fraction=float(schedule_args["final_lr_fraction"]), cooldown_fraction=float(run.cooldown_fraction),
         tokens_per_step=run.global_batch * run.seq_len)
 
     stop = _StopFlag()
     stop.install()
     progress = train_progress.ProgressReporter(run.total_steps, start.start_step, run.is_chief)
-    return _Loop(compiled_step=compiled_step, batch_sh=batch_sh, eval_step=eval_step, run_info=run_info,
+    profiler = profiling.StepProfiler(profile_steps, str(run.model_dir / "profile"))
+    return _Loop(compiled_step=compiled_step, input=batches, profiler=profiler, eval_step=eval_step, run_info=run_info,
                  metadata=metadata, ckpt=start.ckpt, logger=logger, stop=stop, progress=progress,
                  branches=branches, log_every_steps=log_every_steps,
                  checkpoint_every_steps=checkpoint_every_steps)
@@ -833,16 +854,18 @@ def _prepare_loop(run: _RunSetup, start: _Start, run_info: RunInfo, metadata: di
 
 def _step_loop(run: _RunSetup, loop: _Loop, state: TrainState, step: int) -> TrainResult:
     """Trains from `step` to total_steps (or a SIGTERM): step, flush/log, callbacks, branches, checkpoint."""
-    pipeline, ckpt, logger, callbacks = run.pipeline, loop.ckpt, loop.logger, run.callbacks
+    batches, ckpt, logger, callbacks = loop.input, loop.ckpt, loop.logger, run.callbacks
     pending: list[tuple[int, dict]] = []
     row, preempted = None, False
-    logger.start(step, pipeline.accounting())
+    logger.start(step, batches.accounting(), batches.wait_s)
     loop.progress.start()
     with partitioning.axis_rules(run.mesh):
         while step < run.total_steps:
-            batch = global_batch_from_host_rows(next(pipeline), loop.batch_sh)
-            state, metrics = loop.compiled_step(state, batch, run.dropout_key)
+            with loop.profiler.step(step + 1):
+                batch = next(batches)
+                state, metrics = loop.compiled_step(state, batch, run.dropout_key)
             step += 1
+            loop.profiler.after(step, metrics)
             pending.append((step, metrics))
             loop.progress.update(1)
 
@@ -851,7 +874,7 @@ def _step_loop(run: _RunSetup, loop: _Loop, state: TrainState, step: int) -> Tra
             save_now = final or step % loop.checkpoint_every_steps == 0
             run_callbacks = due_callbacks(callbacks, step, run.total_steps)
             if final or save_now or run_callbacks or step % loop.log_every_steps == 0:
-                row = logger.flush(pending, pipeline.accounting(), run.phase_of(step), ckpt)
+                row = logger.flush(pending, batches.accounting(), batches.wait_s, run.phase_of(step), ckpt)
                 pending = []
                 loop.progress.report(row)
             # Callbacks before the checkpoint: a run killed inside a callback resumes from an
@@ -861,9 +884,9 @@ def _step_loop(run: _RunSetup, loop: _Loop, state: TrainState, step: int) -> Tra
             if step in run.branch_at:
                 loop.branches.run(step, state, run.dropout_key, callbacks)
             if save_now:
-                ckpt.save(step, state, pipeline.get_state(), loop.metadata)
+                ckpt.save(step, state, batches.get_state(), loop.metadata)
             if save_now or run_callbacks or step in run.branch_at:
-                logger.restart_clock()  # throughput counts train steps only
+                logger.restart_clock(batches.wait_s)  # throughput and input wait count train steps only
             if preempted:
                 logging.warning("preempted: saved checkpoint at step %d, exiting", step)
                 break
@@ -871,8 +894,11 @@ def _step_loop(run: _RunSetup, loop: _Loop, state: TrainState, step: int) -> Tra
 
 
 def _shutdown(loop: _Loop) -> None:
-    """Closes the progress bar, waits for the last checkpoint, closes the logs, then gives SIGTERM back."""
+    """Stops the trace and the prefetch thread, closes the progress bar, waits for the last
+    checkpoint, closes the logs, then gives SIGTERM back."""
     try:
+        loop.profiler.close()
+        loop.input.close()
         loop.progress.close()
         loop.ckpt.close()  # waits for the last (good) checkpoint to commit
         loop.logger.close()
@@ -898,17 +924,23 @@ class _TrainLogger:
         self._last_time = 0.0
         self._last_tokens = 0
         self._last_step = 0
+        self._last_wait = 0.0
 
-    def start(self, step: int, accounting) -> None:
+    def start(self, step: int, accounting, input_wait_total: float) -> None:
         self._last_time = time.perf_counter()
         self._last_tokens = int(accounting.total)
         self._last_step = step
+        self._last_wait = input_wait_total
 
-    def restart_clock(self) -> None:
+    def restart_clock(self, input_wait_total: float) -> None:
         self._last_time = time.perf_counter()
+        self._last_wait = input_wait_total
 
-    def flush(self, pending: list[tuple[int, dict]], accounting, phase: str, ckpt) -> dict:
-        """Waits for the pending steps, checks them, writes one row; returns it."""
+    def flush(self, pending: list[tuple[int, dict]], accounting, input_wait_total: float, phase: str, ckpt) -> dict:
+        """Waits for the pending steps, checks them, writes one row; returns it.
+
+        input_wait_total: seconds the loop has waited for input batches so far (the prefetcher's
+        running total); the row's input_wait_s is its growth since the previous row."""
         fetched = jax.device_get([m for _, m in pending])
         for (step, _), m in zip(pending, fetched):
             if not (math.isfinite(float(m["loss"])) and math.isfinite(float(m["grad_norm"]))):
@@ -938,6 +970,8 @@ class _TrainLogger:
             "steps_per_s": steps_done / elapsed,
             "flops_per_s": flops_per_s,
             "mfu": flops_per_s / self._peak,
+            "step_time_s": elapsed / max(steps_done, 1),
+            "input_wait_s": max(input_wait_total - self._last_wait, 0.0),
         }
         if self._is_chief:
             logio.append_jsonl(self._path, [row])
@@ -947,6 +981,7 @@ class _TrainLogger:
             scalars.update({f"tokens_by_lang/{k}": v for k, v in row["tokens_by_lang"].items()})
             self._writer.write_scalars(step, scalars)
         self._last_time, self._last_tokens, self._last_step = time.perf_counter(), tokens, step
+        self._last_wait = input_wait_total
         return row
 
     def close(self) -> None:
