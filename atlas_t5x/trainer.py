@@ -758,7 +758,7 @@ class _Loop:
     """What the step loop uses besides the state: compiled steps, logger, checkpointer, stop flag."""
 
     compiled_step: Any
-    input: Any  # prefetch.Prefetcher (or its synchronous twin): placed batches, consumed position
+    batches: Any  # prefetch.Prefetcher (or its synchronous twin): placed batches, consumed position
     profiler: profiling.StepProfiler
     eval_step: _EvalStep
     run_info: RunInfo
@@ -774,7 +774,7 @@ class _Loop:
     def context(self, run: _RunSetup, step: int, state: TrainState) -> StepContext:
         """The callbacks' view of step `step` (a run's last evaluation is its completed schedule: "final")."""
         return StepContext(step=step, state=state, model=run.model, model_config=run.model_config, mesh=run.mesh,
-                           pipeline=self.input, lr=float(run.schedule(run.last_update(step))),
+                           pipeline=self.batches, lr=float(run.schedule(run.last_update(step))),
                            schedule_phase="final" if step == run.total_steps else run.phase_of(step),
                            run_info=self.run_info, eval_step=self.eval_step)
 
@@ -846,15 +846,15 @@ def _prepare_loop(run: _RunSetup, start: _Start, run_info: RunInfo, metadata: di
     stop.install()
     progress = train_progress.ProgressReporter(run.total_steps, start.start_step, run.is_chief)
     profiler = profiling.StepProfiler(profile_steps, str(run.model_dir / "profile"))
-    return _Loop(compiled_step=compiled_step, input=batches, profiler=profiler, eval_step=eval_step, run_info=run_info,
-                 metadata=metadata, ckpt=start.ckpt, logger=logger, stop=stop, progress=progress,
-                 branches=branches, log_every_steps=log_every_steps,
+    return _Loop(compiled_step=compiled_step, batches=batches, profiler=profiler, eval_step=eval_step,
+                 run_info=run_info, metadata=metadata, ckpt=start.ckpt, logger=logger, stop=stop,
+                 progress=progress, branches=branches, log_every_steps=log_every_steps,
                  checkpoint_every_steps=checkpoint_every_steps)
 
 
 def _step_loop(run: _RunSetup, loop: _Loop, state: TrainState, step: int) -> TrainResult:
     """Trains from `step` to total_steps (or a SIGTERM): step, flush/log, callbacks, branches, checkpoint."""
-    batches, ckpt, logger, callbacks = loop.input, loop.ckpt, loop.logger, run.callbacks
+    batches, ckpt, logger, callbacks = loop.batches, loop.ckpt, loop.logger, run.callbacks
     pending: list[tuple[int, dict]] = []
     row, preempted = None, False
     logger.start(step, batches.accounting(), batches.wait_s)
@@ -898,7 +898,7 @@ def _shutdown(loop: _Loop) -> None:
     checkpoint, closes the logs, then gives SIGTERM back."""
     try:
         loop.profiler.close()
-        loop.input.close()
+        loop.batches.close()
         loop.progress.close()
         loop.ckpt.close()  # waits for the last (good) checkpoint to commit
         loop.logger.close()
