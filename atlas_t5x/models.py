@@ -62,7 +62,7 @@ REMAT_POLICIES = {
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "save_qkv_proj": jax.checkpoint_policies.save_only_these_names("query_proj", "key_proj", "value_proj"),
 }
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash", "lse", "reference")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash", "reference")
 
 
 @gin.configurable
@@ -93,10 +93,8 @@ class ModelConfig:
       attention: attention implementation (``ATTENTION_IMPLEMENTATIONS``): ``"auto"`` picks
         cuDNN flash attention on GPU for 16-bit compute, else XLA's
         ``jax.nn.dot_product_attention``; ``"xla"``, ``"cudnn"``, ``"splash"`` (Pallas
-        splash attention, TPU) force one; ``"lse"`` keeps only the softmax's log-sum-exp for
-        the backward pass and recomputes the probabilities there (``lse_attention``; faster
-        than ``"xla"`` on CPU, see benchmarks/README.md); ``"reference"`` is the plain einsum +
-        softmax with float32 [B, H, T, T] scores, kept for tests.
+        splash attention, TPU) force one; ``"reference"`` is the plain einsum + softmax with
+        float32 [B, H, T, T] scores, kept for tests.
     """
 
     name: str
@@ -325,58 +323,6 @@ def _reference_attention(q: Array, k: Array, v: Array, segment_ids: Optional[Arr
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
-def _masked_scores(q: Array, k: Array, mask: Array) -> Array:
-    """float32 [B, H, T, T] scores q·kᵀ (q pre-scaled, [B, H, T, D] layout), masked to float32 min."""
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
-    return jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-
-
-@jax.custom_vjp
-def _lse_attention(q: Array, k: Array, v: Array, mask: Array) -> Array:
-    return _lse_attention_fwd(q, k, v, mask)[0]
-
-
-def _lse_attention_fwd(q, k, v, mask):
-    scores = _masked_scores(q, k, mask)
-    peak = jnp.max(scores, axis=-1, keepdims=True)
-    unnormalised = jnp.exp(scores - peak)
-    total = jnp.sum(unnormalised, axis=-1, keepdims=True)
-    out = jnp.einsum("bhqk,bhkd->bhqd", unnormalised, v.astype(jnp.float32)) / total
-    return out.astype(q.dtype), (q, k, v, mask, out, peak + jnp.log(total))
-
-
-def _lse_attention_bwd(residuals, d_out):
-    q, k, v, mask, out, log_z = residuals
-    probs = jnp.exp(_masked_scores(q, k, mask) - log_z)  # recomputed: no [B, H, T, T] residual
-    d_out = d_out.astype(jnp.float32)
-    d_v = jnp.einsum("bhqk,bhqd->bhkd", probs, d_out)
-    d_probs = jnp.einsum("bhqd,bhkd->bhqk", d_out, v.astype(jnp.float32))
-    d_scores = probs * (d_probs - jnp.sum(d_out * out, axis=-1, keepdims=True))
-    d_q = jnp.einsum("bhqk,bhkd->bhqd", d_scores, k.astype(jnp.float32))
-    d_k = jnp.einsum("bhqk,bhqd->bhkd", d_scores, q.astype(jnp.float32))
-    return d_q.astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype), None
-
-
-_lse_attention.defvjp(_lse_attention_fwd, _lse_attention_bwd)
-
-
-def lse_attention(q: Array, k: Array, v: Array, segment_ids: Optional[Array]) -> Array:
-    """Causal, segment-masked softmax attention whose backward pass recomputes the probabilities.
-
-    Same result as ``_reference_attention`` up to float32 reassociation. The forward pass keeps
-    only q, k, v, the output and the row log-sum-exp [B, H, T, 1]; the backward pass recomputes
-    the scores with one more q·kᵀ (a few % of a block's FLOPs) instead of storing float32
-    [B, H, T, T] probabilities per layer and differentiating through the softmax division,
-    which on CPU costs more memory traffic than the matmul it saves. Heads lead the batch
-    dimensions inside ([B, H, T, D]), so every product is a plain batched matmul.
-    """
-    heads_first = lambda t: t.transpose(0, 2, 1, 3)  # noqa: E731
-    mask = attention_mask(segment_ids, q.shape[1])
-    out = _lse_attention(heads_first(q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)), heads_first(k),
-                         heads_first(v), mask)
-    return heads_first(out)
-
-
 def _splash_attention(q: Array, k: Array, v: Array, segment_ids: Optional[Array]) -> Array:
     """Pallas splash attention (TPU): causal + segment masking inside the kernel.
 
@@ -431,8 +377,6 @@ def dot_product_attention(q: Array, k: Array, v: Array, segment_ids: Optional[Ar
     implementation = resolve_attention(implementation, q.dtype, q.shape[1])
     if implementation == "reference":
         return _reference_attention(q, k, v, segment_ids)
-    if implementation == "lse":
-        return lse_attention(q, k, v, segment_ids)
     if implementation == "splash":
         return _splash_attention(q, k, v, segment_ids)
     same_segment = None
