@@ -173,7 +173,7 @@ def torch_worker(args):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         update()
-        return float(loss)
+        return float(loss.detach())
 
     model.train()
     return run
