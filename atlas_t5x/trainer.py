@@ -8,8 +8,9 @@ state donated, so the same code runs on one CPU device and on a pod. With gradie
 and sums their gradients before the one update: the update is the full-batch one and a step is
 still one optimizer update on one global batch.
 
-Host work per step is: read the next host-local batch, place it as a global array, dispatch the
-compiled step (asynchronously), keep the metric arrays. The host waits for the device only at
+Host work per step is: take the next batch, already read and placed as a global array by the
+prefetch thread (atlas_t5x/data/prefetch.py, `prefetch_batches` ahead), dispatch the compiled
+step (asynchronously), keep the metric arrays. The host waits for the device only at
 "flush" points — every `log_every_steps`, before a checkpoint, before callbacks and at the end —
 where the kept losses are checked for NaN/Inf and logged. A non-finite loss stops the run naming
 the step; because every checkpoint is preceded by a flush, no checkpoint ever holds a state that
@@ -31,7 +32,9 @@ One train.jsonl row per flush:
   models.flops_per_token × global_batch × seq_len per step, padding positions included), mfu
   (flops_per_s / (peak FLOP/s per device × devices): the data-sheet dense bf16 peak of a known
   accelerator; on CPU the theoretical peak cores × SIMD lanes × FMA units × 2 × clock, `cpu_peak`;
-  else a matmul peak measured once per process at start, `measure_peak_flops`).
+  else a matmul peak measured once per process at start, `measure_peak_flops`), step_time_s (wall
+  seconds per train step since the last row: 1 / steps_per_s), input_wait_s (seconds the loop
+  waited for input batches since the last row; near 0 while the prefetch thread keeps ahead).
 
 A restarted run drops the rows logged after its checkpoint, and a run that starts without one
 empties train.jsonl, eval.jsonl and live_prediction.jsonl, so each step appears once. One trainer
@@ -60,8 +63,9 @@ import optax
 from etils import epath
 from jax.experimental import multihost_utils
 
-from atlas_t5x import (checkpoints, cooldown, logio, losses, models, optim, partitioning, plans, preflight, resume,
-                       run_lock, train_progress)
+from atlas_t5x import (checkpoints, cooldown, logio, losses, models, optim, partitioning, plans, preflight,
+                       profiling, resume, run_lock, train_progress)
+from atlas_t5x.data import prefetch
 from atlas_t5x.callbacks import Callback, RunInfo, StepContext, due_callbacks, validate_callbacks
 from atlas_t5x.train_state import TrainState  # also importable as trainer.TrainState (older code)
 
@@ -452,6 +456,8 @@ def train(
     cooldown_fraction: float | None = None,
     allow_config_change: bool = False,
     allow_run_rename: bool = False,
+    prefetch_batches: int = 2,
+    profile_steps: Sequence[int] | None = None,
 ) -> TrainResult:
     """Trains `model_config` on `pipeline_factory()` for `total_steps`, resuming from model_dir.
 
@@ -503,6 +509,12 @@ def train(
         with ConfigChangedError listing every change.
       allow_run_rename: resume a checkpoint written under another run name (a copied or renamed
         model_dir); off: RunRenamedError naming both (atlas_t5x/resume.py). The run keeps its run id.
+      prefetch_batches: batches read and placed on the devices ahead of the step in a background
+        thread (atlas_t5x/data/prefetch.py); checkpoints and token counts are those of the batches
+        trained. 0 reads each batch on the loop's thread.
+      profile_steps: (first, last): a jax.profiler trace of train steps first..last (numbered like
+        train.jsonl's step) in MODEL_DIR/profile/ (atlas_t5x/profiling.py; TensorBoard's profile
+        plugin reads it). None: no trace.
 
     Returns:
       TrainResult(state, step, preempted). On SIGTERM the run checkpoints at the next step
@@ -518,16 +530,79 @@ def train(
       RunLockedError: another trainer holds model_dir (atlas_t5x.run_lock; named in the message).
       ValueError: mesh/batch mismatch and other bad settings.
     """
-    for name, value in (("total_steps", total_steps), ("log_every_steps", log_every_steps),
-                        ("checkpoint_every_steps", checkpoint_every_steps), ("keep_checkpoints", keep_checkpoints),
-                        ("seed", seed), ("num_microbatches", num_microbatches)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # e.g. a gin string 'abc'
+    _check_counts(total_steps=total_steps, log_every_steps=log_every_steps,
+                  checkpoint_every_steps=checkpoint_every_steps, keep_checkpoints=keep_checkpoints, seed=seed,
+                  num_microbatches=num_microbatches, prefetch_batches=prefetch_batches)
+    profile_range = profiling.check_profile_steps(profile_steps)
+    run = _setup(model_dir, model_config, mesh_config, pipeline_factory, total_steps, seed, callbacks,
+                 num_microbatches, cooldown_at_tokens, cooldown_fraction)
+    start = _restore(run, init_from, keep_checkpoints, async_checkpointing, allow_config_change, run_name,
+                     allow_run_rename)
+    run_info, metadata = _announce_start(run, start, run_name)
+    loop = _prepare_loop(run, start, run_info, metadata, num_microbatches=num_microbatches,
+                         loss_chunk_size=loss_chunk_size, log_every_steps=log_every_steps,
+                         checkpoint_every_steps=checkpoint_every_steps, tensorboard=tensorboard,
+                         peak_flops_per_device=peak_flops_per_device, prefetch_batches=prefetch_batches,
+                         profile_steps=profile_range)
+    try:
+        outcome = _step_loop(run, loop, start.state, start.start_step)
+    finally:
+        _shutdown(loop)
+    return outcome
+
+
+def _check_counts(**counts: Any) -> None:
+    """Integer settings of `train` are integers (not a gin string like 'abc'); periods are positive."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"train.{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if total_steps <= 0 or log_every_steps <= 0 or checkpoint_every_steps <= 0:
+    if counts["prefetch_batches"] < 0:
+        raise ValueError(f"train.prefetch_batches must be >= 0, got {counts['prefetch_batches']}")
+    if counts["total_steps"] <= 0 or counts["log_every_steps"] <= 0 or counts["checkpoint_every_steps"] <= 0:
         raise ValueError(
-            f"total_steps ({total_steps}), log_every_steps ({log_every_steps}) and "
-            f"checkpoint_every_steps ({checkpoint_every_steps}) must be positive"
+            f"total_steps ({counts['total_steps']}), log_every_steps ({counts['log_every_steps']}) and "
+            f"checkpoint_every_steps ({counts['checkpoint_every_steps']}) must be positive"
         )
+
+
+@dataclasses.dataclass
+class _RunSetup:
+    """What `train` builds before touching model_dir: mesh, pipeline, model, schedule, state layout."""
+
+    model_dir: epath.Path
+    is_chief: bool
+    callbacks: tuple
+    mesh: jax.sharding.Mesh
+    pipeline: Any
+    seq_len: int
+    global_batch: int
+    model_config: models.ModelConfig
+    model: nn.Module
+    total_steps: int
+    schedule: optax.Schedule
+    optimizer: optax.GradientTransformation
+    schedule_args: dict
+    cooldown_fraction: float
+    branch_at: list
+    init_key: jax.Array
+    dropout_key: jax.Array
+    dummy_tokens: jax.Array
+    abstract_state: TrainState
+    state_sh: TrainState
+
+    def last_update(self, step: int) -> int:
+        """Index of the optimizer update that produced step `step` (>= 1), as the schedule counts."""
+        return max(step - 1, 0)
+
+    def phase_of(self, step: int) -> str:
+        args = self.schedule_args
+        return optim.schedule_phase(self.last_update(step), self.total_steps, args["warmup_steps"], args["kind"],
+                                    args["decay_fraction"])
+
+
+def _setup(model_dir, model_config, mesh_config, pipeline_factory, total_steps, seed, callbacks,
+           num_microbatches, cooldown_at_tokens, cooldown_fraction) -> _RunSetup:
+    """Checks the settings and builds mesh, pipeline, model, schedule, optimizer and state layout."""
     model_dir_path = checkpoints.as_path(model_dir)
     callbacks = validate_callbacks(callbacks)
     is_chief = jax.process_index() == 0
@@ -558,14 +633,6 @@ def train(
     optimizer = optim.make_optimizer(schedule)
     schedule_args = _configured_args(optim.make_schedule)
 
-    def last_update(step: int) -> int:
-        """Index of the optimizer update that produced step `step` (>= 1), as the schedule counts."""
-        return max(step - 1, 0)
-
-    def phase_of(step: int) -> str:
-        return optim.schedule_phase(last_update(step), total_steps, schedule_args["warmup_steps"],
-                                    schedule_args["kind"], schedule_args["decay_fraction"])
-
     if cooldown_fraction is None:
         cooldown_fraction = schedule_args["decay_fraction"]
     branch_at = cooldown.branch_steps(
@@ -579,16 +646,45 @@ def train(
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
     dummy_tokens = jnp.zeros((1, seq_len), jnp.int32)
     abstract_state, state_sh = state_layout(model, optimizer, mesh, dummy_tokens)
-    params_sh, replicated = state_sh.params, partitioning.replicated(mesh)
+    return _RunSetup(
+        model_dir=model_dir_path, is_chief=is_chief, callbacks=tuple(callbacks), mesh=mesh, pipeline=pipeline,
+        seq_len=seq_len, global_batch=global_batch, model_config=model_config, model=model,
+        total_steps=total_steps, schedule=schedule, optimizer=optimizer, schedule_args=schedule_args,
+        cooldown_fraction=cooldown_fraction, branch_at=branch_at, init_key=init_key, dropout_key=dropout_key,
+        dummy_tokens=dummy_tokens, abstract_state=abstract_state, state_sh=state_sh)
 
+
+@dataclasses.dataclass
+class _Start:
+    """Where the run starts: its state (restored, finetuned or fresh) and how it got there."""
+
+    state: TrainState
+    start_step: int
+    resume_step: int | None  # the restored checkpoint's step; None on a fresh start
+    how: str  # train_progress.describe_start's line
+    init: str  # RunInfo.init: "scratch", or the finetune source
+    settings: dict  # resume.resume_settings of this start
+    config_changes: list  # (setting, old, new) accepted with train.allow_config_change
+    change_log: list  # every recorded config change, for the checkpoint metadata
+    shapes: dict  # checkpoints.param_shapes
+    ckpt: checkpoints.TrainCheckpointer
+    run_id: str = ""  # drawn at the run's first start, kept in its checkpoints (resume.run_id_for_start)
+
+
+def _restore(run: _RunSetup, init_from, keep_checkpoints, async_checkpointing, allow_config_change,
+             run_name: str | None = None, allow_run_rename: bool = False) -> _Start:
+    """The newest good checkpoint of model_dir (state and pipeline position), else init_from's
+    params with a fresh optimizer, else a fresh init; checks a resume against the recorded settings."""
+    pipeline, optimizer = run.pipeline, run.optimizer
+    params_sh = run.state_sh.params
     # Everything that can fail on a bad model_dir fails here, before anything is written.
-    settings = resume.resume_settings(schedule_args, total_steps, pipeline, init_from)
+    settings = resume.resume_settings(run.schedule_args, run.total_steps, pipeline, init_from)
     if init_from:  # on resume too: a finetune whose source has gone is named, not silently resumed
         checkpoints.resolve_checkpoint(init_from)
-    ckpt = checkpoints.TrainCheckpointer(model_dir_path, keep=keep_checkpoints, async_save=async_checkpointing)
-    shapes = checkpoints.param_shapes(abstract_state.params)
+    ckpt = checkpoints.TrainCheckpointer(run.model_dir, keep=keep_checkpoints, async_save=async_checkpointing)
+    shapes = checkpoints.param_shapes(run.abstract_state.params)
     # The newest checkpoint that verifies; damaged newer ones are logged and moved aside.
-    restored = ckpt.restore_latest(abstract_state, shapes)
+    restored = ckpt.restore_latest(run.abstract_state, shapes)
     resume_step = None if restored is None else restored[0]
 
     def fresh_state(params):
@@ -600,7 +696,7 @@ def train(
         where = str(ckpt.directory / str(resume_step))
         recorded = resume.settings_from_metadata(meta)
         config_changes = resume.check_resume(recorded, settings, resume_step, where, allow_config_change)
-        run_id = resume.run_id_for_start(meta, run_name or model_dir_path.name, where, allow_run_rename)
+        run_id = resume.run_id_for_start(meta, run_name or run.model_dir.name, where, allow_run_rename)
         if config_changes:
             note = resume.extension_note(recorded, settings, resume_step)
             if note:
@@ -610,91 +706,126 @@ def train(
         pipeline.set_state(pipeline_state)
         init = meta.get("run_info", {}).get("init", init)
         tokens_seen = int(pipeline.accounting().total)  # on every process: a pipeline may gather
-        how = train_progress.describe_start("resumed", resume_step, total_steps, tokens_seen, where)
-        if is_chief:
-            _truncate_log(model_dir_path / "logs" / "train.jsonl", resume_step)
+        how = train_progress.describe_start("resumed", resume_step, run.total_steps, tokens_seen, where)
+        if run.is_chief:
+            _truncate_log(run.model_dir / "logs" / "train.jsonl", resume_step)
     elif init_from:
-        params, init = checkpoints.load_params(init_from, abstract_state.params)
-        state = jax.jit(fresh_state, in_shardings=(params_sh,), out_shardings=state_sh)(params)
-        how = train_progress.describe_start("finetune", 0, total_steps, 0, init)
+        params, init = checkpoints.load_params(init_from, run.abstract_state.params)
+        state = jax.jit(fresh_state, in_shardings=(params_sh,), out_shardings=run.state_sh)(params)
+        how = train_progress.describe_start("finetune", 0, run.total_steps, 0, init)
     else:
-        how = train_progress.describe_start("scratch", 0, total_steps, 0, None)
-        with partitioning.axis_rules(mesh):
-            state = jax.jit(lambda k: fresh_state(nn.meta.unbox(model.init(k, dummy_tokens)["params"])),
-                            out_shardings=state_sh)(init_key)
+        how = train_progress.describe_start("scratch", 0, run.total_steps, 0, None)
+        with partitioning.axis_rules(run.mesh):
+            state = jax.jit(lambda k: fresh_state(nn.meta.unbox(run.model.init(k, run.dummy_tokens)["params"])),
+                            out_shardings=run.state_sh)(run.init_key)
     if restored is None:
         run_id = resume.new_run_id()
     start_step = int(jax.device_get(state.step))
-    if is_chief:
+    if run.is_chief:
         train_progress.log.info("%s", how)
+    return _Start(state=state, start_step=start_step, resume_step=resume_step, how=how, init=init,
+                  settings=settings, config_changes=config_changes, change_log=change_log, shapes=shapes, ckpt=ckpt,
+                  run_id=run_id)
 
+
+def _announce_start(run: _RunSetup, start: _Start, run_name: str | None) -> tuple[RunInfo, dict]:
+    """(RunInfo, checkpoint metadata); checks the callbacks' inputs before step 0 and writes
+    config.gin and the config history (and, on a fresh start, empties stale logs)."""
+    model_config = run.model_config
     run_info = RunInfo(
-        run=run_name or model_dir_path.name,
-        mixture_name=str(getattr(pipeline, "mixture_name", "")),
-        mixture_weights={str(k): float(v) for k, v in dict(getattr(pipeline, "mixture_weights", {}) or {}).items()},
-        init=init,
-        vocab=str(getattr(pipeline, "vocab_name", "")),
+        run=run_name or run.model_dir.name,
+        mixture_name=str(getattr(run.pipeline, "mixture_name", "")),
+        mixture_weights={str(k): float(v)
+                         for k, v in dict(getattr(run.pipeline, "mixture_weights", {}) or {}).items()},
+        init=start.init,
+        vocab=str(getattr(run.pipeline, "vocab_name", "")),
         vocab_size=model_config.vocab_size,
-        seq_len=seq_len,
-        global_batch=global_batch,
+        seq_len=run.seq_len,
+        global_batch=run.global_batch,
         scale=model_config.name,
-        model_dir=str(model_dir_path),
-        run_id=run_id,
+        model_dir=str(run.model_dir),
+        run_id=start.run_id,
     )
     metadata = {
         "model_config": dataclasses.asdict(model_config),
-        "param_shapes": shapes,
-        "param_layout": checkpoints.param_layout(shapes),
+        "param_shapes": start.shapes,
+        "param_layout": checkpoints.param_layout(start.shapes),
         "run_info": dataclasses.asdict(run_info),
-        "total_steps": total_steps,
-        "resume_settings": settings,  # compared when the run restarts (atlas_t5x/resume.py)
-        "config_changes": change_log,  # settings changed on resume with train.allow_config_change
+        "total_steps": run.total_steps,
+        "resume_settings": start.settings,  # compared when the run restarts (atlas_t5x/resume.py)
+        "config_changes": start.change_log,  # settings changed on resume with train.allow_config_change
     }
-    for cb in callbacks:  # every data source the run will read (eval-only languages too), before step 0
+    for cb in run.callbacks:  # every data source the run will read (eval-only languages too), before step 0
         check_inputs = getattr(cb, "check_inputs", None)
         if callable(check_inputs):
             check_inputs(run_info, model_config)
-    if is_chief:
-        if resume_step is None:
-            _clear_stale_logs(model_dir_path / "logs")
+    if run.is_chief:
+        if start.resume_step is None:
+            _clear_stale_logs(run.model_dir / "logs")
         config_text = gin.operative_config_str()
-        logio.write_atomic(model_dir_path / "config.gin", config_text)
-        resume.write_history(model_dir_path, config_text, start_step, how, config_changes)
+        logio.write_atomic(run.model_dir / "config.gin", config_text)
+        resume.write_history(run.model_dir, config_text, start.start_step, start.how, start.config_changes)
+    return run_info, metadata
 
+
+@dataclasses.dataclass
+class _Loop:
+    """What the step loop uses besides the state: compiled steps, logger, checkpointer, stop flag."""
+
+    compiled_step: Any
+    batches: Any  # prefetch.Prefetcher (or its synchronous twin): placed batches, consumed position
+    profiler: profiling.StepProfiler
+    eval_step: _EvalStep
+    run_info: RunInfo
+    metadata: dict
+    ckpt: checkpoints.TrainCheckpointer
+    logger: "_TrainLogger"
+    stop: "_StopFlag"
+    progress: train_progress.ProgressReporter
+    branches: cooldown.BranchRunner
+    log_every_steps: int
+    checkpoint_every_steps: int
+
+    def context(self, run: _RunSetup, step: int, state: TrainState) -> StepContext:
+        """The callbacks' view of step `step` (a run's last evaluation is its completed schedule: "final")."""
+        return StepContext(step=step, state=state, model=run.model, model_config=run.model_config, mesh=run.mesh,
+                           pipeline=self.batches, lr=float(run.schedule(run.last_update(step))),
+                           schedule_phase="final" if step == run.total_steps else run.phase_of(step),
+                           run_info=self.run_info, eval_step=self.eval_step)
+
+
+def _prepare_loop(run: _RunSetup, start: _Start, run_info: RunInfo, metadata: dict, *, num_microbatches: int,
+                  loss_chunk_size: int | None, log_every_steps: int, checkpoint_every_steps: int,
+                  tensorboard: bool, peak_flops_per_device: float | None, prefetch_batches: int,
+                  profile_steps: tuple[int, int] | None) -> _Loop:
+    """Compiles the train step (and, lazily, the branch step), sets up input prefetch, the profiler,
+    logging, progress and SIGTERM."""
+    mesh, model, model_config = run.mesh, run.model, run.model_config
+    replicated = partitioning.replicated(mesh)
     batch_sh = partitioning.batch_sharding(mesh)
     metric_sh = {k: replicated for k in ("loss", "n_tokens", "grad_norm", "lr")}
     step_fn = jax.jit(
-        make_train_step(model, optimizer, schedule, num_microbatches, loss_chunk_size),
-        in_shardings=(state_sh, {k: batch_sh for k in MODEL_INPUT_KEYS}, replicated),
-        out_shardings=(state_sh, metric_sh),
+        make_train_step(model, run.optimizer, run.schedule, num_microbatches, loss_chunk_size),
+        in_shardings=(run.state_sh, {k: batch_sh for k in MODEL_INPUT_KEYS}, replicated),
+        out_shardings=(run.state_sh, metric_sh),
         donate_argnums=(0,),
     )
     abstract_batch = {
-        k: jax.ShapeDtypeStruct((global_batch, seq_len), jnp.float32 if k == "decoder_loss_weights" else jnp.int32,
-                                sharding=batch_sh)
+        k: jax.ShapeDtypeStruct((run.global_batch, run.seq_len),
+                                jnp.float32 if k == "decoder_loss_weights" else jnp.int32, sharding=batch_sh)
         for k in MODEL_INPUT_KEYS
     }
     with partitioning.axis_rules(mesh):
-        compiled_step = step_fn.lower(abstract_state, abstract_batch, dropout_key).compile()
-    eval_step = _EvalStep(model, mesh, params_sh)
+        compiled_step = step_fn.lower(run.abstract_state, abstract_batch, run.dropout_key).compile()
+    eval_step = _EvalStep(model, mesh, run.state_sh.params)
 
     theoretical_cpu = cpu_peak() if jax.devices()[0].platform == "cpu" else None
     peak = (peak_flops_per_device or lookup_peak_flops(jax.devices()[0].device_kind)
             or (theoretical_cpu.flops / jax.local_device_count() if theoretical_cpu else None)
             or measure_peak_flops(tuple(jax.local_devices()), model_config.dtype))
-    model_flops_per_step = models.flops_per_token(model_config, seq_len) * global_batch * seq_len
-    logger = _TrainLogger(model_dir_path, run_info.run, tensorboard and is_chief, is_chief,
+    model_flops_per_step = models.flops_per_token(model_config, run.seq_len) * run.global_batch * run.seq_len
+    logger = _TrainLogger(run.model_dir, run_info.run, tensorboard and run.is_chief, run.is_chief,
                           peak * jax.device_count(), model_flops_per_step)
-    stop = _StopFlag()
-    stop.install()
-    progress = train_progress.ProgressReporter(total_steps, start_step, is_chief)
-
-    def context(step: int) -> StepContext:
-        # a run's last evaluation is its completed schedule: "final" (atlas_t5x.schema)
-        return StepContext(step=step, state=state, model=model, model_config=model_config, mesh=mesh,
-                           pipeline=pipeline, lr=float(schedule(last_update(step))),
-                           schedule_phase="final" if step == total_steps else phase_of(step),
-                           run_info=run_info, eval_step=eval_step)
 
     def make_branch_step():
         """One compiled step for every branch: the learning rate is an argument (unit-LR AdamW)."""
@@ -702,10 +833,10 @@ def train(
         jitted = jax.jit(
             make_train_step(model, optim.make_optimizer(unit), unit, num_microbatches, loss_chunk_size,
                             lr_argument=True),
-            in_shardings=(state_sh, {k: batch_sh for k in MODEL_INPUT_KEYS}, replicated, replicated),
-            out_shardings=(state_sh, metric_sh), donate_argnums=(0,))
+            in_shardings=(run.state_sh, {k: batch_sh for k in MODEL_INPUT_KEYS}, replicated, replicated),
+            out_shardings=(run.state_sh, metric_sh), donate_argnums=(0,))
         with partitioning.axis_rules(mesh):
-            return jitted.lower(abstract_state, abstract_batch, dropout_key,
+            return jitted.lower(run.abstract_state, abstract_batch, run.dropout_key,
                                 jax.ShapeDtypeStruct((), jnp.float32)).compile()
 
     def check_branch_losses(metrics) -> None:
@@ -713,60 +844,81 @@ def train(
             if not (math.isfinite(float(m["loss"])) and math.isfinite(float(m["grad_norm"]))):
                 raise NonFiniteLossError(f"non-finite training loss in a cooldown branch: loss={float(m['loss'])}")
 
+    schedule_args = run.schedule_args
+    batches = prefetch.wrap(run.pipeline, lambda rows: global_batch_from_host_rows(rows, batch_sh), prefetch_batches)
     branches = cooldown.BranchRunner(
-        make_step=make_branch_step, next_batch=lambda: global_batch_from_host_rows(next(pipeline), batch_sh),
+        make_step=make_branch_step,
+        next_batch=lambda: next(batches),
         copy_state=lambda s: jax.tree.map(jnp.copy, s), check_losses=check_branch_losses,
         context=lambda s, st, lr, phase, info, branch: StepContext(
-            step=s, state=st, model=model, model_config=model_config, mesh=mesh, pipeline=pipeline, lr=lr,
+            step=s, state=st, model=model, model_config=model_config, mesh=mesh, pipeline=batches, lr=lr,
             schedule_phase=phase, run_info=info, eval_step=eval_step, branch=branch),
-        pipeline=pipeline, run_info=run_info, peak_lr=float(schedule_args["peak_lr"]),
-        final_lr_fraction=float(schedule_args["final_lr_fraction"]), cooldown_fraction=float(cooldown_fraction),
-        tokens_per_step=global_batch * seq_len)
+        pipeline=batches, run_info=run_info, peak_lr=float(schedule_args["peak_lr"]),
+        final_lr_fraction=float(schedule_args["final_lr_fraction"]), cooldown_fraction=float(run.cooldown_fraction),
+        tokens_per_step=run.global_batch * run.seq_len)
 
+    stop = _StopFlag()
+    stop.install()
+    progress = train_progress.ProgressReporter(run.total_steps, start.start_step, run.is_chief)
+    profiler = profiling.StepProfiler(profile_steps, str(run.model_dir / "profile"))
+    return _Loop(compiled_step=compiled_step, batches=batches, profiler=profiler, eval_step=eval_step,
+                 run_info=run_info, metadata=metadata, ckpt=start.ckpt, logger=logger, stop=stop,
+                 progress=progress, branches=branches, log_every_steps=log_every_steps,
+                 checkpoint_every_steps=checkpoint_every_steps)
+
+
+def _step_loop(run: _RunSetup, loop: _Loop, state: TrainState, step: int) -> TrainResult:
+    """Trains from `step` to total_steps (or a SIGTERM): step, flush/log, callbacks, branches, checkpoint."""
+    batches, ckpt, logger, callbacks = loop.batches, loop.ckpt, loop.logger, run.callbacks
     pending: list[tuple[int, dict]] = []
-    row = None
-    step = start_step
-    preempted = False
-    logger.start(step, pipeline.accounting())
-    progress.start()
-    try:
-        with partitioning.axis_rules(mesh):
-            while step < total_steps:
-                batch = global_batch_from_host_rows(next(pipeline), batch_sh)
-                state, metrics = compiled_step(state, batch, dropout_key)
-                step += 1
-                pending.append((step, metrics))
-                progress.update(1)
+    row, preempted = None, False
+    logger.start(step, batches.accounting(), batches.wait_s)
+    loop.progress.start()
+    with partitioning.axis_rules(run.mesh):
+        while step < run.total_steps:
+            with loop.profiler.step(step + 1):
+                batch = next(batches)
+                state, metrics = loop.compiled_step(state, batch, run.dropout_key)
+            step += 1
+            loop.profiler.after(step, metrics)
+            pending.append((step, metrics))
+            loop.progress.update(1)
 
-                preempted = stop.should_stop(step)
-                final = step == total_steps or preempted
-                save_now = final or step % checkpoint_every_steps == 0
-                run_callbacks = due_callbacks(callbacks, step, total_steps)
-                if final or save_now or run_callbacks or step % log_every_steps == 0:
-                    row = logger.flush(pending, pipeline.accounting(), phase_of(step), ckpt)
-                    pending = []
-                    progress.report(row)
-                # Callbacks before the checkpoint: a run killed inside a callback resumes from an
-                # earlier checkpoint and repeats this step's callbacks (eval rows are never lost).
-                for cb in run_callbacks:
-                    cb(context(step))
-                if step in branch_at:
-                    branches.run(step, state, dropout_key, callbacks)
-                if save_now:
-                    ckpt.save(step, state, pipeline.get_state(), metadata)
-                if save_now or run_callbacks or step in branch_at:
-                    logger.restart_clock()  # throughput counts train steps only
-                if preempted:
-                    logging.warning("preempted: saved checkpoint at step %d, exiting", step)
-                    break
-    finally:
-        try:
-            progress.close()
-            ckpt.close()  # waits for the last (good) checkpoint to commit
-            logger.close()
-        finally:
-            stop.uninstall()  # only now: a SIGTERM during the final wait must not kill the write
+            preempted = loop.stop.should_stop(step)
+            final = step == run.total_steps or preempted
+            save_now = final or step % loop.checkpoint_every_steps == 0
+            run_callbacks = due_callbacks(callbacks, step, run.total_steps)
+            if final or save_now or run_callbacks or step % loop.log_every_steps == 0:
+                row = logger.flush(pending, batches.accounting(), batches.wait_s, run.phase_of(step), ckpt)
+                pending = []
+                loop.progress.report(row)
+            # Callbacks before the checkpoint: a run killed inside a callback resumes from an
+            # earlier checkpoint and repeats this step's callbacks (eval rows are never lost).
+            for cb in run_callbacks:
+                cb(loop.context(run, step, state))
+            if step in run.branch_at:
+                loop.branches.run(step, state, run.dropout_key, callbacks)
+            if save_now:
+                ckpt.save(step, state, batches.get_state(), loop.metadata)
+            if save_now or run_callbacks or step in run.branch_at:
+                logger.restart_clock(batches.wait_s)  # throughput and input wait count train steps only
+            if preempted:
+                logging.warning("preempted: saved checkpoint at step %d, exiting", step)
+                break
     return TrainResult(state=state, step=step, preempted=preempted, last_log=row)
+
+
+def _shutdown(loop: _Loop) -> None:
+    """Stops the trace and the prefetch thread, closes the progress bar, waits for the last
+    checkpoint, closes the logs, then gives SIGTERM back."""
+    try:
+        loop.profiler.close()
+        loop.batches.close()
+        loop.progress.close()
+        loop.ckpt.close()  # waits for the last (good) checkpoint to commit
+        loop.logger.close()
+    finally:
+        loop.stop.uninstall()  # only now: a SIGTERM during the final wait must not kill the write
 
 
 class _TrainLogger:
@@ -787,17 +939,23 @@ class _TrainLogger:
         self._last_time = 0.0
         self._last_tokens = 0
         self._last_step = 0
+        self._last_wait = 0.0
 
-    def start(self, step: int, accounting) -> None:
+    def start(self, step: int, accounting, input_wait_total: float) -> None:
         self._last_time = time.perf_counter()
         self._last_tokens = int(accounting.total)
         self._last_step = step
+        self._last_wait = input_wait_total
 
-    def restart_clock(self) -> None:
+    def restart_clock(self, input_wait_total: float) -> None:
         self._last_time = time.perf_counter()
+        self._last_wait = input_wait_total
 
-    def flush(self, pending: list[tuple[int, dict]], accounting, phase: str, ckpt) -> dict:
-        """Waits for the pending steps, checks them, writes one row; returns it."""
+    def flush(self, pending: list[tuple[int, dict]], accounting, input_wait_total: float, phase: str, ckpt) -> dict:
+        """Waits for the pending steps, checks them, writes one row; returns it.
+
+        input_wait_total: seconds the loop has waited for input batches so far (the prefetcher's
+        running total); the row's input_wait_s is its growth since the previous row."""
         fetched = jax.device_get([m for _, m in pending])
         for (step, _), m in zip(pending, fetched):
             if not (math.isfinite(float(m["loss"])) and math.isfinite(float(m["grad_norm"]))):
@@ -827,6 +985,8 @@ class _TrainLogger:
             "steps_per_s": steps_done / elapsed,
             "flops_per_s": flops_per_s,
             "mfu": flops_per_s / self._peak,
+            "step_time_s": elapsed / max(steps_done, 1),
+            "input_wait_s": max(input_wait_total - self._last_wait, 0.0),
         }
         if self._is_chief:
             logio.append_jsonl(self._path, [row])
@@ -836,6 +996,7 @@ class _TrainLogger:
             scalars.update({f"tokens_by_lang/{k}": v for k, v in row["tokens_by_lang"].items()})
             self._writer.write_scalars(step, scalars)
         self._last_time, self._last_tokens, self._last_step = time.perf_counter(), tokens, step
+        self._last_wait = input_wait_total
         return row
 
     def close(self) -> None:

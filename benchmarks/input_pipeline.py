@@ -30,6 +30,11 @@ batches, and the process's peak RSS. The RSS should not grow with the corpus.
 (`atlas_t5x.preprocess.seqio_cache`, Beam DirectRunner, timed, bytes per token) and measures the
 same pipeline reading it (`make_train_pipeline.use_cached=True`) in another fresh process: the
 "cached" rows. The batches are the same; only where the token ids come from differs.
+
+Host input check (`--host_check --target TARGET --sweep SPEC`): can one host of TARGET feed its
+chips for the sweep's most input-hungry run? (`host_check.py` next to this file.)
+
+    python benchmarks/input_pipeline.py --host_check --target tpu_256x16gib --sweep gin/sweeps/paper.yaml
 """
 
 from __future__ import annotations
@@ -72,7 +77,27 @@ def parse_args(argv):
     parser.add_argument("--cache_dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--mixture", default="uniform12",
                         help='"uniform12" (the K=12 languages above) or any get_mixture name')
+    parser.add_argument("--host_check", action="store_true",
+                        help="this host's packed tokens/s with a >= 32k SentencePiece vocabulary vs the rate "
+                             "the sweep's most input-hungry run needs per host of --target (host_check.py)")
+    parser.add_argument("--target", default=None, help="--host_check: accelerator slice (atlas_t5x.plans.TARGETS)")
+    parser.add_argument("--mfu", type=float, default=0.5,
+                        help="--host_check: model FLOPs utilisation assumed for the chips (default 0.5)")
+    parser.add_argument("--peak_flops", type=float, default=None,
+                        help="--host_check: dense bf16 peak FLOP/s per chip (default: the target's data sheet)")
+    parser.add_argument("--vocab_pieces", type=int, default=32768,
+                        help="--host_check: SentencePiece pieces of the vocabulary trained on the embedded corpus")
+    parser.add_argument("--vocab_cache", default=None,
+                        help="--host_check: folder of the trained vocabulary and its seqio cache "
+                             "(default $XDG_CACHE_HOME/atlas_t5x, else ~/.cache/atlas_t5x)")
+    parser.add_argument("--host_batches", type=int, default=200, help="--host_check: batches timed per mode")
     args = parser.parse_args(argv)
+    if args.host_check:
+        if not args.target:
+            parser.error("--host_check needs --target (one of atlas_t5x.plans.TARGETS)")
+        if not 0 < args.mfu <= 1 or args.vocab_pieces < 32000 or args.host_batches <= 0:
+            parser.error("--mfu must be in (0, 1], --vocab_pieces >= 32000, --host_batches > 0")
+        return args
     if args.synthetic or args.measure:
         args.vocab = args.vocab or "corpus_spm"
         args.seq_len = args.seq_len or 512
@@ -258,6 +283,11 @@ def main(argv=None) -> int:
         return 0
     if args.synthetic:
         return synthetic_benchmark(args)
+    if args.host_check:
+        sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+        import host_check
+
+        return host_check.main(args)
     from atlas_t5x.data import mixtures, pipeline
     from atlas_t5x.data import vocab as vocab_lib
 

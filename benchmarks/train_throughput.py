@@ -125,6 +125,11 @@ def parse_args(argv):
     parser.add_argument("--loss", default="fused", choices=["fused", "logits"],
                         help="fused projection+loss (DecoderLM.token_loss) or materialised logits")
     parser.add_argument("--chunk_size", type=int, default=128, help="positions per fused-loss chunk")
+    parser.add_argument("--profile", nargs="?", const="/tmp/atlas_train_profile", default=None, metavar="DIR",
+                        help="after timing, trace --profile_steps more steps with jax.profiler into DIR "
+                             "(default /tmp/atlas_train_profile; TensorBoard's profile plugin reads it) and "
+                             "print the most expensive XLA operations")
+    parser.add_argument("--profile_steps", type=int, default=2, help="steps traced by --profile")
     args = parser.parse_args(argv)
     if min(args.batch, args.seq, args.steps, args.vocab_size) <= 0 or args.warmup < 0:
         parser.error("batch, seq, steps and vocab_size must be positive, warmup >= 0")
@@ -160,7 +165,48 @@ def time_steps(cfg: models.ModelConfig, args, loss: str, peak: "MatmulPeak") -> 
         loss_value.block_until_ready()
         times.append(time.perf_counter() - start)
         peaks.append(peak.sample())
-    return {"times": times, "peaks": peaks, "compile_s": compile_s, "loss": float(loss_value)}
+    result = {"times": times, "peaks": peaks, "compile_s": compile_s, "loss": float(loss_value)}
+    if args.profile:
+        log_dir = f"{args.profile}/{cfg.name}-{loss}"
+        with jax.profiler.trace(log_dir):
+            for i in range(args.profile_steps):
+                with jax.profiler.StepTraceAnnotation("train", step_num=i):
+                    params, opt_state, loss_value = step(params, opt_state, batch, jax.random.fold_in(rng, 200 + i))
+                    loss_value.block_until_ready()
+        result["profile_dir"] = log_dir
+    return result
+
+
+def top_operations(log_dir: str, top: int = 15) -> list[tuple[str, float, int]]:
+    """(name, total ms summed over the trace, count) of the longest trace events.
+
+    Reads the newest `*.trace.json.gz` under `log_dir` (Chrome trace format, written next to the
+    xplane.pb) and sums the durations of complete events by name, skipping the step annotations
+    and the Python/host wrappers that contain them, so what remains are XLA operations (fusions,
+    dots, custom calls) as the runtime executed them.
+    """
+    import glob
+    import gzip
+    import json
+    import os
+
+    paths = sorted(glob.glob(os.path.join(log_dir, "plugins", "profile", "*", "*.trace.json.gz")))
+    if not paths:
+        return []
+    with gzip.open(paths[-1], "rt") as f:
+        events = json.load(f).get("traceEvents", [])
+    totals: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("ph") != "X" or "dur" not in e:
+            continue
+        name = str(e.get("name", ""))
+        if name.startswith(("train", "PjitFunction", "$", "ThunkExecutor", "TfrtCpuExecutable")):
+            continue
+        entry = totals.setdefault(name, [0.0, 0])
+        entry[0] += float(e["dur"]) / 1e3
+        entry[1] += 1
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])[:top]
+    return [(name, ms, int(count)) for name, (ms, count) in ranked]
 
 
 def main(argv=None) -> int:
@@ -207,6 +253,11 @@ def main(argv=None) -> int:
         print(f"[{label}] sampled matmul peak ({args.dtype}) best {max(peaks) / 1e9:.1f}, median "
               f"{statistics.median(peaks) / 1e9:.1f} GFLOP/s; MFU vs adjacent sample: best {max(mfus):.1%} "
               f"median {statistics.median(mfus):.1%}")
+        if "profile_dir" in result:
+            print(f"[{label}] profile of {args.profile_steps} steps in {result['profile_dir']}; "
+                  f"top operations (ms over the traced steps, count):")
+            for name, ms, count in top_operations(result["profile_dir"]):
+                print(f"[{label}]   {ms:10.1f} ms  {count:5d}  {name[:100]}")
     return 0
 
 

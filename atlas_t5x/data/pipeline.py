@@ -430,7 +430,17 @@ class TrainPipeline:
 
     def accounting(self) -> TokenAccounting:
         """GLOBAL tokens consumed so far (all processes): every row is full, seq_len tokens."""
-        rows = self._shard_rows_by_lang * self.num_input_shards
+        return self.accounting_at(self.snapshot())
+
+    def snapshot(self) -> dict:
+        """This process's position after the batches produced so far: local and cheap (no collective),
+        for `atlas_t5x.data.prefetch`, which keeps the position of the last batch the trainer used."""
+        return {"rows_total": self._rows_total, "shard_rows": self._shard_rows_by_lang.copy(),
+                "cursors": {key: stream.cursor() for key, stream in self._streams.items()}}
+
+    def accounting_at(self, snapshot: Mapping) -> TokenAccounting:
+        """GLOBAL tokens consumed at `snapshot` (see `accounting`)."""
+        rows = snapshot["shard_rows"] * self.num_input_shards
         return accounting_lib.accounting_from_rows(dict(zip(self.languages, rows.tolist())),
                                                    self.seq_len, self.unique_by_lang)
 
@@ -452,14 +462,18 @@ class TrainPipeline:
     def get_state(self) -> dict:
         """JSON-serialisable GLOBAL position (a collective with several processes): rows emitted,
         rows per language, and every input shard's per-language cursor."""
-        local = {str(b): {lang: self._streams[b, lang].cursor() for lang in self.languages}
+        return self.state_at(self.snapshot())
+
+    def state_at(self, snapshot: Mapping) -> dict:
+        """`get_state` of the position `snapshot` (a collective with several processes)."""
+        local = {str(b): {lang: dict(snapshot["cursors"][b, lang]) for lang in self.languages}
                  for b in self.owned_shards}
         shards: dict[str, dict] = {}
         for part in self._gather(local):
             shards.update(part)
-        rows = (self._shard_rows_by_lang * self.num_input_shards).tolist()
+        rows = (snapshot["shard_rows"] * self.num_input_shards).tolist()
         return {"kind": STATE_KIND, "version": STATE_VERSION, "config": self._config(),
-                "rows": self._rows_total,
+                "rows": snapshot["rows_total"],
                 "languages": {lang: {"rows": r} for lang, r in zip(self.languages, rows)},
                 "shards": shards}
 

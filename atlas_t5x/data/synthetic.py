@@ -124,11 +124,19 @@ class SyntheticPipeline:
 
     def get_state(self) -> dict:
         """JSON-serialisable position: batches produced and global tokens counted so far."""
+        return self.state_at(self.snapshot())
+
+    def snapshot(self) -> dict:
+        """The position after the batches produced so far (local, cheap; atlas_t5x.data.prefetch)."""
+        return {"batch_index": self._batch_index, "tokens": self._tokens.copy()}
+
+    def state_at(self, snapshot: dict) -> dict:
+        """`get_state` of the position `snapshot`."""
         return {
             "kind": "synthetic",
             "config": self._fingerprint(),
-            "batch_index": self._batch_index,
-            "tokens_by_lang": dict(zip(self.languages, map(int, self._tokens))),
+            "batch_index": snapshot["batch_index"],
+            "tokens_by_lang": dict(zip(self.languages, map(int, snapshot["tokens"]))),
         }
 
     def set_state(self, state: dict) -> None:
@@ -143,8 +151,12 @@ class SyntheticPipeline:
 
     def accounting(self) -> TokenAccounting:
         """Global (all processes) non-padding tokens consumed so far, per language."""
+        return self.accounting_at(self.snapshot())
+
+    def accounting_at(self, snapshot: dict) -> TokenAccounting:
+        """`accounting` at the position `snapshot`."""
         return TokenAccounting(
-            tokens_by_lang=dict(zip(self.languages, map(int, self._tokens))),
+            tokens_by_lang=dict(zip(self.languages, map(int, snapshot["tokens"]))),
             unique_by_lang={l: self._unique for l in self.languages},
         )
 
