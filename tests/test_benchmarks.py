@@ -47,6 +47,13 @@ CASES = [
                                   "--n_boot", "20", "--atlas_points", "30"], (),
                  ("[1] Epoch Chinchilla CSL", "[2] bootstrap by run, 20 replicates", "[3] multilingual ATLAS"),
                  id="fit_speed", marks=pytest.mark.slow),
+    pytest.param("isoflop_accuracy.py", ["--seeds", "1"], (), ("synthetic sweeps", "95% interval holds the truth"),
+                 id="isoflop_accuracy", marks=pytest.mark.slow),
+    pytest.param("torch_peer.py", ["--scale=tiny0", "--batch=2", "--seq=32", "--vocab_size=256", "--dropout=0",
+                                   "--rounds=1", "--steps=1", "--warmup=0", "--no_compile"], ("torch",),
+                 ("median tok/s: atlas_t5x",), id="torch_peer", marks=pytest.mark.slow),
+    pytest.param("demo_stability.py", ["--replicates=1", "--bootstrap=20"], (),
+                 ("trunk-bootstrap replicates", "pass rate per sanity check"), id="demo_stability"),
     # the MADLAD-scale streaming check (--cached adds a Beam cache build: 203 s here, left out)
     pytest.param("input_pipeline.py", ["--synthetic=0.3", "--synthetic_batches=5"], ("tensorflow", "seqio"),
                  ("first batch s", "stream"), id="input_pipeline_synthetic", marks=pytest.mark.slow),
@@ -59,7 +66,8 @@ def _documented_scripts() -> set[str]:
 
 def test_every_documented_benchmark_script_is_run_here():
     documented = _documented_scripts()
-    assert {"fit_speed.py", "train_throughput.py", "aot_plan.py", "input_pipeline.py", "preprocess.py"} <= documented
+    assert {"fit_speed.py", "train_throughput.py", "aot_plan.py", "input_pipeline.py", "preprocess.py",
+            "demo_stability.py", "isoflop_accuracy.py", "torch_peer.py"} <= documented
     assert documented <= {p.values[0] for p in CASES} <= {p.name for p in BENCHMARKS.glob("*.py")}
 
 
