@@ -202,8 +202,8 @@ def untied_exponent_check(spec: table_fit.FitSpec, points: pd.DataFrame, seed: i
                                    groups, n_boot=TIED_CHECK_REPLICATES, seed=seed, strata=strata)
         ci = boot.intervals().get("N_opt_exponent")
         a = res.params["beta"] / (res.params["alpha"] + res.params["beta"])
-        if ci is None:
-            entry = {"a": float(a), "lo": math.nan, "hi": math.nan}
+        if ci is None:   # no converged replicate: the data cannot be said to tell a from 0.5
+            entry = {"a": float(a), "lo": None, "hi": None}
         else:
             entry = {"a": float(a), "lo": ci["lo"], "hi": ci["hi"]}
             if not ci["lo"] <= 0.5 <= ci["hi"]:
@@ -299,7 +299,8 @@ def select(spec: table_fit.FitSpec, points: pd.DataFrame, folds: int = CV_FOLDS,
     elif math.isfinite(requested) and len(boot) > 1:
         reason += f"; no other variant beats it by > {Z_SWITCH:g} SE and > {100 * MIN_RELATIVE_GAIN:.0f}%"
     if tied_check is not None:
-        spans = ", ".join(f"{t} a = {v['a']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+        spans = ", ".join(f"{t} a = {v['a']:.3f} " + (f"[{v['lo']:.3f}, {v['hi']:.3f}]" if v["lo"] is not None
+                                                      else "(no interval)")
                           for t, v in tied_check["targets"].items())
         if tied_check["contains_half"]:
             reason += (f"; tied exponents allowed: the untied fit's 95% interval of a = β/(α+β) contains "
