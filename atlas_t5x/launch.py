@@ -26,7 +26,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from atlas_t5x import models, plans, sweeps
 
@@ -456,9 +456,19 @@ def jobset(item: PortableRun, target: plans.Target, image: str, corpus: str | No
     }
 
 
+def _sources_then_finetunes(launched: Sequence[PortableRun], submit: Callable[[PortableRun], str],
+                            after_source: Callable[[PortableRun, str], str]) -> list[str]:
+    """Script lines: every from-scratch run submitted at once, then each finetune in the background
+    once its source (by its Kubernetes name) completed, then `wait`."""
+    by_name = {item.run.name: item for item in launched}
+    lines = [submit(item) for item in launched if item.run.init_from is None]
+    lines += [after_source(item, k8s_name(by_name[item.run.init_from].run.name))
+              for item in launched if item.run.init_from is not None]
+    return lines + ["wait"]
+
+
 def jobset_submit_script(launched: Sequence[PortableRun], files: dict[str, str]) -> str:
     """submit_jobsets.sh: applies the from-scratch JobSets, then each finetune once its source completed."""
-    by_name = {item.run.name: item for item in launched}
     lines = ["#!/bin/bash", "# Submits the sweep's JobSets (kubectl, context = the GKE cluster with the JobSet "
              "controller).", "# " + CODE_NOTE + "; set IMAGE to it.",
              "set -euo pipefail", 'cd "$(dirname "$0")"', ': "${IMAGE:?set IMAGE to the training image}"',
@@ -466,15 +476,10 @@ def jobset_submit_script(launched: Sequence[PortableRun], files: dict[str, str])
              "wait_done() {  # a source must complete (not just stop) before its finetunes start",
              '  kubectl wait --for=condition=Completed "jobset/$1" --timeout=-1s',
              "}"]
-    for item in launched:
-        if item.run.init_from is None:
-            lines.append(f"apply {files[item.run.name]}  # {item.slice_chips} chips")
-    for item in launched:
-        if item.run.init_from is not None:
-            source = k8s_name(by_name[item.run.init_from].run.name)
-            lines.append(f"(wait_done {source} && apply {files[item.run.name]}) &  # {item.run.name} after "
-                         f"{item.run.init_from}")
-    lines.append("wait")
+    lines += _sources_then_finetunes(
+        launched, lambda item: f"apply {files[item.run.name]}  # {item.slice_chips} chips",
+        lambda item, source: f"(wait_done {source} && apply {files[item.run.name]}) &  # {item.run.name} after "
+                             f"{item.run.init_from}")
     return "\n".join(lines) + "\n"
 
 
@@ -484,7 +489,6 @@ def xpk_script(launched: Sequence[PortableRun], target: plans.Target, corpus: st
     lines = ["#!/bin/bash", "# Submits the sweep through xpk (https://github.com/AI-Hypercomputer/xpk).",
              "# " + CODE_NOTE + "; set IMAGE to it.",
              "set -euo pipefail", ': "${CLUSTER:?set CLUSTER to the xpk cluster}" "${IMAGE:?set IMAGE}"']
-    by_name = {item.run.name: item for item in launched}
 
     def create(item: PortableRun) -> str:
         command = f"env {env} bash -c {shlex.quote(item.script)}" if env else f"bash -c {shlex.quote(item.script)}"
@@ -492,15 +496,10 @@ def xpk_script(launched: Sequence[PortableRun], target: plans.Target, corpus: st
                 f"--tpu-type {target.xpk_prefix}-{item.slice_chips} --num-slices 1 "
                 f'--max-restarts {MAX_RESTARTS} --docker-image "$IMAGE" --command {shlex.quote(command)}')
 
-    for item in launched:
-        if item.run.init_from is None:
-            lines.append(create(item) + f"  # {item.run.name}")
-    for item in launched:
-        if item.run.init_from is not None:
-            source = k8s_name(by_name[item.run.init_from].run.name)
-            lines.append(f'(xpk workload list --cluster "$CLUSTER" --wait-for-job-completion={source} && '
-                         f"{create(item)}) &  # {item.run.name} after {item.run.init_from}")
-    lines.append("wait")
+    lines += _sources_then_finetunes(
+        launched, lambda item: create(item) + f"  # {item.run.name}",
+        lambda item, source: f'(xpk workload list --cluster "$CLUSTER" --wait-for-job-completion={source} && '
+                             f"{create(item)}) &  # {item.run.name} after {item.run.init_from}")
     return "\n".join(lines) + "\n"
 
 

@@ -630,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     from atlas_t5x.scaling.report import build_report
 
     report_rows = [r for r in trained_target_rows(rows) if r["target"] in targets]
-    # the demo's K > 1 runs (ru+uk at three sizes, 10 tokens/param) cannot identify the curse
+    # a sweep without uniform K > 2 runs (the demo: ru+uk at two sizes) cannot identify the curse
     # exponent φ: its plan is reported, not checked (gin/sweeps/demo.yaml says why)
     curse_design = any(r.family == "uniform" for r in sweep.runs)
     # one core's budget: the demo fits the monolingual setting (what its checks read); its two

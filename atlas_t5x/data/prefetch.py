@@ -30,33 +30,42 @@ import time
 from typing import Any, Callable
 
 _STOP_POLL_S = 0.1  # seconds between the producer's checks of the stop flag while the queue is full
+_SNAPSHOT_METHODS = ("snapshot", "state_at", "accounting_at")  # what a prefetched pipeline must offer
 
 
-class Prefetcher:
+class _PlacedBatches:
+    """What the trainer's loop reads: placed batches, the pipeline's other attributes passed through
+    (languages, seq_len, mixture_name, ...) and `wait_s`, the seconds `next` spent waiting for input."""
+
+    def __init__(self, pipeline: Any, place: Callable[[dict], Any]):
+        self.pipeline = pipeline
+        self._place = place
+        self.wait_s = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "pipeline":
+            raise AttributeError(name)
+        return getattr(self.pipeline, name)
+
+    def __iter__(self):
+        return self
+
+
+class Prefetcher(_PlacedBatches):
     """Iterator of placed batches read up to `depth` ahead of the consumer; see the module docstring."""
 
     def __init__(self, pipeline: Any, place: Callable[[dict], Any], depth: int = 2):
         if depth < 1:
             raise ValueError(f"prefetch depth must be >= 1, got {depth}")
-        for method in ("snapshot", "state_at", "accounting_at"):
+        for method in _SNAPSHOT_METHODS:
             if not callable(getattr(pipeline, method, None)):
                 raise TypeError(f"{type(pipeline).__name__} has no {method}(): it cannot be prefetched")
-        self.pipeline = pipeline
-        self._place = place
+        super().__init__(pipeline, place)
         self._depth = depth
         self._position = pipeline.snapshot()  # after the last consumed batch
         self._queue: queue.Queue | None = None
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
-        self.wait_s = 0.0  # seconds `next` spent waiting for the producer, in total
-
-    def __getattr__(self, name: str) -> Any:  # languages, seq_len, mixture_name, ... of the pipeline
-        if name == "pipeline":
-            raise AttributeError(name)
-        return getattr(self.pipeline, name)
-
-    def __iter__(self) -> "Prefetcher":
-        return self
 
     def __next__(self) -> Any:
         if self._thread is None:
@@ -124,21 +133,8 @@ class Prefetcher:
                 return
 
 
-class _Synchronous:
+class _Synchronous(_PlacedBatches):
     """The same interface as Prefetcher, reading on the caller's thread (pipelines without snapshot())."""
-
-    def __init__(self, pipeline: Any, place: Callable[[dict], Any]):
-        self.pipeline = pipeline
-        self._place = place
-        self.wait_s = 0.0
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "pipeline":
-            raise AttributeError(name)
-        return getattr(self.pipeline, name)
-
-    def __iter__(self) -> "_Synchronous":
-        return self
 
     def __next__(self) -> Any:
         start = time.perf_counter()
@@ -161,7 +157,7 @@ class _Synchronous:
 
 def wrap(pipeline: Any, place: Callable[[dict], Any], depth: int) -> Prefetcher | _Synchronous:
     """A Prefetcher of `depth` batches; synchronous reads when depth is 0 or the pipeline has no snapshot()."""
-    if depth > 0 and all(callable(getattr(pipeline, m, None)) for m in ("snapshot", "state_at", "accounting_at")):
+    if depth > 0 and all(callable(getattr(pipeline, m, None)) for m in _SNAPSHOT_METHODS):
         return Prefetcher(pipeline, place, depth)
     if depth > 0:
         logging.info("%s has no snapshot(): reading batches synchronously", type(pipeline).__name__)

@@ -354,9 +354,9 @@ def _fit_setting(doc: _Doc, points, laws: Sequence[str], setting: str, seed: int
                 continue
             # the random split of a few trunks can draw exactly another split's points (20% of four
             # trunks is one, maybe the largest): not reported twice
-            same = next((s for s in splits if s != split and split == "random"
-                         and not isinstance(results[s], Exception)
-                         and np.array_equal(results[s].held_out, res_split.held_out)), None)
+            same = None if split != "random" else next(
+                (s for s in splits if s != split and not isinstance(results[s], Exception)
+                 and np.array_equal(results[s].held_out, res_split.held_out)), None)
             if same is not None:
                 cells.append(f"= R²({same}): the same points were held out")
                 held_facts.setdefault(name, {})[split] = math.nan

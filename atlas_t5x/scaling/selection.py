@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from atlas_t5x.scaling import engine, table_fit
+from atlas_t5x.scaling import bootstrap, engine, table_fit
 
 CV_FOLDS = 2
 MIN_TRAIN_SIZES = 2
@@ -158,12 +158,6 @@ def heldout_errors(spec: table_fit.FitSpec, points: pd.DataFrame, folds: Sequenc
     return HeldOutErrors(np.concatenate(errors), np.concatenate(fold_ids), np.concatenate(ids))
 
 
-def cv_error(spec: table_fit.FitSpec, points: pd.DataFrame, folds: Sequence[float]) -> float:
-    """Mean over folds of the mean absolute relative error (%) of predicting size N_k from the
-    points with N < N_k. Raises engine.FitError when a fold cannot be fitted."""
-    return float(heldout_errors(spec, points, folds).cv_error())
-
-
 def resampling_unit(points: pd.DataFrame, held: HeldOutErrors) -> tuple[str, np.ndarray]:
     """("trunk" | "run", the unit of each held-out point): trunks (a run and its cooldown
     branches, the `group` column) when every fold holds ≥ 2 of them, else runs."""
@@ -177,17 +171,10 @@ def resampling_unit(points: pd.DataFrame, held: HeldOutErrors) -> tuple[str, np.
     return "point", np.asarray([f"p{i}" for i in held.point_id])
 
 
-def _replicate_weights(units: np.ndarray, fold: np.ndarray, seed: int) -> np.ndarray:
-    from atlas_t5x.scaling import bootstrap
-
-    return bootstrap.run_weights(units, SE_REPLICATES, seed=seed, strata=fold)
-
-
 def untied_exponent_check(spec: table_fit.FitSpec, points: pd.DataFrame, seed: int = 0) -> dict[str, Any]:
     """Whether the data can tell a = β/(α+β) from 0.5: the untied (Huber) fit per target with a
     bootstrap-by-run 95% interval of a. Returns {"contains_half": bool, "targets": {t: {a, lo, hi}}}
     (contains_half is True only when every target's interval contains 0.5)."""
-    from atlas_t5x.scaling import bootstrap
     from atlas_t5x.scaling import points as points_lib
 
     untied = dataclasses.replace(spec, tied=False, objective="huber")
@@ -237,7 +224,6 @@ def select(spec: table_fit.FitSpec, points: pd.DataFrame, folds: int = CV_FOLDS,
         label = variant_label(variant)
         try:
             scores[label] = heldout_errors(variant, points, held_sizes)
-            errors[label] = float(scores[label].cv_error())
         except (engine.FitError, ValueError, FloatingPointError) as err:
             errors[label] = math.nan
             notes.append(f"{label}: {err}")
@@ -254,7 +240,7 @@ def select(spec: table_fit.FitSpec, points: pd.DataFrame, folds: int = CV_FOLDS,
         errors[label] = float(scores[label].cv_error())
     ref = next(iter(scores.values()))
     unit, units = resampling_unit(points, ref)
-    weights = _replicate_weights(units, ref.fold, seed)
+    weights = bootstrap.run_weights(units, SE_REPLICATES, seed=seed, strata=ref.fold)
     boot = {label: s.cv_error(weights) for label, s in scores.items()}
     cv_se = {label: float(np.std(v)) for label, v in boot.items()}
 
