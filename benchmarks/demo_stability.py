@@ -8,6 +8,8 @@ per sanity check, the fraction of replicates on which it passes (goal ≥ 90% ea
 
   python benchmarks/demo_stability.py                       # examples/demo_logs.csv, 40 replicates
   python benchmarks/demo_stability.py --logs out/demo/logs.csv --replicates 100 --laws csl,atlas
+  python benchmarks/demo_stability.py --logs examples/demo_logs.csv benchmarks/data/demo_more_seeds.csv
+                                                            # the example plus seeds 2 and 3 at demo0-1
 
 Each replicate is a full `build_report` over the drawn runs, without model selection and with a
 reduced bootstrap. The default fits csl only: the checks read the CSL fit, and the held-out check
@@ -69,15 +71,15 @@ def resample(rows, families: dict[str, list[str]], rng: random.Random) -> list[d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--logs", default=str(REPO / "examples" / "demo_logs.csv"),
-                        help="exported demo logs (CSV/Parquet table or a runs folder)")
+    parser.add_argument("--logs", nargs="+", default=[str(REPO / "examples" / "demo_logs.csv")],
+                        help="exported demo logs (CSV/Parquet tables or runs folders; several are pooled)")
     parser.add_argument("--replicates", type=int, default=40, help="trunk-bootstrap replicates to refit")
     parser.add_argument("--laws", default="csl", help="laws the report fits (comma-separated)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates per fit")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        rows = atlas_logs.read_rows(args.logs)
+        rows = [r for source in args.logs for r in atlas_logs.read_rows(source)]
     except atlas_logs.LogError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
