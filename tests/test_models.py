@@ -173,16 +173,18 @@ def _loss_and_grads(cfg, params, tokens, positions, segments):
     return jax.jit(jax.value_and_grad(loss))(params)
 
 
+DEEP = models.scan_unroll_max_layers() + 2  # deeper than the fully unrolled short scans: a real loop
+
+
 def _deep(**kw):
-    """Six blocks: deeper than SCAN_UNROLL_MAX_LAYERS, so the scan runs as a real loop."""
-    assert models.SCAN_UNROLL_MAX_LAYERS < 6
-    return models.ModelConfig(name="deep6", num_heads=2, num_layers=6, d_model=32, d_ff=64, d_kv=16,
+    """DEEP blocks: deeper than scan_unroll_max_layers(), so the scan runs as a real loop."""
+    return models.ModelConfig(name="deep", num_heads=2, num_layers=DEEP, d_model=32, d_ff=64, d_kv=16,
                               vocab_size=VOCAB, dropout_rate=0.0, **kw)
 
 
 @pytest.fixture(scope="module")
 def unrolled_reference():
-    """Six unrolled blocks: (params, loss, grads) on a packed batch, shared by the scan tests."""
+    """DEEP unrolled blocks: (params, loss, grads) on a packed batch, shared by the scan tests."""
     tokens, positions, segments = _packed_batch()
     unrolled_cfg = _deep(scan_layers=False, remat_policy="none")
     params = nn.meta.unbox(jax.jit(models.DecoderLM(unrolled_cfg).init)(jax.random.PRNGKey(0), tokens)["params"])
@@ -193,7 +195,7 @@ def unrolled_reference():
 def test_scanned_layers_give_unrolled_loss_and_gradients(policy, unrolled_reference):
     tokens, positions, segments = _packed_batch()
     params, loss_u, grads_u = unrolled_reference
-    assert {f"layer_{i}" for i in range(6)} <= set(params)
+    assert {f"layer_{i}" for i in range(DEEP)} <= set(params)
 
     scanned_cfg = _deep(scan_layers=True, remat_policy=policy)
     scanned_abstract = jax.eval_shape(models.DecoderLM(scanned_cfg).init, jax.random.PRNGKey(0), tokens)["params"]
@@ -206,9 +208,9 @@ def test_scanned_layers_give_unrolled_loss_and_gradients(policy, unrolled_refere
     flat_u = dict(jax.tree_util.tree_leaves_with_path(models.stack_layers(grads_u)))
     for path, g in jax.tree_util.tree_leaves_with_path(grads_s):
         np.testing.assert_allclose(g, flat_u[path], rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
-    assert float(jnp.abs(grads_s["layers"]["mlp"]["wo"][5]).max()) > 0  # last layer trained
+    assert float(jnp.abs(grads_s["layers"]["mlp"]["wo"][DEEP - 1]).max()) > 0  # last layer trained
     assert "while" in jax.jit(lambda p: models.DecoderLM(scanned_cfg).apply(
-        {"params": p}, tokens)).lower(stacked).as_text()  # a loop, not six copies
+        {"params": p}, tokens)).lower(stacked).as_text()  # a loop, not DEEP copies
     round_trip = models.unstack_layers(stacked)
     np.testing.assert_array_equal(round_trip["layer_1"]["mlp"]["wo"],
                                   params["layer_1"]["mlp"]["wo"])
@@ -224,13 +226,15 @@ def test_scanned_program_does_not_grow_with_depth():
         grad = jax.grad(lambda p: jnp.sum(model.apply(p, tokens)))
         return len(jax.jit(grad).lower(params).as_text())
 
-    shallow = models.SCAN_UNROLL_MAX_LAYERS + 1  # deeper than the fully unrolled short scans
-    assert program_chars(16, scan=True) < 1.1 * program_chars(shallow, scan=True)
-    assert program_chars(16, scan=False) > 2 * program_chars(shallow, scan=False)
+    shallow = models.scan_unroll_max_layers() + 1  # deeper than the fully unrolled short scans
+    deep = max(16, 3 * shallow)
+    assert program_chars(deep, scan=True) < 1.1 * program_chars(shallow, scan=True)
+    assert program_chars(deep, scan=False) > 2 * program_chars(shallow, scan=False)
 
 
 @pytest.mark.parametrize("implementation,dtype,atol", [
-    ("xla", "float32", 1e-5), ("xla", "bfloat16", 2e-2), ("splash", "float32", 1e-5)])
+    ("xla", "float32", 1e-5), ("xla", "bfloat16", 2e-2), ("splash", "float32", 1e-5),
+    ("blocked", "float32", 1e-5), ("blocked", "bfloat16", 2e-2)])
 def test_attention_implementations_match_reference_with_segments(implementation, dtype, atol):
     rng = np.random.default_rng(3)
     rows, length, heads, head_dim = 2, 128, 2, 16
@@ -258,6 +262,57 @@ def test_attention_implementations_match_reference_with_segments(implementation,
         np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(g_ref, np.float32), atol=5 * atol)
 
 
+@pytest.mark.parametrize("block_size", [16, 32, 48, 128])
+@pytest.mark.parametrize("with_segments", [True, False])
+def test_blocked_attention_matches_reference_values_and_gradients(block_size, with_segments):
+    """Several query blocks (48 → 32, the largest divisor of 128 not above it), packed segments
+    that start and end inside blocks, padding (segment 0), or no segments at all."""
+    rng = np.random.default_rng(5)
+    rows, length, heads, head_dim = 2, 128, 3, 8
+    q, k, v = (jnp.asarray(rng.normal(size=(rows, length, heads, head_dim)), jnp.float32) for _ in range(3))
+    cotangent = jnp.asarray(rng.normal(size=(rows, length, heads, head_dim)), jnp.float32)
+    segments = None
+    if with_segments:
+        segments = np.repeat(np.where(np.arange(length) < 37, 1, 2)[None], rows, 0)
+        segments[1, 70:] = 3
+        segments[:, -9:] = 0
+        segments = jnp.asarray(segments, jnp.int32)
+    assert [stop - start for start, stop in models._block_bounds(length, block_size)][0] == min(
+        {48: 32}.get(block_size, block_size), length)
+
+    def blocked(q, k, v):
+        return models._blocked_attention(q, k, v, segments, block_size)
+
+    def reference(q, k, v):
+        return models.dot_product_attention(q, k, v, segments, "reference")
+
+    out, vjp = jax.vjp(jax.jit(blocked), q, k, v)
+    out_ref, vjp_ref = jax.vjp(reference, q, k, v)
+    np.testing.assert_allclose(out, out_ref, atol=1e-5, rtol=1e-5)
+    for g, g_ref in zip(vjp(cotangent), vjp_ref(cotangent)):
+        np.testing.assert_allclose(g, g_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_blocked_attention_is_cpu_auto_and_keeps_model_gradients(monkeypatch):
+    monkeypatch.setattr(models, "ATTENTION_BLOCK_SIZE", 5)  # length 12 → 3 blocks of 4 positions
+    tokens, positions, segments = _packed_batch()
+    cfg = _tiny("tiny2", attention="reference", scan_layers=True, remat_policy="full")
+    ref_model, variables = _init(cfg)
+    blocked = models.DecoderLM(_tiny("tiny2", attention="auto", scan_layers=True, remat_policy="full"))
+    assert models.resolve_attention("auto", jnp.float32, tokens.shape[1]) == "blocked"
+
+    def loss(module):
+        def f(params):
+            logits = module.apply({"params": params}, tokens, positions=positions, segment_ids=segments)
+            return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+        return jax.jit(jax.value_and_grad(f))
+
+    (value, grads), (value_ref, grads_ref) = loss(blocked)(variables["params"]), loss(ref_model.module)(
+        variables["params"])
+    np.testing.assert_allclose(value, value_ref, rtol=1e-5)
+    jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-4), grads, grads_ref)
+
+
 def test_model_attention_choice_does_not_change_logits():
     tokens, positions, segments = _packed_batch()
     ref_model, variables = _init(_tiny("tiny2", attention="reference", scan_layers=True))
@@ -276,8 +331,9 @@ def test_unknown_remat_policy_or_attention_lists_valid_names():
         models.dot_product_attention(*(jnp.zeros((1, 4, 1, 8)),) * 3, None, "flash")
 
 
-def test_auto_attention_is_xla_on_cpu():
-    assert models.resolve_attention("auto", jnp.bfloat16, 2048) == "xla"
+def test_auto_attention_is_blocked_on_cpu():
+    assert models.resolve_attention("auto", jnp.bfloat16, 2048) == "blocked"
+    assert models.resolve_attention("auto", jnp.float32, 512) == "blocked"
     assert models.resolve_attention("cudnn", jnp.float32, 64) == "cudnn"
 
 
