@@ -121,7 +121,8 @@ def compile_steps(cfg, platform: str, topology: str, data: int, fsdp: int, tenso
     larger than the chip at compile time, reported in `eval_error`).
 
     Args:
-      cfg: models.ModelConfig (its remat policy and attention are replaced by the arguments).
+      cfg: models.ModelConfig (its remat policy and attention are replaced by the arguments, its
+        scan unroll limit by the target platform's).
       platform, topology: e.g. "tpu", "v5e:4x4" (`topology_devices`).
       data, fsdp, tensor: mesh axis sizes; their product must be the topology's chip count.
       global_batch, seq_len: sequences per step and tokens per sequence.
@@ -140,7 +141,8 @@ def compile_steps(cfg, platform: str, topology: str, data: int, fsdp: int, tenso
 
     devices = topology_devices(platform, topology)
     attention = attention or ("splash" if platform == "tpu" else cfg.attention)
-    cfg = dataclasses.replace(cfg, remat_policy=remat_policy, attention=attention)
+    cfg = dataclasses.replace(cfg, remat_policy=remat_policy, attention=attention,
+                              scan_unroll_max_layers=models.scan_unroll_max_layers(cfg, platform))
     mesh = partitioning.make_mesh(partitioning.MeshConfig(data=data, fsdp=fsdp, tensor=tensor), devices)
     ways = data * fsdp
     if global_batch % (ways * microbatches):

@@ -100,6 +100,10 @@ class ModelConfig:
         ``"cudnn"``, ``"splash"`` (Pallas splash attention, TPU), ``"blocked"`` force one;
         ``"reference"`` is the plain einsum + softmax with float32 [B, H, T, T] scores, kept
         for tests.
+      scan_unroll_max_layers: scans of at most this many blocks run unrolled; None = by the
+        default backend (``scan_unroll_max_layers()``). An ahead-of-time compile for another
+        platform (``atlas_t5x.aot``) sets the target's value, so it compiles the program that
+        platform will run.
     """
 
     name: str
@@ -115,6 +119,7 @@ class ModelConfig:
     scan_layers: bool = True
     remat_policy: str = "none"
     attention: str = "auto"
+    scan_unroll_max_layers: Optional[int] = None
 
     def __post_init__(self):
         for field in ("num_heads", "num_layers", "d_model", "d_ff", "d_kv", "vocab_size"):
@@ -570,7 +575,7 @@ class DecoderLM(nn.Module):
             scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                               in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
                               metadata_params={nn.PARTITION_NAME: "layers"},
-                              unroll=cfg.num_layers if cfg.num_layers <= scan_unroll_max_layers() else 1)
+                              unroll=cfg.num_layers if cfg.num_layers <= scan_unroll_max_layers(cfg) else 1)
             self.layers = scanned(cfg, name=SCANNED_LAYERS)
         else:
             self.blocks = [block(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
@@ -646,9 +651,12 @@ SCAN_UNROLL_MAX_LAYERS = 4
 SCAN_UNROLL_MAX_LAYERS_CPU = 8
 
 
-def scan_unroll_max_layers() -> int:
-    """Scans of at most this many blocks run unrolled inside the scan on the default backend."""
-    return SCAN_UNROLL_MAX_LAYERS_CPU if jax.default_backend() == "cpu" else SCAN_UNROLL_MAX_LAYERS
+def scan_unroll_max_layers(cfg: Optional[ModelConfig] = None, platform: Optional[str] = None) -> int:
+    """Scans of at most this many blocks run unrolled: the config's own limit if it sets one, else
+    the limit of `platform` (default: the default backend)."""
+    if cfg is not None and cfg.scan_unroll_max_layers is not None:
+        return cfg.scan_unroll_max_layers
+    return SCAN_UNROLL_MAX_LAYERS_CPU if (platform or jax.default_backend()) == "cpu" else SCAN_UNROLL_MAX_LAYERS
 _UNROLLED_LAYER = re.compile(r"layer_(\d+)")
 
 

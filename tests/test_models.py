@@ -1,5 +1,6 @@
 """DecoderLM family: spec parameter counts, FLOPs, masking, packing, numerics."""
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -335,6 +336,22 @@ def test_auto_attention_is_blocked_on_cpu():
     assert models.resolve_attention("auto", jnp.bfloat16, 2048) == "blocked"
     assert models.resolve_attention("auto", jnp.float32, 512) == "blocked"
     assert models.resolve_attention("cudnn", jnp.float32, 64) == "cudnn"
+
+
+def test_scan_unroll_limit_follows_the_target_platform_unless_the_config_sets_it():
+    # an ahead-of-time TPU compile on this CPU host must build the program a TPU runs (atlas_t5x.aot)
+    assert models.scan_unroll_max_layers(platform="cpu") == models.SCAN_UNROLL_MAX_LAYERS_CPU
+    assert models.scan_unroll_max_layers(platform="tpu") == models.SCAN_UNROLL_MAX_LAYERS
+    assert models.scan_unroll_max_layers() == models.SCAN_UNROLL_MAX_LAYERS_CPU   # tests run on CPU
+    cfg = _tiny("tiny2", scan_layers=True)
+    assert models.scan_unroll_max_layers(cfg, "tpu") == models.SCAN_UNROLL_MAX_LAYERS
+    pinned = dataclasses.replace(cfg, scan_unroll_max_layers=1)
+    assert models.scan_unroll_max_layers(pinned, "cpu") == 1
+    # a pinned limit changes the program, not the result
+    tokens = jnp.arange(24, dtype=jnp.int32).reshape(2, 12) % VOCAB
+    model, variables = _init(cfg)
+    np.testing.assert_allclose(models.DecoderLM(pinned).apply(variables, tokens), model.apply(variables, tokens),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_scanned_dropout_depends_only_on_the_key():
