@@ -336,9 +336,9 @@ def _reference_attention(q: Array, k: Array, v: Array, segment_ids: Optional[Arr
     return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
-def _block_bounds(length: int, block_size: Optional[int]) -> list[tuple[int, int]]:
+def _block_bounds(length: int, block_size: int) -> list[tuple[int, int]]:
     """[start, stop) of each query block: the largest divisor of ``length`` not above the size."""
-    block = max(1, min(block_size or ATTENTION_BLOCK_SIZE, length))
+    block = max(1, min(block_size, length))
     while length % block:
         block -= 1
     return [(start, start + block) for start in range(0, length, block)]
@@ -657,6 +657,8 @@ def scan_unroll_max_layers(cfg: Optional[ModelConfig] = None, platform: Optional
     if cfg is not None and cfg.scan_unroll_max_layers is not None:
         return cfg.scan_unroll_max_layers
     return SCAN_UNROLL_MAX_LAYERS_CPU if (platform or jax.default_backend()) == "cpu" else SCAN_UNROLL_MAX_LAYERS
+
+
 _UNROLLED_LAYER = re.compile(r"layer_(\d+)")
 
 
