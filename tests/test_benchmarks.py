@@ -54,7 +54,8 @@ CASES = [
                  ("median tok/s: atlas_t5x",), id="torch_peer", marks=pytest.mark.slow),
     pytest.param("demo_stability.py", ["--replicates=1", "--bootstrap=20", "--logs", "examples/demo_logs.csv",
                                        "benchmarks/data/demo_more_seeds.csv"], (),
-                 ("mono-ru-demo0 (4 seeds), mono-ru-demo1 (4 seeds)", "pass rate per sanity check"),
+                 ("mono-ru-demo0 (4 seeds), mono-ru-demo1 (4 seeds)", "1 random trunk-bootstrap replicates of 1225",
+                  "probability that each sanity check passes", "[Monte Carlo, 1 replicates"),
                  id="demo_stability"),
     # input_pipeline.py --synthetic (the MADLAD-scale streaming check) is not run here: the script is
     # covered by its default case above, and the suite stays under 10 minutes
@@ -101,3 +102,42 @@ def test_input_pipeline_sizes_come_from_every_shipped_sweep():
         size = models.param_count(sweeps.scale_config(run.scale))
         assert size == max(models.param_count(sweeps.scale_config(r.scale)) for r in sweeps.load_sweep(sweep).runs)
     assert bench.largest_run(str(REPO / "gin" / "sweeps" / "demo.yaml")).scale.startswith("demo")
+
+
+def _load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_stability_enumerates_every_trunk_draw_with_its_probability():
+    bench = _load_benchmark("demo_stability")
+    assert bench.multiset_probability(("a", "a"), ("a", "b")) == pytest.approx(0.25)
+    assert bench.multiset_probability(("a", "b"), ("a", "b")) == pytest.approx(0.5)
+    assert bench.multiset_probability(("a", "a", "b"), ("a", "b", "c")) == pytest.approx(3 / 27)
+    assert bench.multiset_probability(("a", "b", "c"), ("a", "b", "c")) == pytest.approx(6 / 27)
+    families = {"x": ["x", "x-s1"], "y": ["y", "y-s1", "y-s2"], "z": ["z"]}
+    draws = bench.all_draws(families)
+    assert len(draws) == bench.count_draws(families) == 3 * 10 * 1
+    assert sum(p for _, p in draws) == pytest.approx(1.0)
+    assert len({tuple(sorted(d.items())) for d, _ in draws}) == len(draws)
+    # the random draws follow the same law: the frequency of each multiset over 20000 draws
+    import random
+    from collections import Counter
+
+    rng = random.Random(0)
+    seen = Counter(tuple(sorted(bench.draw(families, rng).items())) for _ in range(20000))
+    for d, p in draws:
+        assert seen[tuple(sorted(d.items()))] / 20000 == pytest.approx(p, abs=0.015)
+
+
+def test_demo_stability_copies_a_trunk_drawn_twice_under_new_names():
+    bench = _load_benchmark("demo_stability")
+    rows = [{"run": "t", "trunk": "", "run_id": "a", "step": 1},
+            {"run": "t-cd1", "trunk": "t", "run_id": "b", "step": 1},
+            {"run": "u", "trunk": "", "run_id": "c", "step": 1}]
+    out = bench.resample(rows, {"t": ("t", "t")})
+    assert sorted(r["run"] for r in out) == ["t", "t-cd1", "t-cd1~1", "t~1"]
+    assert {r["run_id"] for r in out} == {"a", "b", "a~1", "b~1"}
+    assert next(r for r in out if r["run"] == "t-cd1~1")["trunk"] == "t~1"

@@ -403,6 +403,40 @@ def test_demo_plan_shrinks_every_budget_by_one_factor_to_fit_the_time() -> None:
     assert demo.steady_steps_per_s(rows) == pytest.approx(6 / (4 / 20 + 2 / 10))
 
 
+def test_demo_workers_train_and_calibrate_pinned_to_a_core_each(tmp_path: Path) -> None:
+    # The defect: calibrated on both cores, then two unpinned workers ran up to 1.8x slower than
+    # the plan. Each worker now has a core of its own, and calibration runs in such a worker.
+    import dataclasses
+    import multiprocessing
+    import os
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from atlas_t5x.cli import demo
+
+    plain = sweeps.expand_sweep(spec({"family": "monolingual", "languages": ["en"], "scales": ["tiny0"]}))
+    assert demo.training_workers(plain, 2) == 2 and demo.training_workers(plain, 0) == 1
+    source = plain.runs[0]
+    finetune = sweeps.Sweep("ft", (source, dataclasses.replace(source, name="ft", init_from=source.name)), "test")
+    assert demo.training_workers(finetune, 2) == 1   # a finetune waits for its source: one process
+    context = multiprocessing.get_context("spawn")
+    assert demo._worker_cores(1, context) is None
+    assert demo._worker_cores(demo.usable_cores() + 1, context) is None   # cannot give each a core
+    if not hasattr(os, "sched_setaffinity") or demo.usable_cores() < 2:
+        pytest.skip("needs two usable cores and the affinity API")
+    with ProcessPoolExecutor(2, mp_context=context, initializer=demo._start_worker,
+                             initargs=(str(tmp_path / "jax_cache"), demo._worker_cores(2, context))) as pool:
+        pids: set[int] = set()
+        deadline = time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline:   # a pid comes back once its initializer ran
+            pids.update(job.result() for job in [pool.submit(os.getpid) for _ in range(4)])
+        affinities = {pid: tuple(os.sched_getaffinity(pid)) for pid in pids}
+    assert len(affinities) == 2, affinities
+    cores = sorted(c for affinity in affinities.values() for c in affinity)
+    assert all(len(a) == 1 for a in affinities.values()) and len(set(cores)) == 2
+    assert set(cores) <= set(os.sched_getaffinity(0))
+
+
 def test_cli_refuses_a_bad_spec_before_training(tmp_path: Path, capsys) -> None:
     import importlib.util
 

@@ -218,8 +218,46 @@ def plan(sweep: sweeps.Sweep, timings, seconds_left: float | None,
 # 2. Training on every core
 
 
-def _start_worker(cache_dir: str) -> None:
+def _start_worker(cache_dir: str, cores=None) -> None:
+    """Worker initializer: pins the process to one core taken from the queue `cores` (when given),
+    before JAX starts its CPU client, so XLA runs one thread there; enables the shared compile cache."""
+    if cores is not None:
+        os.sched_setaffinity(0, {cores.get()})
     sweeps.enable_compile_cache(cache_dir)
+
+
+def training_workers(sweep: sweeps.Sweep, workers: int) -> int:
+    """Processes that will train the sweep: `workers`, or 1 when a run finetunes another (it must
+    wait for its source, so `train_runs` trains the sweep in order in this process)."""
+    return 1 if any(r.init_from for r in sweep.runs) else max(1, workers)
+
+
+def _worker_cores(workers: int, context):
+    """A queue holding one distinct core per worker, or None when the workers cannot each have one
+    (more workers than usable cores, or no affinity API): then they share the cores unpinned."""
+    if workers <= 1 or not hasattr(os, "sched_setaffinity") or workers > usable_cores():
+        return None
+    cores = context.Queue()
+    for core in sorted(os.sched_getaffinity(0))[:workers]:
+        cores.put(core)
+    return cores
+
+
+def calibrate_as_trained(sweep: sweeps.Sweep, out: Path, workers: int) -> dict[str, dict[str, float]]:
+    """`calibrate` under the conditions the runs will train in. One worker trains in this process
+    on every core it may use, so it calibrates here. Several workers each train pinned to one core,
+    so the calibration runs in such a worker too: timed on all cores (XLA uses them all for one
+    process), the runs came out up to 1.8× slower than estimated when two trained side by side."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")   # JAX is not fork-safe
+    cores = _worker_cores(training_workers(sweep, workers), context)
+    if cores is None:
+        return calibrate(sweep, out)
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_start_worker,
+                             initargs=(str(out / "jax_cache"), cores)) as pool:
+        return pool.submit(calibrate, sweep, out).result()
 
 
 def _train_one(sweep: sweeps.Sweep, out: str, name: str) -> tuple[str, str, float]:
@@ -235,11 +273,11 @@ def train_runs(sweep: sweeps.Sweep, out: Path, estimates: dict[str, float], work
     """Trains the sweep's runs; returns {run: status} (`sweeps.run_locally`'s statuses).
 
     With `workers` > 1 (and no finetunes, which wait for their sources) the runs are trained by
-    that many worker processes (one core each; the tiny models use one core per process), each
-    taking the longest run left (`estimates`, seconds) so the sweep ends at about `makespan`.
+    that many worker processes, each pinned to a core of its own (`_worker_cores`) and taking the
+    longest run left (`estimates`, seconds) so the sweep ends at about `makespan`.
     A line per finished run reports its wall time next to its estimate.
     """
-    if workers <= 1 or any(r.init_from for r in sweep.runs):
+    if training_workers(sweep, workers) <= 1:
         return sweeps.run_locally(sweep, out, progress=True)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -248,7 +286,7 @@ def train_runs(sweep: sweeps.Sweep, out: Path, estimates: dict[str, float], work
     status: dict[str, str] = {}
     context = multiprocessing.get_context("spawn")   # JAX is not fork-safe
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(str(out / "jax_cache"),)) as pool:
+                             initargs=(str(out / "jax_cache"), _worker_cores(workers, context))) as pool:
         jobs = [pool.submit(_train_one, sweep, str(out), r.name) for r in order]
         for done, job in enumerate(as_completed(jobs), start=1):
             name, state, wall = job.result()
@@ -570,11 +608,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming with the saved plan (token factor {saved['factor']:.3f})")
     else:
         print("1/5 timing this machine (a few steps per model size):")
-        timings = calibrate(sweep, out)
+        timings = calibrate_as_trained(sweep, out, args.workers)
         shutil.rmtree(out / "runs", ignore_errors=True)  # calibration runs are not part of the study
         reserve = 90.0  # export, fits and report [measured: 70-80 s on one core]
         left = None if args.time_budget is None else args.time_budget - (time.perf_counter() - start) - reserve
-        sweep, factor, estimate = plan(sweep, timings, left, args.workers)
+        sweep, factor, estimate = plan(sweep, timings, left, training_workers(sweep, args.workers))
         logio.write_atomic(plan_path, json.dumps({
             "factor": factor, "estimate_s": estimate, "workers": args.workers, "timings": timings,
             "total_steps": {r.name: r.total_steps for r in sweep.runs}}, indent=1) + "\n")
@@ -584,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"  estimated {estimate:.0f} s of training")
     estimates = {r.name: estimate_seconds(r, timings[r.scale]) for r in sweep.runs}
-    print(f"2/5 training {len(sweep.runs)} runs on {args.workers} process(es):")
+    print(f"2/5 training {len(sweep.runs)} runs on {training_workers(sweep, args.workers)} process(es):")
     for r in sweep.runs:
         langs = r.training_languages or ["all"]
         init = f", from {r.init_from}" if r.init_from else ""
