@@ -1,20 +1,21 @@
 """How often the demo's sanity checks pass when its trunks are resampled (issue 21).
 
-A sanity verdict should not hinge on which trunks happened to be trained. The demo trains a second
-seed of the trunks at its smaller sizes; this script refits the demo's exported logs on trunk
+A sanity verdict should not hinge on which trunks happened to be trained. The demo trains four
+seeds of the trunks at its smaller sizes; this script refits the demo's exported logs on trunk
 bootstrap replicates — at each size with several seeds, as many trunks as it has, drawn with
 replacement (a trunk drawn twice enters twice, under a copy's run name and run id) — and reports,
 per sanity check, the probability that it passes on a replicate (goal ≥ 90% each).
 
-When the design has few distinct replicates (e.g. 2 seeds at 2 sizes: 3 × 3 = 9 multisets of
-trunks), every one is refitted once and weighted by its probability under the bootstrap (a
-multinomial draw per family), so the rate is exact and does not depend on `--seed`; otherwise
-`--replicates` random replicates are drawn (Monte Carlo, ±1.96·sqrt(p(1−p)/n) printed).
+When the design has at most `--exact_max` distinct replicates (e.g. 2 seeds at 2 sizes: 3 × 3 = 9
+multisets of trunks), every one is refitted once and weighted by its probability under the
+bootstrap (a multinomial draw per family), so the rate is exact and does not depend on `--seed`;
+otherwise (the demo's 4 seeds at 2 sizes: 35 × 35 = 1225) `--replicates` random replicates are
+drawn (Monte Carlo, each rate with its Wilson 95% interval).
 
-  python benchmarks/demo_stability.py                       # examples/demo_logs.csv: all 9 replicates
+  python benchmarks/demo_stability.py                       # examples/demo_logs.csv, 40 replicates
   python benchmarks/demo_stability.py --logs out/demo/logs.csv --replicates 100 --laws csl,atlas
   python benchmarks/demo_stability.py --logs examples/demo_logs.csv benchmarks/data/demo_more_seeds.csv
-                                                            # the example plus seeds 2 and 3 at demo0-1
+                                                            # the example plus seeds 4 and 5 at demo0-1
 
 Each replicate is a full `build_report` over the drawn runs, without model selection and with a
 reduced bootstrap. The default fits csl only: the checks read the CSL fit, and the held-out check
@@ -80,6 +81,14 @@ def all_draws(families: dict[str, list[str]]) -> list[tuple[dict[str, tuple[str,
 def count_draws(families: dict[str, list[str]]) -> int:
     """Number of distinct draws: per family of m trunks, C(2m − 1, m) multisets."""
     return prod(math.comb(2 * len(m) - 1, len(m)) for m in families.values())
+
+
+def wilson_interval(passed: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a pass rate (sound at 0 and n passes, where the normal one is empty)."""
+    p = passed / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def resample(rows, drawn: dict[str, Sequence[str]]) -> list[dict]:
@@ -155,13 +164,16 @@ def main(argv=None) -> int:
         print(f"  [{i}/{len(draws)}] p={weight:.4f} {what}, {time.perf_counter() - start:.0f} s: "
               + ("all pass" if not failed else "FAILED " + "; ".join(failed)), flush=True)
     print("probability that each sanity check passes on a trunk-bootstrap replicate (goal ≥ 90% each)"
-          + (" [exact: every replicate]:" if exact else f" [Monte Carlo, {len(draws)} replicates, ±95%]:"))
+          + (" [exact: every replicate]:" if exact else f" [Monte Carlo, {len(draws)} replicates, Wilson 95% interval]:"))
     worst = 1.0
     for name, results in tally.items():
         rate = sum(w for w, ok in results if ok) / sum(w for w, _ in results)
         worst = min(worst, rate)
-        error = "" if exact else f" ± {1.96 * math.sqrt(rate * (1 - rate) / len(results)):.1%}"
-        print(f"  {rate:6.1%}{error}  {name}")
+        if exact:
+            print(f"  {rate:6.1%}  {name}")
+        else:
+            lo, hi = wilson_interval(sum(ok for _, ok in results), len(results))
+            print(f"  {rate:6.1%} [95%: {lo:.1%}, {hi:.1%}]  {name}")
     print(f"lowest pass rate {worst:.1%}" + ("" if exact else f" over {len(draws)} replicates") + ": "
           + ("meets the ≥ 90% goal" if worst >= 0.9 else "BELOW the 90% goal"))
     return 0

@@ -54,8 +54,8 @@ CASES = [
                  ("median tok/s: atlas_t5x",), id="torch_peer", marks=pytest.mark.slow),
     pytest.param("demo_stability.py", ["--replicates=1", "--bootstrap=20", "--logs", "examples/demo_logs.csv",
                                        "benchmarks/data/demo_more_seeds.csv"], (),
-                 ("mono-ru-demo0 (4 seeds), mono-ru-demo1 (4 seeds)", "1 random trunk-bootstrap replicates of 1225",
-                  "probability that each sanity check passes", "[Monte Carlo, 1 replicates"),
+                 ("mono-ru-demo0 (6 seeds), mono-ru-demo1 (6 seeds)", "1 random trunk-bootstrap replicates of 213444",
+                  "probability that each sanity check passes", "[Monte Carlo, 1 replicates, Wilson 95% interval]"),
                  id="demo_stability"),
     # input_pipeline.py --synthetic (the MADLAD-scale streaming check) is not run here: the script is
     # covered by its default case above, and the suite stays under 10 minutes
@@ -141,3 +141,13 @@ def test_demo_stability_copies_a_trunk_drawn_twice_under_new_names():
     assert sorted(r["run"] for r in out) == ["t", "t-cd1", "t-cd1~1", "t~1"]
     assert {r["run_id"] for r in out} == {"a", "b", "a~1", "b~1"}
     assert next(r for r in out if r["run"] == "t-cd1~1")["trunk"] == "t~1"
+
+
+def test_demo_stability_rate_interval_is_sound_at_the_ends():
+    bench = _load_benchmark("demo_stability")
+    lo, hi = bench.wilson_interval(40, 40)
+    assert hi == 1.0 and 0.90 < lo < 0.93            # 40 of 40: the rate is not known to be 100%
+    lo, hi = bench.wilson_interval(0, 40)
+    assert lo == 0.0 and 0.07 < hi < 0.10
+    lo, hi = bench.wilson_interval(34, 40)
+    assert lo < 0.85 < hi and hi - lo < 0.25

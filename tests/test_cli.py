@@ -122,8 +122,8 @@ def test_atlas_sweep_print_writes_one_command_per_run_without_tensorflow(tmp_pat
 
     import yaml
 
-    # the demo's design at one batch size for every scale: its batch 4 of demo0-1 does not split
-    # over the 8 devices of the default --print target (refused, naming the batch: tests/test_plans.py)
+    # the demo's design at batch 8: every size splits it over the 8 devices of the default --print
+    # target by data alone (an unsplittable batch is refused, naming it: tests/test_plans.py)
     demo = yaml.safe_load((REPO / "gin" / "sweeps" / "demo.yaml").read_text())
     demo["defaults"]["batch"] = 8
     spec = tmp_path / "demo_batch8.yaml"

@@ -281,16 +281,23 @@ def test_a_size_defined_only_by_its_gin_file_gets_a_plan_and_sweep_print_works(t
     assert plan.scale == "demo0" and plan.fits
     assert plan.data * plan.fsdp * plan.tensor == 8
     sweep_cli = _load_script("sweep")
-    # the shipped demo trains demo0-1 at batch 4: no 8-device mesh splits it, and --print says so
-    assert sweep_cli.main([str(REPO / "gin/sweeps/demo.yaml"), "--out", str(tmp_path), "--print"]) == 2
-    assert "no mesh of 8 devices splits global batch 4 of demo0" in capsys.readouterr().err
     import yaml
 
+    # the demo at batch 1: no 8-device mesh splits it (demo0 has 2 heads, so tensor <= 2), and
+    # --print says so, naming the batch and the size
     demo = yaml.safe_load((REPO / "gin" / "sweeps" / "demo.yaml").read_text())
+    demo["defaults"]["batch"] = 1
+    unsplittable = tmp_path / "demo_batch1.yaml"
+    unsplittable.write_text(yaml.safe_dump(demo))
+    assert sweep_cli.main([str(unsplittable), "--out", str(tmp_path), "--print"]) == 2
+    assert "no mesh of 8 devices splits global batch 1 of demo0" in capsys.readouterr().err
+    # the shipped demo (batch 4) prints: data 4 x tensor 2 splits it at every size
+    assert sweep_cli.main([str(REPO / "gin/sweeps/demo.yaml"), "--out", str(tmp_path / "shipped"), "--print"]) == 0
+    capsys.readouterr()
     demo["defaults"]["batch"] = 8
     spec = tmp_path / "demo_batch8.yaml"
     spec.write_text(yaml.safe_dump(demo))
     assert sweep_cli.main([str(spec), "--out", str(tmp_path), "--print"]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if "scripts/train.py" in line]
-    assert len(printed) == len(demo_runs := sweeps.load_sweep(str(spec)).runs) == 8, demo_runs
+    assert len(printed) == len(demo_runs := sweeps.load_sweep(str(spec)).runs) == 12, demo_runs   # 4 + 3 seeds × 2 + 2
     assert all("--gin.MeshConfig.fsdp=" in line for line in printed)
