@@ -38,6 +38,7 @@ import dataclasses
 import json
 import math
 import os
+import queue
 import shutil
 import sys
 import time
@@ -222,7 +223,10 @@ def _start_worker(cache_dir: str, cores=None) -> None:
     """Worker initializer: pins the process to one core taken from the queue `cores` (when given),
     before JAX starts its CPU client, so XLA runs one thread there; enables the shared compile cache."""
     if cores is not None:
-        os.sched_setaffinity(0, {cores.get()})
+        try:
+            os.sched_setaffinity(0, {cores.get(timeout=10)})
+        except queue.Empty:   # more workers started than cores handed out: this one stays unpinned
+            pass
     sweeps.enable_compile_cache(cache_dir)
 
 
