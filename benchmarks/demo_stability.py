@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from math import factorial, prod
 from pathlib import Path
 from typing import Sequence
 
@@ -65,7 +64,7 @@ def multiset_probability(drawn: Sequence[str], members: Sequence[str]) -> float:
     """Probability of drawing this multiset of trunks in len(members) uniform draws (multinomial)."""
     n = len(members)
     counts = Counter(drawn).values()
-    return factorial(n) // prod(factorial(c) for c in counts) / n ** n
+    return math.factorial(n) // math.prod(math.factorial(c) for c in counts) / n ** n
 
 
 def all_draws(families: dict[str, list[str]]) -> list[tuple[dict[str, tuple[str, ...]], float]]:
@@ -74,13 +73,13 @@ def all_draws(families: dict[str, list[str]]) -> list[tuple[dict[str, tuple[str,
     for f, m in families.items():
         multisets = itertools.combinations_with_replacement(sorted(m), len(m)) if len(m) > 1 else [tuple(m)]
         options.append([(f, ms, multiset_probability(ms, m)) for ms in multisets])
-    return [({f: ms for f, ms, _ in combo}, prod(p for _, _, p in combo))
+    return [({f: ms for f, ms, _ in combo}, math.prod(p for _, _, p in combo))
             for combo in itertools.product(*options)]
 
 
 def count_draws(families: dict[str, list[str]]) -> int:
     """Number of distinct draws: per family of m trunks, C(2m − 1, m) multisets."""
-    return prod(math.comb(2 * len(m) - 1, len(m)) for m in families.values())
+    return math.prod(math.comb(2 * len(m) - 1, len(m)) for m in families.values())
 
 
 def wilson_interval(passed: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -99,9 +98,8 @@ def resample(rows, drawn: dict[str, Sequence[str]]) -> list[dict]:
         by_trunk[r.get("trunk") or r["run"]].append(r)
     out = []
     for drawn_trunks in drawn.values():
-        drawn_trunks = list(drawn_trunks)
-        for trunk in sorted(set(drawn_trunks)):
-            for k in range(drawn_trunks.count(trunk)):
+        for trunk, copies in sorted(Counter(drawn_trunks).items()):
+            for k in range(copies):
                 for r in by_trunk[trunk]:
                     if k == 0:
                         out.append(r)

@@ -90,11 +90,16 @@ def test_documented_benchmark_runs_with_tiny_settings(script, args, needs, expec
         assert line in proc.stdout, proc.stdout[-3000:]
 
 
+def _load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_input_pipeline_sizes_come_from_every_shipped_sweep():
     # the defect: `python benchmarks/input_pipeline.py` stopped at "unknown model scale 'demo0'"
-    spec = importlib.util.spec_from_file_location("input_pipeline_bench", BENCHMARKS / "input_pipeline.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load_benchmark("input_pipeline")
     from atlas_t5x import models, sweeps
 
     for sweep in sorted((REPO / "gin" / "sweeps").glob("*.yaml")):
@@ -102,13 +107,6 @@ def test_input_pipeline_sizes_come_from_every_shipped_sweep():
         size = models.param_count(sweeps.scale_config(run.scale))
         assert size == max(models.param_count(sweeps.scale_config(r.scale)) for r in sweeps.load_sweep(sweep).runs)
     assert bench.largest_run(str(REPO / "gin" / "sweeps" / "demo.yaml")).scale.startswith("demo")
-
-
-def _load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_demo_stability_enumerates_every_trunk_draw_with_its_probability():
